@@ -1,0 +1,8 @@
+"""``python -m mpevents``: the same as the ``mpevents`` command."""
+
+import sys
+
+from ._cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""The scoreboard: counters in shared memory, written by children, read by main.
+
+Progress never travels as messages: each child bumps plain int64 cells in a
+``multiprocessing.RawArray`` that main (supervisor and dashboard) reads
+whenever it likes. Each cell has one writer, so no lock is needed; a reader
+may see a value a moment old, which is all a dashboard needs.
+
+The worker slots double as the supervisor's ledger: a worker records the
+chunk it holds before working on it, so when it dies main knows exactly what
+to hand to its replacement.
+"""
+
+from __future__ import annotations
+
+import enum
+from multiprocessing.sharedctypes import RawArray
+from typing import Any, Final
+
+from ._spec import REASONS
+
+TOP_GROUPS: Final = 5
+"""How many of the largest groups the collector publishes for the dashboard."""
+
+
+class FileField(enum.IntEnum):
+    BYTES_READ = 0
+    STATE = 1  # FileState
+    WRITTEN_SEQ = 2  # chunks written, in order, by the collector
+    WRITTEN_OFFSET = 3  # file offset where the next unwritten chunk starts
+    LINES = 4  # lines written
+
+
+class FileState(enum.IntEnum):
+    WAITING = 0
+    READING = 1
+    READ = 2
+    WRITTEN = 3
+
+
+class WorkerField(enum.IntEnum):
+    PID = 0
+    STATE = 1  # WorkerState
+    FILE = 2  # the chunk held: file index,
+    SEQ = 3  # its sequence number,
+    OFFSET = 4  # where it starts and ends in its file,
+    END = 5
+    FLAGS = 6  # and its flags
+    CHUNKS = 7
+    LINES = 8
+    BUSY_NS = 9
+    RESTARTS = 10
+    STARTED_NS = 11
+    # the chunk sent before, whose result may still sit in this worker's
+    # queue feeder: a replacement redoes it too, and the collector drops it
+    # if it did arrive
+    PREV_SET = 12
+    PREV_FILE = 13
+    PREV_SEQ = 14
+    PREV_OFFSET = 15
+    PREV_END = 16
+    PREV_FLAGS = 17
+
+
+class WorkerState(enum.IntEnum):
+    IDLE = 0
+    BUSY = 1  # holds the chunk named in its slot
+    SENDING = 2  # its result is on its way to the collector
+
+
+class CollectorField(enum.IntEnum):
+    RESULTS = 0
+    RECORDS = 1
+    REJECTED = 2
+    BLANK = 3
+    LINES = 4
+    HEAD = 5  # index of the file being written
+    GROUPS = 6  # distinct groups so far
+    REASONS = 7  # len(REASONS) cells, then TOP_GROUPS (group id, count) pairs
+
+
+_PREV_FIELDS: Final = (
+    (WorkerField.FILE, WorkerField.PREV_FILE),
+    (WorkerField.SEQ, WorkerField.PREV_SEQ),
+    (WorkerField.OFFSET, WorkerField.PREV_OFFSET),
+    (WorkerField.END, WorkerField.PREV_END),
+    (WorkerField.FLAGS, WorkerField.PREV_FLAGS),
+)
+_FILE_WIDTH: Final = len(FileField)
+_WORKER_WIDTH: Final = len(WorkerField)
+_TOP_START: Final = CollectorField.REASONS + len(REASONS)
+_COLLECTOR_WIDTH: Final = _TOP_START + 2 * TOP_GROUPS
+
+
+class Board:
+    """Shared int64 counters for ``files`` input files and ``workers`` slots."""
+
+    def __init__(self, files: int, workers: int) -> None:
+        self.n_files = files
+        self.n_workers = workers
+        self._files: Any = RawArray("q", files * _FILE_WIDTH)
+        self._workers: Any = RawArray("q", workers * _WORKER_WIDTH)
+        self._collector: Any = RawArray("q", _COLLECTOR_WIDTH)
+
+    # files
+    def file(self, index: int, field: FileField) -> int:
+        return int(self._files[index * _FILE_WIDTH + field])
+
+    def set_file(self, index: int, field: FileField, value: int) -> None:
+        self._files[index * _FILE_WIDTH + field] = value
+
+    # workers
+    def worker(self, slot: int, field: WorkerField) -> int:
+        return int(self._workers[slot * _WORKER_WIDTH + field])
+
+    def set_worker(self, slot: int, field: WorkerField, value: int) -> None:
+        self._workers[slot * _WORKER_WIDTH + field] = value
+
+    def add_worker(self, slot: int, field: WorkerField, value: int) -> None:
+        self._workers[slot * _WORKER_WIDTH + field] += value
+
+    def hold(self, slot: int, file: int, seq: int, offset: int, end: int, flags: int) -> None:
+        """Record the chunk a worker now holds; the state is written last."""
+        base = slot * _WORKER_WIDTH
+        cells = self._workers
+        cells[base + WorkerField.FILE] = file
+        cells[base + WorkerField.SEQ] = seq
+        cells[base + WorkerField.OFFSET] = offset
+        cells[base + WorkerField.END] = end
+        cells[base + WorkerField.FLAGS] = flags
+        cells[base + WorkerField.STATE] = WorkerState.BUSY
+
+    def sent(self, slot: int) -> None:
+        """The held chunk's result is queued: remember it as the previous one."""
+        base = slot * _WORKER_WIDTH
+        cells = self._workers
+        cells[base + WorkerField.PREV_SET] = 0
+        for src, dst in _PREV_FIELDS:
+            cells[base + dst] = cells[base + src]
+        cells[base + WorkerField.PREV_SET] = 1
+        cells[base + WorkerField.STATE] = WorkerState.IDLE
+
+    def held(self, slot: int) -> list[tuple[int, int, int, int, int]]:
+        """The chunks a dead worker may not have delivered: (file, seq, offset, end, flags)."""
+        chunks = []
+        if self.worker(slot, WorkerField.PREV_SET):
+            chunks.append(tuple(self.worker(slot, field) for _, field in _PREV_FIELDS))
+        if self.worker(slot, WorkerField.STATE) != WorkerState.IDLE:
+            chunks.append(tuple(self.worker(slot, src) for src, _ in _PREV_FIELDS))
+        return chunks  # type: ignore[return-value]
+
+    # collector
+    def collector(self, field: CollectorField) -> int:
+        return int(self._collector[field])
+
+    def set_collector(self, field: CollectorField, value: int) -> None:
+        self._collector[field] = value
+
+    def reasons(self) -> dict[str, int]:
+        base = CollectorField.REASONS
+        return {reason: int(self._collector[base + i]) for i, reason in enumerate(REASONS)}
+
+    def add_reason(self, index: int, count: int) -> None:
+        self._collector[CollectorField.REASONS + index] += count
+
+    def top_groups(self) -> list[tuple[int, int]]:
+        cells = self._collector
+        pairs = [(int(cells[_TOP_START + 2 * i]), int(cells[_TOP_START + 2 * i + 1])) for i in range(TOP_GROUPS)]
+        return [(group, count) for group, count in pairs if count > 0]
+
+    def set_top_groups(self, pairs: list[tuple[int, int]]) -> None:
+        cells = self._collector
+        for i in range(TOP_GROUPS):
+            group, count = pairs[i] if i < len(pairs) else (0, 0)
+            cells[_TOP_START + 2 * i] = group
+            cells[_TOP_START + 2 * i + 1] = count
+
+    def reset(self) -> None:
+        """Zero every counter but the worker restart counts (for a fresh attempt)."""
+        restarts = [self.worker(slot, WorkerField.RESTARTS) for slot in range(self.n_workers)]
+        for cells in (self._files, self._workers, self._collector):
+            for i in range(len(cells)):
+                cells[i] = 0
+        for slot, count in enumerate(restarts):
+            self.set_worker(slot, WorkerField.RESTARTS, count)
+
+    def progress(self) -> tuple[int, ...]:
+        """A value that changes whenever any stage moves (for stall detection)."""
+        return (
+            sum(self.file(i, FileField.BYTES_READ) for i in range(self.n_files)),
+            sum(self.worker(k, WorkerField.CHUNKS) for k in range(self.n_workers)),
+            self.collector(CollectorField.RESULTS),
+        )

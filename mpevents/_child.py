@@ -1,0 +1,68 @@
+"""What every child process does first and last, whatever its role.
+
+* names itself (``mpevents: worker 2``) so ``ps`` and ``top`` show each role;
+* ignores SIGINT: Ctrl-C reaches the whole process group, and only the main
+  process decides what an interrupt means;
+* asks the kernel to SIGKILL it if its parent dies, so that no child outlives
+  a main process that was itself killed;
+* runs its body under the profilers that were asked for;
+* turns an expected failure into one line on the error queue and a distinct
+  exit code, so that main can tell "reported, do not retry" from a crash.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any, Final
+
+import setproctitle
+
+from ._config import Config
+from ._profiling import profiled
+
+EXIT_REPORTED: Final = 3
+"""A child that failed and put its reason on the error queue exits with this."""
+
+_PR_SET_PDEATHSIG: Final = 1
+
+
+def _die_with_parent() -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: main still reaps its children
+        pass
+
+
+def run_child(
+    role: str,
+    index: int,
+    title: str,
+    config: Config,
+    errors: Any,
+    body: Callable[..., None],
+    *args: Any,
+) -> None:
+    """Set the process up for ``role``, then call ``body(*args)``."""
+    setproctitle.setproctitle(f"mpevents: {title}")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_parent()
+    try:
+        with profiled(config, role, index):
+            body(*args)
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        reason = f"{role} {index}: {exc.strerror or exc}{where}"
+        if config.debug:
+            logging.getLogger("mpevents").exception(reason)
+        errors.put(reason)
+        errors.close()
+        errors.join_thread()
+        sys.stdout.flush()
+        os._exit(EXIT_REPORTED)

@@ -1,0 +1,224 @@
+"""Command line: parse arguments, run, map every outcome to an exit code.
+
+Owns argparse, logging set-up and the promise that a user sees one clear line
+on stderr, never a traceback, unless they ask for ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+from . import __version__
+from ._config import (
+    DEFAULT_CHUNK_BYTES,
+    DEFAULT_INPUT,
+    DEFAULT_MAX_OPEN_FILES,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_OUTPUT,
+    DEFAULT_PATTERN,
+    DEFAULT_PROFILE_DIR,
+    DEFAULT_READERS,
+    Config,
+)
+from ._errors import EXIT_OK, EXIT_SIGINT, Interrupted, MpeventsError, UsageError
+
+log = logging.getLogger("mpevents")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _size(text: str) -> int:
+    """A byte count, optionally with a K, M or G suffix (powers of 1,024)."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    scale = units.get(text[-1:].lower(), 1)
+    number = text[:-1] if scale > 1 else text
+    if number.lower().endswith("i"):
+        number = number[:-1]
+    return _positive(number) * scale if number else _positive(text)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="mpevents",
+        description=(
+            "Validate pipe-delimited event logs and write the valid records as JSON, one file per group, "
+            "using one process per core. Rejected lines go to rejected.jsonl with their reason; "
+            "summary.json accounts for every line."
+        ),
+        epilog="Exit codes: 0 done (rejected lines are data), 1 failure during the run, "
+        "2 bad usage or input, 130 interrupted (SIGINT), 143 terminated (SIGTERM).",
+    )
+    add = parser.add_argument
+    add(
+        "--input",
+        type=Path,
+        default=DEFAULT_INPUT,
+        metavar="DIR",
+        help=f"directory whose matching files are read (default: {DEFAULT_INPUT})",
+    )
+    add(
+        "--output",
+        type=Path,
+        default=DEFAULT_OUTPUT,
+        metavar="DIR",
+        help=f"directory for group-<id>.jsonl, rejected.jsonl and summary.json; replaced atomically "
+        f"at the end of a successful run (default: {DEFAULT_OUTPUT})",
+    )
+    add(
+        "--worker-number",
+        "-n",
+        dest="workers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="worker processes that check and encode lines (default: 1; use the number of cores)",
+    )
+    add(
+        "--readers",
+        type=_positive,
+        default=DEFAULT_READERS,
+        metavar="K",
+        help=f"input files read at the same time, one process each (default: {DEFAULT_READERS})",
+    )
+    add(
+        "--chunk-bytes",
+        type=_size,
+        default=DEFAULT_CHUNK_BYTES,
+        metavar="B",
+        help="size of the chunks of whole lines passed between processes; accepts K, M, G "
+        f"(default: {DEFAULT_CHUNK_BYTES >> 20}M)",
+    )
+    add(
+        "--pattern",
+        default=DEFAULT_PATTERN,
+        metavar="GLOB",
+        help=f"which file names in the input directory to read (default: {DEFAULT_PATTERN!r})",
+    )
+    add(
+        "--max-retries",
+        type=_positive,
+        default=DEFAULT_MAX_RETRIES,
+        metavar="R",
+        help=f"a chunk that kills this many workers fails the run (default: {DEFAULT_MAX_RETRIES})",
+    )
+    add(
+        "--max-open-files",
+        type=_positive,
+        default=DEFAULT_MAX_OPEN_FILES,
+        metavar="F",
+        help=f"group files kept open at once; others are closed and reopened (default: {DEFAULT_MAX_OPEN_FILES})",
+    )
+    shown = parser.add_mutually_exclusive_group()
+    shown.add_argument("--quiet", "-q", action="store_true", help="print errors only")
+    shown.add_argument(
+        "--no-progress", action="store_true", help="no live dashboard or progress lines; still print the final summary"
+    )
+    add(
+        "--cpu-profile",
+        action="store_true",
+        help="profile every process with cProfile into cpu-<role>-<index>.prof, merged into cpu-all.prof",
+    )
+    add(
+        "--mem-profile",
+        action="store_true",
+        help="trace every process's allocations with tracemalloc into mem-<role>-<index>.snapshot",
+    )
+    add(
+        "--profile-dir",
+        type=Path,
+        default=DEFAULT_PROFILE_DIR,
+        metavar="DIR",
+        help=f"where profiles go (default: {DEFAULT_PROFILE_DIR})",
+    )
+    add(
+        "--log-level",
+        default="WARNING",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="what the log shows (default: WARNING)",
+    )
+    add("--debug", action="store_true", help="show tracebacks for errors")
+    add("--version", action="version", version=f"mpevents {__version__}")
+    return parser  # fmt: skip
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    progress = "quiet" if args.quiet else "off" if args.no_progress else "auto"
+    return Config(
+        input_dir=args.input,
+        output_dir=args.output,
+        workers=args.workers,
+        readers=args.readers,
+        chunk_bytes=args.chunk_bytes,
+        pattern=args.pattern,
+        max_retries=args.max_retries,
+        max_open_files=args.max_open_files,
+        progress=progress,
+        cpu_profile=args.cpu_profile,
+        mem_profile=args.mem_profile,
+        profile_dir=args.profile_dir,
+        debug=args.debug,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``mpevents`` and ``python -m mpevents``; returns the exit code."""
+    errors = Console(stderr=True, highlight=False, soft_wrap=True)
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+        _setup_logging(args.log_level, errors)
+        config = config_from_args(args)
+        from ._dashboard import make_observer, print_summary
+
+        observer = make_observer(config)
+        summary = _run(config, observer)
+        if config.progress != "quiet":
+            print_summary(summary, config)
+        return EXIT_OK
+    except Interrupted as exc:
+        errors.print(f"mpevents: {exc}", markup=False)
+        return exc.code
+    except MpeventsError as exc:
+        if debug:
+            errors.print_exception()
+        errors.print(f"mpevents: error: {exc}", markup=False)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        errors.print("mpevents: interrupted", markup=False)
+        return EXIT_SIGINT
+
+
+def _run(config: Config, observer: object) -> dict[str, object]:
+    from ._supervisor import run
+
+    return run(config, observer)  # type: ignore[arg-type]
+
+
+def _setup_logging(level: str, console: Console) -> None:
+    handler = RichHandler(console=console, show_path=False, show_time=False, markup=False)
+    logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
+
+
+def main_exit() -> None:
+    """Console-script entry point: exit with :func:`main`'s code."""
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""Collector: the one process that writes the output, in input order.
+
+Talks to: the result queue (takes :class:`Result`), the temporary output
+directory (group files and ``rejected.jsonl``), the scoreboard (what it has
+written), the credit semaphore (returns readers' credits), and at the end the
+report queue (the counts for ``summary.json``).
+
+Results arrive in any order; the collector writes chunk ``s`` of file ``f``
+only after every earlier chunk, so each group file and the rejects follow
+(file name, line number) whatever the worker count or chunk size. It holds
+back only what arrives early, which the bounded queues and the readers'
+credits keep small. A result it has already written or holds, as after a
+worker or reader was restarted, is dropped by its (file, sequence) key.
+
+Reject line numbers are made absolute here, from the line counts of the
+chunks before: a worker only knows its own chunk.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import resource
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, BinaryIO, Final
+
+import msgspec
+
+from . import _failpoints
+from ._board import TOP_GROUPS, Board, CollectorField, FileField, FileState
+from ._config import InputFile
+from ._messages import FLAG_CREDIT, FLAG_LAST, Result
+from ._spec import REASON_INDEX, REASONS
+
+REJECTS_NAME: Final = "rejected.jsonl"
+_RESERVED_FDS: Final = 16
+"""Descriptors kept free for everything but group files (queues, stdio, rejects)."""
+_TOP_EVERY_S: Final = 0.25
+"""How often the largest groups are republished for the dashboard."""
+_WRITE_BUFFER: Final = 1 << 16
+
+
+def group_file_name(group: bytes) -> str:
+    return f"group-{group.decode('ascii')}.jsonl"
+
+
+class RejectLine(msgspec.Struct, gc=False):
+    """One line of ``rejected.jsonl``; field order is the key order."""
+
+    file: str
+    line: int
+    reason: str
+    raw: str
+
+
+class GroupFiles:
+    """Group files, at most ``limit`` open at once, least recently used closed first.
+
+    A file is created on first use and reopened in append mode after being
+    closed, so any number of groups works under a small descriptor limit.
+    """
+
+    def __init__(self, directory: Path, limit: int) -> None:
+        self.directory = directory
+        self.limit = max(1, min(limit, _descriptor_budget()))
+        self._open: OrderedDict[bytes, BinaryIO] = OrderedDict()
+
+    def write(self, group: bytes, data: bytes) -> None:
+        handle = self._open.get(group)
+        if handle is None:
+            while len(self._open) >= self.limit:
+                self._open.popitem(last=False)[1].close()
+            handle = open(self.directory / group_file_name(group), "ab", buffering=_WRITE_BUFFER)  # noqa: SIM115
+            self._open[group] = handle
+        else:
+            self._open.move_to_end(group)
+        handle.write(data)
+
+    def close(self) -> None:
+        while self._open:
+            self._open.popitem(last=False)[1].close()
+
+
+def _descriptor_budget() -> int:
+    """How many more files this process may open, less a reserve."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 20
+    try:
+        in_use = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        in_use = 32
+    return soft - in_use - _RESERVED_FDS
+
+
+class Collector:
+    """Puts results in order and writes them; pure bookkeeping, no queues."""
+
+    def __init__(
+        self, files: list[InputFile], directory: Path, max_open_files: int, board: Board, credits: Any
+    ) -> None:
+        self.files = files
+        self.board = board
+        self.credits = credits
+        self.head = 0  # the file being written
+        self._held: list[dict[int, Result]] = [{} for _ in files]
+        self._next_seq = [0] * len(files)
+        self._counts = [[0, 0, 0, 0] for _ in files]  # lines, valid, rejected, blank
+        self._reasons = [0] * len(REASONS)
+        self._group_counts: dict[bytes, int] = {}
+        self._groups = GroupFiles(directory, max_open_files)
+        self._rejects = open(directory / REJECTS_NAME, "wb")  # noqa: SIM115
+        self._encoder = msgspec.json.Encoder()
+        self._buffer = bytearray()
+        self._results = 0
+        self._top_at = 0.0
+        self._fail_after = _failpoints.number("collector_write_error")
+        self._kill_after = _failpoints.number("collector_kill")
+
+    @property
+    def done(self) -> bool:
+        return self.head == len(self.files)
+
+    def add(self, result: Result) -> None:
+        """Take one result; write it and whatever it unblocks."""
+        file, seq = result.file, result.seq
+        if file < self.head or seq < self._next_seq[file] or seq in self._held[file]:
+            return  # a duplicate after a restart
+        self._held[file][seq] = result
+        while self.head < len(self.files):
+            ready = self._held[self.head].pop(self._next_seq[self.head], None)
+            if ready is None:
+                break
+            self._write(ready)
+
+    def _write(self, item: Result) -> None:
+        if self._fail_after is not None and self._results >= self._fail_after:
+            raise OSError(28, os.strerror(28), str(self._rejects.name))
+        file, result = item.file, item.result
+        counts = self._counts[file]
+        base = counts[0]
+        valid = 0
+        group_counts = self._group_counts
+        for group, (count, data) in result.groups.items():
+            self._groups.write(group, data)
+            group_counts[group] = group_counts.get(group, 0) + count
+            valid += count
+        if result.rejects:
+            name = self.files[file].name
+            buffer = self._buffer
+            buffer.clear()
+            for reject in result.rejects:
+                self._encoder.encode_into(RejectLine(name, base + reject.line, reject.reason, reject.raw), buffer, -1)
+                buffer.extend(b"\n")
+                self._reasons[REASON_INDEX[reject.reason]] += 1
+                self.board.add_reason(REASON_INDEX[reject.reason], 1)
+            self._rejects.write(buffer)
+        counts[0] += result.lines
+        counts[1] += valid
+        counts[2] += len(result.rejects)
+        counts[3] += result.blank
+        self._next_seq[file] += 1
+        self._results += 1
+        self._publish(item, valid, len(result.rejects), result.blank, result.lines)
+        if item.flags & FLAG_CREDIT:
+            self.credits.release()
+        if item.flags & FLAG_LAST:
+            self.head += 1
+            self.board.set_file(file, FileField.STATE, FileState.WRITTEN)
+            self.board.set_collector(CollectorField.HEAD, self.head)
+        if self._kill_after is not None and self._results >= self._kill_after:
+            _failpoints.kill_self()
+
+    def _publish(self, item: Result, valid: int, rejected: int, blank: int, lines: int) -> None:
+        board = self.board
+        board.set_file(item.file, FileField.WRITTEN_SEQ, self._next_seq[item.file])
+        board.set_file(item.file, FileField.WRITTEN_OFFSET, item.end)
+        board.set_file(item.file, FileField.LINES, self._counts[item.file][0])
+        board.set_collector(CollectorField.RESULTS, self._results)
+        board.set_collector(CollectorField.RECORDS, board.collector(CollectorField.RECORDS) + valid)
+        board.set_collector(CollectorField.REJECTED, board.collector(CollectorField.REJECTED) + rejected)
+        board.set_collector(CollectorField.BLANK, board.collector(CollectorField.BLANK) + blank)
+        board.set_collector(CollectorField.LINES, board.collector(CollectorField.LINES) + lines)
+        now = time.monotonic()
+        if now - self._top_at >= _TOP_EVERY_S or self.head + 1 >= len(self.files):
+            self._top_at = now
+            board.set_collector(CollectorField.GROUPS, len(self._group_counts))
+            top = heapq.nlargest(TOP_GROUPS, self._group_counts.items(), key=lambda pair: pair[1])
+            board.set_top_groups([(int(group), count) for group, count in top])
+
+    def close(self) -> None:
+        self._groups.close()
+        self._rejects.close()
+
+    def report(self) -> dict[str, Any]:
+        """The counts main needs for summary.json."""
+        return {
+            "files": [list(counts) for counts in self._counts],
+            "reasons": list(self._reasons),
+            "groups": {group.decode("ascii"): count for group, count in self._group_counts.items()},
+        }
+
+
+def collect(
+    files: list[InputFile],
+    directory: Path,
+    max_open_files: int,
+    result_queue: Any,
+    report_queue: Any,
+    board: Board,
+    credits: Any,
+) -> None:
+    """The collector process body: write every result, then report the counts."""
+    collector = Collector(files, directory, max_open_files, board, credits)
+    slow = _failpoints.number("collector_slow")
+    try:
+        while not collector.done:
+            result = result_queue.get()
+            if slow:
+                time.sleep(slow)
+            collector.add(result)
+    finally:
+        collector.close()
+    report_queue.put(collector.report())
+    report_queue.close()
+    report_queue.join_thread()

@@ -1,0 +1,105 @@
+"""Run configuration: one frozen value built by the command line.
+
+Owns the defaults (each with the reason for its value) and the discovery of
+input files. Every other module reads a :class:`Config`; none parses argv.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from ._errors import UsageError
+
+DEFAULT_INPUT: Final = Path("data/input")
+DEFAULT_OUTPUT: Final = Path("data/output")
+DEFAULT_PATTERN: Final = "*.log"
+DEFAULT_READERS: Final = 4
+# A chunk is the unit of work and of every queue message. 1 MiB holds about
+# 25,000 seed lines: per-message costs vanish, yet a queue slot stays small
+# enough that the bounded queues cap memory at a few tens of MiB.
+DEFAULT_CHUNK_BYTES: Final = 1 << 20
+DEFAULT_MAX_RETRIES: Final = 3
+# Well under the usual 1,024 descriptors per process, and enough that the
+# common case (a few to a few hundred groups) never closes a file.
+DEFAULT_MAX_OPEN_FILES: Final = 256
+DEFAULT_PROFILE_DIR: Final = Path("profiles")
+
+
+@dataclass(frozen=True, slots=True)
+class InputFile:
+    """One input file, fixed at start-up."""
+
+    index: int
+    name: str
+    path: Path
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything a run needs to know; built once, read by every process."""
+
+    input_dir: Path = DEFAULT_INPUT
+    output_dir: Path = DEFAULT_OUTPUT
+    workers: int = 1
+    readers: int = DEFAULT_READERS
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    pattern: str = DEFAULT_PATTERN
+    max_retries: int = DEFAULT_MAX_RETRIES
+    max_open_files: int = DEFAULT_MAX_OPEN_FILES
+    progress: str = "auto"  # "auto": dashboard on a terminal, lines otherwise; "off"; "quiet"
+    cpu_profile: bool = False
+    mem_profile: bool = False
+    profile_dir: Path = DEFAULT_PROFILE_DIR
+    debug: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("workers", "readers", "chunk_bytes", "max_open_files"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.max_retries < 1:
+            raise UsageError("--max-retries must be at least 1")
+
+    @property
+    def profiling(self) -> bool:
+        return self.cpu_profile or self.mem_profile
+
+
+def find_inputs(config: Config) -> list[InputFile]:
+    """The regular files directly in the input directory matching the pattern.
+
+    Sorted by the bytes of their names. Raises :class:`UsageError` for a
+    missing or unreadable directory, an input that is a file, no match, or a
+    matching file that cannot be read.
+    """
+    directory = config.input_dir
+    if not directory.exists():
+        raise UsageError(f"input directory {str(directory)!r} does not exist")
+    if not directory.is_dir():
+        raise UsageError(f"input {str(directory)!r} is a file, not a directory")
+    try:
+        entries = list(os.scandir(directory))
+    except OSError as exc:
+        raise UsageError(f"cannot list input directory {str(directory)!r}: {exc.strerror}") from exc
+    matches = [
+        entry
+        for entry in entries
+        if fnmatch.fnmatchcase(entry.name, config.pattern) and entry.is_file(follow_symlinks=True)
+    ]
+    if not matches:
+        raise UsageError(f"no file matching {config.pattern!r} in {str(directory)!r}")
+    matches.sort(key=lambda entry: os.fsencode(entry.name))
+    files = []
+    for index, entry in enumerate(matches):
+        path = Path(entry.path)
+        try:
+            with open(path, "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+        except OSError as exc:
+            raise UsageError(f"cannot read input file {str(path)!r}: {exc.strerror}") from exc
+        files.append(InputFile(index, entry.name, path, size))
+    return files

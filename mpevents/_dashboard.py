@@ -1,0 +1,359 @@
+"""Dashboard: what a person sees while a run moves, and the final summary.
+
+Reads the scoreboard (shared memory) and the queue depths from the main
+process; never receives a message from a child. Three faces:
+
+* a rich ``Live`` dashboard when stdout is a terminal, redrawn at most
+  10 times a second: per-file bars, an overall bar with rate and time left,
+  the workers, the queues and the collector;
+* one plain progress line on stderr every few seconds otherwise (pipes, CI);
+* the final summary table, the same figures as ``summary.json``.
+
+:func:`render` is a pure function of a :class:`View`, so tests can draw the
+dashboard for known counters without running a pipeline.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.panel import Panel
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from ._board import CollectorField, FileField, FileState, WorkerField
+from ._config import Config
+
+if TYPE_CHECKING:
+    from ._supervisor import Pipeline
+
+REFRESH_S: Final = 0.1
+"""At most 10 redraws a second: smooth to the eye, a negligible cost."""
+PLAIN_EVERY_S: Final = 3.0
+"""Without a terminal, one progress line this often: enough to see it move."""
+
+_STATE_NAMES: Final = {
+    FileState.WAITING: "waiting",
+    FileState.READING: "reading",
+    FileState.READ: "read",
+    FileState.WRITTEN: "done",
+}
+
+
+@dataclass(frozen=True)
+class FileView:
+    name: str
+    size: int
+    read: int
+    state: str
+
+
+@dataclass(frozen=True)
+class WorkerView:
+    number: int
+    chunks: int
+    lines: int
+    busy_share: float
+    restarts: int
+
+
+@dataclass(frozen=True)
+class View:
+    """Everything the dashboard shows, read off the scoreboard at one moment."""
+
+    elapsed_s: float
+    files: list[FileView]
+    workers: list[WorkerView]
+    work_queue: float  # share of maxsize
+    result_queue: float
+    lines: int
+    records: int
+    rejected: int
+    reasons: dict[str, int]
+    top_groups: list[tuple[int, int]]
+    groups: int
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(file.size for file in self.files)
+
+    @property
+    def read_bytes(self) -> int:
+        return sum(file.read for file in self.files)
+
+    @property
+    def fraction(self) -> float:
+        total = self.total_bytes
+        return 1.0 if total == 0 else min(1.0, self.read_bytes / total)
+
+    @property
+    def lines_per_s(self) -> float:
+        return self.lines / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def bytes_per_s(self) -> float:
+        return self.read_bytes / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def eta_s(self) -> float | None:
+        rate = self.bytes_per_s
+        if rate <= 0:
+            return None
+        return max(0.0, (self.total_bytes - self.read_bytes) / rate)
+
+
+def view_of(pipeline: Pipeline) -> View:
+    """Read the scoreboard of a running pipeline."""
+    board = pipeline.board
+    elapsed = time.monotonic() - pipeline.started
+    files = [
+        FileView(
+            info.name,
+            info.size,
+            board.file(info.index, FileField.BYTES_READ),
+            _STATE_NAMES[FileState(board.file(info.index, FileField.STATE))],
+        )
+        for info in pipeline.files
+    ]
+    workers = [
+        WorkerView(
+            slot + 1,
+            board.worker(slot, WorkerField.CHUNKS),
+            board.worker(slot, WorkerField.LINES),
+            min(1.0, board.worker(slot, WorkerField.BUSY_NS) / 1e9 / elapsed) if elapsed > 0 else 0.0,
+            board.worker(slot, WorkerField.RESTARTS),
+        )
+        for slot in range(board.n_workers)
+    ]
+    work, result = pipeline.queue_depths()
+    return View(
+        elapsed_s=elapsed,
+        files=files,
+        workers=workers,
+        work_queue=work,
+        result_queue=result,
+        lines=board.collector(CollectorField.LINES),
+        records=board.collector(CollectorField.RECORDS),
+        rejected=board.collector(CollectorField.REJECTED),
+        reasons=board.reasons(),
+        top_groups=board.top_groups(),
+        groups=board.collector(CollectorField.GROUPS),
+    )
+
+
+# --- formatting ----------------------------------------------------------------
+
+
+def _count(number: float) -> str:
+    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(number) >= limit:
+            return f"{number / limit:.1f}{suffix}"
+    return f"{number:.0f}"
+
+
+def _bytes(number: float) -> str:
+    for limit, suffix in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+        if number >= limit:
+            return f"{number / limit:.1f} {suffix}"
+    return f"{number:.0f} B"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+def _bar(fraction: float, width: int = 30) -> ProgressBar:
+    return ProgressBar(total=1000, completed=int(fraction * 1000), width=width)
+
+
+# --- the live dashboard ----------------------------------------------------------
+
+
+def render(view: View) -> RenderableType:
+    """The whole dashboard for one view."""
+    files = Table.grid(padding=(0, 1))
+    files.add_column("file", no_wrap=True, max_width=40)
+    files.add_column("bar")
+    files.add_column("read", justify="right")
+    files.add_column("state")
+    for file in view.files:
+        fraction = 1.0 if file.size == 0 else file.read / file.size
+        files.add_row(file.name, _bar(fraction), f"{_bytes(file.read)} / {_bytes(file.size)}", file.state)
+    overall = Table.grid(padding=(0, 1))
+    overall.add_row(
+        Text("all files", style="bold"),
+        _bar(view.fraction, 40),
+        Text(f"{view.fraction:6.1%}", style="bold"),
+        f"{_count(view.lines_per_s)} lines/s",
+        f"{_bytes(view.bytes_per_s)}/s",
+        f"elapsed {_duration(view.elapsed_s)}",
+        f"left {_duration(view.eta_s)}",
+    )
+
+    workers = Table(title="workers", expand=False, title_justify="left")
+    for column in ("worker", "chunks", "lines", "lines/s", "busy", "restarts"):
+        workers.add_column(column, justify="right")
+    for worker in view.workers:
+        rate = worker.lines / view.elapsed_s if view.elapsed_s > 0 else 0.0
+        workers.add_row(
+            str(worker.number),
+            str(worker.chunks),
+            _count(worker.lines),
+            _count(rate),
+            f"{worker.busy_share:.0%}",
+            str(worker.restarts),
+        )
+
+    queues = Table(title="queues", title_justify="left")
+    queues.add_column("queue")
+    queues.add_column("fill")
+    queues.add_column("", justify="right")
+    queues.add_row("work", _bar(view.work_queue, 16), f"{view.work_queue:.0%}")
+    queues.add_row("result", _bar(view.result_queue, 16), f"{view.result_queue:.0%}")
+
+    collector = Table(title="collector", title_justify="left")
+    collector.add_column("")
+    collector.add_column("", justify="right")
+    collector.add_row("records written", _count(view.records))
+    collector.add_row("lines rejected", _count(view.rejected))
+    for reason, count in view.reasons.items():
+        if count:
+            collector.add_row(f"  {reason}", _count(count))
+    collector.add_row("groups", str(view.groups))
+    for group, count in view.top_groups:
+        collector.add_row(f"  group {group}", _count(count))
+
+    stages = Table.grid(padding=(0, 2))
+    stages.add_row(workers, queues, collector)
+    return Panel(Group(files, Text(""), overall, Text(""), stages), title="mpevents", border_style="blue")
+
+
+class LiveDashboard:
+    """The rich Live dashboard for a terminal."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console()
+        self._live: Live | None = None
+        self._pipeline: Pipeline | None = None
+        self._drawn = 0.0
+
+    def start(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
+        if self._live is None:
+            self._live = Live(console=self.console, auto_refresh=False, transient=False)
+            self._live.start()
+        self.tick()
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if self._live is None or self._pipeline is None or now - self._drawn < REFRESH_S:
+            return
+        self._drawn = now
+        self._live.update(render(view_of(self._pipeline)), refresh=True)
+
+    def stop(self) -> None:
+        if self._live is not None:
+            if self._pipeline is not None:
+                self._drawn = 0.0
+                self._live.update(render(view_of(self._pipeline)), refresh=True)
+            self._live.stop()
+            self._live = None
+
+
+class PlainProgress:
+    """One line on stderr every few seconds: for pipes, files and CI logs."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream or sys.stderr
+        self._pipeline: Pipeline | None = None
+        self._written = 0.0
+
+    def start(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
+        self._written = time.monotonic()
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if self._pipeline is None or now - self._written < PLAIN_EVERY_S:
+            return
+        self._written = now
+        print(progress_line(view_of(self._pipeline)), file=self.stream, flush=True)
+
+    def stop(self) -> None:
+        self._pipeline = None
+
+
+def progress_line(view: View) -> str:
+    return (
+        f"mpevents: {view.fraction:.0%} read, {_count(view.lines)} lines, "
+        f"{_count(view.lines_per_s)} lines/s, {_bytes(view.bytes_per_s)}/s, "
+        f"{_count(view.rejected)} rejected, left {_duration(view.eta_s)}"
+    )
+
+
+def make_observer(config: Config) -> LiveDashboard | PlainProgress | None:
+    """The dashboard for this run: live on a terminal, lines otherwise, or none."""
+    if config.progress != "auto":
+        return None
+    if sys.stdout.isatty():
+        return LiveDashboard()
+    return PlainProgress()
+
+
+# --- the final summary -------------------------------------------------------------
+
+
+def summary_table(summary: dict[str, Any]) -> RenderableType:
+    """The end-of-run report: the same figures as summary.json."""
+    files = Table(title="mpevents summary", title_justify="left")
+    files.add_column("file")
+    for column in ("lines", "valid", "rejected", "blank"):
+        files.add_column(column, justify="right")
+    for name, counts in summary["files"].items():
+        files.add_row(name, *(f"{counts[key]:,}" for key in ("lines", "valid", "rejected", "blank")))
+    totals = summary["totals"]
+    files.add_row(
+        Text("total", style="bold"),
+        *(Text(f"{totals[key]:,}", style="bold") for key in ("lines", "valid", "rejected", "blank")),
+    )
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column()
+    elapsed = summary["elapsed_s"]
+    facts.add_row("elapsed", f"{elapsed:.2f} s with {summary['workers']} worker(s)")
+    facts.add_row(
+        "throughput",
+        f"{_count(summary['lines_per_s'])} lines/s, {_bytes(summary['bytes_read'] / elapsed if elapsed else 0)}/s",
+    )
+    reasons = {reason: count for reason, count in summary["rejected_by_reason"].items() if count}
+    facts.add_row("rejected", ", ".join(f"{reason} {count:,}" for reason, count in reasons.items()) or "none")
+    groups = summary["groups"]
+    largest = sorted(groups.items(), key=lambda item: item[1], reverse=True)[:5]
+    shown = ", ".join(f"{group}: {count:,}" for group, count in largest)
+    facts.add_row("groups", f"{len(groups):,}" + (f" (largest {shown})" if groups else ""))
+    restarts = summary.get("restarts", {})
+    if any(restarts.values()):
+        facts.add_row("restarts", ", ".join(f"{role} {count}" for role, count in restarts.items() if count))
+    memory = summary.get("memory")
+    if memory:
+        peaks = ", ".join(
+            f"{name} {_bytes(facts_['peak_rss_kib'] * 1024)}" for name, facts_ in memory["processes"].items()
+        )
+        facts.add_row("peak RSS", peaks)
+        for site in memory["top_sites"][:5]:
+            facts.add_row("allocated", f"{_bytes(site['bytes'])} at {site['site']}")
+    return Group(files, facts)
+
+
+def print_summary(summary: dict[str, Any], config: Config, console: Console | None = None) -> None:
+    (console or Console()).print(summary_table(summary))

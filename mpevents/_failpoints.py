@@ -1,0 +1,50 @@
+"""Test-only fault injection, read once from ``MPEVENTS_FAILPOINTS`` at start-up.
+
+The variable holds comma-separated ``name=value`` items, for example
+``worker_kill=1:0,collector_slow=0.05``. The fault tests use them to kill a
+process at a chosen moment, deterministically. Unset, nothing here costs more
+than a dictionary lookup per chunk.
+
+    worker_kill=F:S         a first-generation worker SIGKILLs itself holding chunk S of file F
+    worker_kill_always=F:S  every worker holding that chunk does (exhausts --max-retries)
+    reader_kill=F:S         the first reader of file F SIGKILLs itself before sending chunk S
+    collector_kill=N        the collector SIGKILLs itself after writing N results
+    collector_slow=SECONDS  the collector sleeps this long before each result
+    collector_write_error=N the collector's write fails with ENOSPC after N results
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+ENV = "MPEVENTS_FAILPOINTS"
+
+
+def _parse(text: str) -> dict[str, str]:
+    points = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, value = item.partition("=")
+        points[name] = value
+    return points
+
+
+POINTS = _parse(os.environ.get(ENV, ""))
+
+
+def chunk_point(name: str) -> tuple[int, int] | None:
+    """The (file, seq) a chunk failpoint names, if it is set."""
+    value = POINTS.get(name)
+    if value is None:
+        return None
+    file, _, seq = value.partition(":")
+    return int(file), int(seq)
+
+
+def number(name: str) -> float | None:
+    value = POINTS.get(name)
+    return None if value is None else float(value)
+
+
+def kill_self() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,38 @@
+"""What travels through the queues: one message per chunk, never per line.
+
+    work queue    reader -> worker      Chunk   (raw bytes of whole lines)
+    result queue  worker -> collector   Result  (per-group NDJSON, rejects, counts)
+
+Both are NamedTuples of plain values, so pickling them is cheap and their
+shape is plain to read. ``None`` on the work queue tells a worker to stop.
+"""
+
+from __future__ import annotations
+
+from typing import Final, NamedTuple
+
+from ._spec import ChunkResult
+
+FLAG_LAST: Final = 1
+"""The last chunk of its file (an empty file sends one empty last chunk)."""
+FLAG_CREDIT: Final = 2
+"""Sent ahead of its file's turn; the collector returns the credit on writing it."""
+FLAG_TRUNCATED: Final = 4
+"""A single over-long line, kept only as far as the spec needs to reject it."""
+
+
+class Chunk(NamedTuple):
+    file: int
+    seq: int
+    offset: int  # where the chunk starts in its file
+    end: int  # where the next chunk starts
+    flags: int
+    data: bytes
+
+
+class Result(NamedTuple):
+    file: int
+    seq: int
+    end: int
+    flags: int
+    result: ChunkResult

@@ -1,0 +1,142 @@
+"""The output directory: refuse foreign ones, build beside, swap in atomically.
+
+Owns everything about ``--output DIR`` on disk. A run writes into a fresh
+temporary directory next to the output (same filesystem, so a rename moves
+it), and only when the whole run has succeeded is it exchanged with the old
+output in one ``renameat2(RENAME_EXCHANGE)`` call: a reader of the directory
+sees the old output or the new one, never a mix. A failed or interrupted run
+removes its temporary directory and leaves the old output as it was.
+
+Nothing but ``group-<id>.jsonl``, ``rejected.jsonl`` and ``summary.json`` goes
+into the output. ``summary.json`` names mpevents as its tool, which is how a
+later run knows the directory is its own to replace.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+
+from ._errors import RunError, UsageError
+
+SUMMARY_NAME: Final = "summary.json"
+TOOL: Final = "mpevents"
+TEMP_PREFIX: Final = ".mpevents-tmp-"
+_OUR_NAMES: Final = re.compile(r"group-[0-9]+\.jsonl|rejected\.jsonl|summary\.json")
+_AT_FDCWD: Final = -100
+_RENAME_EXCHANGE: Final = 2
+
+
+def check_output(directory: Path) -> None:
+    """Refuse an output directory that exists, is not empty and is not ours."""
+    if not directory.exists():
+        return
+    if not directory.is_dir():
+        raise UsageError(f"output {str(directory)!r} exists and is not a directory")
+    try:
+        names = os.listdir(directory)
+    except OSError as exc:
+        raise UsageError(f"cannot list output directory {str(directory)!r}: {exc.strerror}") from exc
+    if not names:
+        return
+    if is_ours(directory, names):
+        return
+    raise UsageError(
+        f"output directory {str(directory)!r} is not empty and was not written by mpevents; "
+        "choose another --output or empty it"
+    )
+
+
+def is_ours(directory: Path, names: list[str]) -> bool:
+    if SUMMARY_NAME not in names or not all(_OUR_NAMES.fullmatch(name) for name in names):
+        return False
+    try:
+        summary = msgspec.json.decode((directory / SUMMARY_NAME).read_bytes())
+    except (OSError, msgspec.DecodeError):
+        return False
+    return isinstance(summary, dict) and summary.get("tool") == TOOL
+
+
+def make_temp(directory: Path) -> Path:
+    """Create the temporary output beside ``directory``; clear stale ones first."""
+    parent = directory.absolute().parent
+    _remove_stale(parent, directory.name)
+    temp = parent / f"{TEMP_PREFIX}{directory.name}-{os.getpid()}"
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        remove(temp)
+        temp.mkdir()
+    except OSError as exc:
+        raise RunError(f"cannot create the output beside {str(directory)!r}: {exc.strerror}") from exc
+    return temp
+
+
+def _remove_stale(parent: Path, name: str) -> None:
+    """Remove temporary outputs left by runs that were killed (their pid is gone)."""
+    prefix = f"{TEMP_PREFIX}{name}-"
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        pid = entry.name[len(prefix) :]
+        if entry.name.startswith(prefix) and pid.isdigit() and not _alive(int(pid)):
+            remove(entry)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def write_summary(temp: Path, summary: dict[str, Any]) -> None:
+    data = msgspec.json.format(msgspec.json.encode(summary), indent=2) + b"\n"
+    (temp / SUMMARY_NAME).write_bytes(data)
+
+
+def commit(temp: Path, directory: Path) -> None:
+    """Swap the finished temporary output in for ``directory``, atomically."""
+    try:
+        if directory.exists():
+            if not _exchange(temp, directory):
+                old = temp.with_name(temp.name + "-old")
+                os.rename(directory, old)
+                os.rename(temp, directory)
+                temp = old
+            remove(temp)
+        else:
+            os.rename(temp, directory)
+    except OSError as exc:
+        raise RunError(f"cannot move the new output into {str(directory)!r}: {exc.strerror}") from exc
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Exchange two paths in one step (Linux renameat2); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if result == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))

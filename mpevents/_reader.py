@@ -1,0 +1,187 @@
+"""Reader: one process per input file, cutting it into chunks of whole lines.
+
+Talks to: the work queue (puts :class:`Chunk`), the scoreboard (bytes read),
+and the credit semaphore. Readers never parse lines; they only frame them.
+
+A chunk is a pure function of where it starts: from offset ``o`` it holds the
+whole lines within ``[o, o + chunk_bytes)``, or the one line starting at ``o``
+if that line is longer. So a reader restarted at any chunk boundary cuts
+exactly the chunks its predecessor would have, and the collector can drop the
+ones it already has by their sequence number.
+
+A line too long for the spec (over 65,536 bytes) is never held whole: it is
+kept to 65,538 bytes, enough for the worker to reject it as ``line_too_long``
+and to quote its first 1,024 bytes, and the rest is skipped while reading.
+
+Credits: the collector writes files in order, so chunks of a later file that
+arrive early must wait in its memory. A reader whose file is not yet being
+written takes a credit for each chunk it sends; the collector returns it when
+it writes the chunk. This bounds what the collector holds back, whatever the
+file sizes, while the current file's reader never waits for a credit.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any, BinaryIO, Final, NamedTuple
+
+from . import _failpoints
+from ._board import Board, CollectorField, FileField, FileState
+from ._messages import FLAG_CREDIT, FLAG_LAST, FLAG_TRUNCATED, Chunk
+from ._spec import MAX_LINE_BYTES
+
+KEEP_BYTES: Final = MAX_LINE_BYTES + 2
+"""Of an over-long line, this much is kept: after one '\\r' is removed it is
+still longer than the limit, so it is still rejected as too long."""
+
+_SKIP_BLOCK: Final = 1 << 20
+_CREDIT_POLL_S: Final = 0.05
+"""How often a reader waiting for a credit looks whether its file's turn came."""
+
+
+class Piece(NamedTuple):
+    offset: int
+    end: int
+    data: bytes
+    truncated: bool
+
+
+def iter_chunks(handle: BinaryIO, chunk_bytes: int, start: int = 0, stop: int | None = None) -> Iterator[Piece]:
+    """Cut the lines of ``handle`` between the line starts ``start`` and ``stop``.
+
+    ``stop`` None means the end of the file. Yields nothing for an empty range.
+    """
+    handle.seek(start)
+    remaining = -1 if stop is None else stop - start
+
+    def read(size: int) -> bytes:
+        nonlocal remaining
+        if remaining == 0:
+            return b""
+        if remaining > 0:
+            size = min(size, remaining)
+        block = handle.read(size)
+        if remaining > 0:
+            remaining -= len(block)
+        return block
+
+    offset = start
+    pending = b""  # bytes from `offset` on, read but not yet cut
+    while True:
+        if len(pending) < chunk_bytes:
+            pending += read(chunk_bytes - len(pending))
+            if len(pending) < chunk_bytes:  # the range is exhausted: all whole lines
+                if pending:
+                    yield Piece(offset, offset + len(pending), pending, False)
+                return
+        cut = pending.rfind(b"\n", 0, chunk_bytes) + 1
+        if not cut:  # one line fills the whole window
+            newline = pending.find(b"\n", chunk_bytes)
+            if newline < 0:
+                kept, length, pending = _long_line(pending, read)
+            else:
+                length = newline + 1
+                kept = pending[:length]
+                if newline > KEEP_BYTES:
+                    kept = pending[:KEEP_BYTES] + b"\n"
+                pending = pending[length:]
+            yield Piece(offset, offset + length, kept, length - kept.endswith(b"\n") > KEEP_BYTES)
+            offset += length
+            continue
+        yield Piece(offset, offset + cut, pending[:cut], False)
+        offset += cut
+        pending = pending[cut:]
+
+
+def _long_line(head: bytes, read: Any) -> tuple[bytes, int, bytes]:
+    """Finish a line that began with ``head`` (which has no newline).
+
+    Returns the bytes to keep (all of it, up to KEEP_BYTES, plus its newline),
+    its whole length in the file, and what was read past its end.
+    """
+    kept = bytearray(head[: KEEP_BYTES + 1])
+    length = len(head)
+    while True:
+        block = read(_SKIP_BLOCK)
+        if not block:
+            return _truncate(kept), length, b""
+        newline = block.find(b"\n")
+        if newline < 0:
+            if len(kept) <= KEEP_BYTES:
+                kept += block[: KEEP_BYTES + 1 - len(kept)]
+            length += len(block)
+            continue
+        if len(kept) <= KEEP_BYTES:
+            kept += block[: min(newline, KEEP_BYTES + 1 - len(kept))]
+        return _truncate(kept) + b"\n", length + newline + 1, block[newline + 1 :]
+
+
+def _truncate(kept: bytearray) -> bytes:
+    return bytes(kept[:KEEP_BYTES])
+
+
+def read_chunk(path: str, offset: int, end: int, flags: int) -> bytes:
+    """Read a chunk again from its place in the file (to hand it to a new worker)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if not flags & FLAG_TRUNCATED:
+            return os.pread(fd, end - offset, offset)
+        kept = os.pread(fd, KEEP_BYTES, offset)
+        return kept + b"\n" if os.pread(fd, 1, end - 1) == b"\n" else kept
+    finally:
+        os.close(fd)
+
+
+class ReaderJob(NamedTuple):
+    file: int
+    path: str
+    chunk_bytes: int
+    start_seq: int
+    start_offset: int
+    generation: int
+
+
+def read_file(job: ReaderJob, work_queue: Any, board: Board, credits: Any) -> None:
+    """The reader process body: send every chunk of one file, the last one flagged."""
+    kill_at = _failpoints.chunk_point("reader_kill")
+    if kill_at is not None and (kill_at[0] != job.file or job.generation > 0):
+        kill_at = None
+    board.set_file(job.file, FileField.STATE, FileState.READING)
+    seq = job.start_seq
+
+    def send(piece: Piece, last: bool) -> None:
+        nonlocal seq
+        if kill_at is not None and seq == kill_at[1]:
+            _failpoints.kill_self()
+        flags = (FLAG_LAST if last else 0) | (FLAG_TRUNCATED if piece.truncated else 0)
+        if _take_credit(job.file, board, credits):
+            flags |= FLAG_CREDIT
+        work_queue.put(Chunk(job.file, seq, piece.offset, piece.end, flags, piece.data))
+        board.set_file(job.file, FileField.BYTES_READ, piece.end)
+        seq += 1
+
+    with open(job.path, "rb") as handle:
+        held: Piece | None = None
+        for piece in iter_chunks(handle, job.chunk_bytes, job.start_offset):
+            if held is not None:
+                send(held, last=False)
+            held = piece
+        if held is None:  # an empty file, or resumed at its very end
+            held = Piece(job.start_offset, job.start_offset, b"", False)
+        send(held, last=True)
+    board.set_file(job.file, FileField.STATE, FileState.READ)
+    # Let the queue's feeder thread finish sending before the process ends.
+    work_queue.close()
+    work_queue.join_thread()
+
+
+def _take_credit(file: int, board: Board, credits: Any) -> bool:
+    """Wait until ``file`` is being written or a credit is free; True if one was taken."""
+    while board.collector(CollectorField.HEAD) != file:
+        if credits.acquire(timeout=_CREDIT_POLL_S):
+            return True
+    return False
+
+
+__all__ = ["KEEP_BYTES", "Piece", "ReaderJob", "iter_chunks", "read_chunk", "read_file"]

@@ -1,0 +1,414 @@
+"""Supervisor: the main process's side of a run.
+
+Owns the processes and the queues: starts the collector, the workers and up
+to ``--readers`` readers at a time, then waits on all their sentinels at once
+(``multiprocessing.connection.wait``), so a child's death is seen at once,
+never through a timeout on a queue. On a death it decides:
+
+* a reader crashed: start it again at the first chunk its file has not had
+  written; chunks already sent are dropped by the collector as duplicates;
+* a worker crashed: start a replacement and hand it the chunks the dead one
+  held (read again from the file, as recorded on the scoreboard); a chunk that
+  has killed ``--max-retries`` workers fails the run;
+* the collector died, or a child reported an error: fail the run;
+* SIGINT or SIGTERM: stop every child and fail the run as interrupted.
+
+A process killed in the middle of a queue transfer can leave that queue's
+lock taken or a message cut short, which no one can repair from outside. So
+after any crash the supervisor watches for progress, and if the pipeline stops
+moving it restarts the whole data plane from scratch, with fresh queues and
+a fresh temporary output (at most ``--max-retries`` times). Either way the
+output is byte-identical to an undisturbed run.
+
+:func:`run` is the whole job: check the output, build in a temporary
+directory, supervise, write ``summary.json``, commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.connection
+import multiprocessing.context
+import os
+import queue
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any, Final, Protocol
+
+import setproctitle
+
+from . import _collector, _output, _reader, _worker
+from ._board import Board, FileField, WorkerField
+from ._child import EXIT_REPORTED, run_child
+from ._config import Config, InputFile, find_inputs
+from ._errors import Interrupted, RunError
+from ._messages import Chunk
+from ._profiling import memory_report, merge_cpu_profiles, peak_rss_kib, profiled
+from ._spec import REASONS
+
+log = logging.getLogger("mpevents")
+
+START_METHOD: Final = "forkserver"
+"""Never the platform default: fork would copy main's threads and state, spawn
+would re-import everything per child. The fork server forks children from a
+small process that has the pipeline modules imported once."""
+
+TICK_S: Final = 0.1
+"""Longest wait between two looks at signals and the dashboard (10 per second)."""
+QUEUE_SLOTS_PER_WORKER: Final = 2
+"""Queue depth per worker: one chunk being taken while one waits keeps every
+worker busy; more would only hold memory."""
+STALL_S: Final = 5.0
+"""After a crash, this long without any progress means a queue was left broken."""
+JOIN_S: Final = 5.0
+"""How long children get to exit on their own at the end before being killed."""
+
+
+class Observer(Protocol):
+    """What the supervisor tells the dashboard; see ``_dashboard.py``."""
+
+    def start(self, pipeline: Pipeline) -> None: ...
+    def tick(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+class _Stalled(Exception):
+    pass
+
+
+class Pipeline:
+    """The processes and queues of one run, and the decisions on their deaths."""
+
+    def __init__(self, config: Config, files: list[InputFile], temp: Path, observer: Observer | None) -> None:
+        self.config = config
+        self.files = files
+        self.temp = temp
+        self.observer = observer
+        self.board = Board(len(files), config.workers)
+        self.ctx = multiprocessing.get_context(START_METHOD)
+        self.ctx.set_forkserver_preload(["mpevents._supervisor"])
+        self.started = time.monotonic()
+        self.signal: int | None = None
+        self.worker_restarts = 0
+        self.reader_restarts = 0
+        self.data_plane_restarts = 0
+        self._chunk_deaths: dict[tuple[int, int], int] = {}
+        self._reader_generation = [0] * len(files)
+        self._worker_generation = [0] * config.workers
+        self._processes: dict[int, tuple[multiprocessing.process.BaseProcess, str, int]] = {}
+        self.work_queue: Any = None
+        self.result_queue: Any = None
+
+    # --- the run -----------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        """Run to completion and return the collector's counts."""
+        while True:
+            try:
+                return self._attempt()
+            except _Stalled:
+                self._teardown()
+                self.data_plane_restarts += 1
+                if self.data_plane_restarts >= self.config.max_retries:
+                    raise RunError(
+                        f"the pipeline stopped moving after a process died, {self.data_plane_restarts} times"
+                    ) from None
+                log.warning("pipeline stalled after a crash; restarting it from the start")
+                _output.remove(self.temp)
+                self.temp.mkdir()
+                self.board.reset()
+            except BaseException:
+                self._teardown()
+                raise
+
+    def _attempt(self) -> dict[str, Any]:
+        ctx, config = self.ctx, self.config
+        depth = QUEUE_SLOTS_PER_WORKER * config.workers
+        self.work_queue = ctx.Queue(maxsize=depth)
+        self.result_queue = ctx.Queue(maxsize=depth)
+        self.report_queue: Any = ctx.Queue(maxsize=1)
+        self.errors: Any = ctx.Queue()
+        self.credits: Any = ctx.Semaphore(depth + 2)
+        self._processes = {}
+        self._start(
+            "collector", 0, "collector", _collector.collect,
+            self.files, self.temp, config.max_open_files,
+            self.result_queue, self.report_queue, self.board, self.credits,
+        )  # fmt: skip
+        for slot in range(config.workers):
+            self._start_worker(slot, [])
+        to_read = deque(range(len(self.files)))
+        reading: set[int] = set()
+        suspect = False
+        last_progress = self.board.progress()
+        last_move = time.monotonic()
+        if self.observer is not None:
+            self.observer.start(self)
+        while True:
+            if self.signal is not None:
+                raise Interrupted(self.signal)
+            while to_read and len(reading) < config.readers:
+                file = to_read.popleft()
+                reading.add(file)
+                self._start_reader(file)
+            sentinels = {process.sentinel: process for process, _, _ in self._processes.values()}
+            for sentinel in multiprocessing.connection.wait(list(sentinels), timeout=TICK_S):
+                process = sentinels[sentinel]  # type: ignore[index]
+                if self._on_exit(process, reading):
+                    report: dict[str, Any] = self.report_queue.get(timeout=JOIN_S)
+                    self._finish()
+                    return report
+                suspect = suspect or process.exitcode != 0
+            if self.observer is not None:
+                self.observer.tick()
+            progress = self.board.progress()
+            now = time.monotonic()
+            if progress != last_progress:
+                last_progress, last_move = progress, now
+            elif suspect and now - last_move > STALL_S:
+                raise _Stalled
+
+    # --- starting children -------------------------------------------------
+
+    def _start(self, role: str, index: int, title: str, body: Callable[..., None], *args: Any) -> None:
+        process = self.ctx.Process(
+            target=run_child,
+            args=(role, index, title, self.config, self.errors, body, *args),
+            name=f"mpevents-{role}-{index}",
+            daemon=True,
+        )
+        process.start()
+        assert process.pid is not None
+        self._processes[process.pid] = (process, role, index)
+
+    def _start_worker(self, slot: int, first: list[Chunk]) -> None:
+        generation = self._worker_generation[slot]
+        self._start(
+            "worker", slot, f"worker {slot + 1}", _worker.work,
+            slot, generation, self.work_queue, self.result_queue, self.board, first,
+        )  # fmt: skip
+
+    def _start_reader(self, file: int) -> None:
+        info = self.files[file]
+        generation = self._reader_generation[file]
+        seq = offset = 0
+        if generation:  # resume after the chunks already written
+            seq = self.board.file(file, FileField.WRITTEN_SEQ)
+            offset = self.board.file(file, FileField.WRITTEN_OFFSET)
+        job = _reader.ReaderJob(file, str(info.path), self.config.chunk_bytes, seq, offset, generation)
+        self._start(
+            "reader", file, f"reader {info.name}", _reader.read_file, job, self.work_queue, self.board, self.credits
+        )
+
+    # --- deaths ------------------------------------------------------------
+
+    def _on_exit(self, process: multiprocessing.process.BaseProcess, reading: set[int]) -> bool:
+        """Deal with one child's exit; True when the collector has finished."""
+        process.join()
+        assert process.pid is not None
+        _, role, index = self._processes.pop(process.pid)
+        code = process.exitcode
+        if code == EXIT_REPORTED:
+            raise RunError(self._reported(role, index))
+        if role == "collector":
+            if code == 0:
+                return True
+            raise RunError(f"the collector died ({_describe(code)}); nothing was written")
+        if role == "reader":
+            if code == 0:
+                reading.discard(index)
+                return False
+            self._reader_generation[index] += 1
+            self.reader_restarts += 1
+            if self._reader_generation[index] > self.config.max_retries:
+                raise RunError(f"the reader of {self.files[index].name} died {self._reader_generation[index]} times")
+            log.warning("reader of %s died (%s); restarting it", self.files[index].name, _describe(code))
+            self._start_reader(index)
+            return False
+        # a worker: it only exits by itself at the very end, so this is a crash
+        held = self.board.held(index)
+        first = []
+        for position, (file, seq, offset, end, flags) in enumerate(held):
+            if position == len(held) - 1 and self.board.worker(index, WorkerField.STATE):
+                deaths = self._chunk_deaths.get((file, seq), 0) + 1
+                self._chunk_deaths[(file, seq)] = deaths
+                if deaths >= self.config.max_retries:
+                    raise RunError(f"{self._describe_chunk(file, offset, end)} killed {deaths} workers; giving up")
+            data = _reader.read_chunk(str(self.files[file].path), offset, end, flags)
+            first.append(Chunk(file, seq, offset, end, flags, data))
+        self._worker_generation[index] += 1
+        self.worker_restarts += 1
+        self.board.add_worker(index, WorkerField.RESTARTS, 1)
+        log.warning("worker %d died (%s); a replacement takes over its chunks", index + 1, _describe(code))
+        self._start_worker(index, first)
+        return False
+
+    def _reported(self, role: str, index: int) -> str:
+        try:
+            return str(self.errors.get(timeout=JOIN_S))
+        except queue.Empty:
+            return f"{role} {index} failed"
+
+    def _describe_chunk(self, file: int, offset: int, end: int) -> str:
+        """Name a chunk by its file and line range (counted from the file)."""
+        path = self.files[file].path
+        with open(path, "rb") as handle:
+            before = _count_newlines(handle, offset)
+            inside = _count_newlines(handle, end - offset)
+        last = before + max(inside, 1)
+        return f"the chunk of {self.files[file].name} at lines {before + 1}-{last}"
+
+    # --- the end -----------------------------------------------------------
+
+    def _finish(self) -> None:
+        """The collector is done: stop the workers and let everyone exit."""
+        for _ in range(self.config.workers):
+            self.work_queue.put(None)
+        deadline = time.monotonic() + JOIN_S
+        for process, _, _ in list(self._processes.values()):
+            process.join(max(0.0, deadline - time.monotonic()))
+        self._teardown()
+
+    def _teardown(self) -> None:
+        """Kill whatever still runs and drop the queues without waiting on them."""
+        for process, _, _ in self._processes.values():
+            if process.exitcode is None:
+                process.kill()
+        for process, _, _ in self._processes.values():
+            process.join(JOIN_S)
+        self._processes = {}
+        for q in (
+            self.work_queue,
+            self.result_queue,
+            getattr(self, "report_queue", None),
+            getattr(self, "errors", None),
+        ):
+            if q is not None:
+                q.close()
+                q.cancel_join_thread()
+
+    def queue_depths(self) -> tuple[float, float]:
+        """How full the work and result queues are, as shares of their size."""
+        depth = QUEUE_SLOTS_PER_WORKER * self.config.workers
+        try:
+            return self.work_queue.qsize() / depth, self.result_queue.qsize() / depth
+        except (NotImplementedError, AttributeError, OSError):
+            return 0.0, 0.0
+
+    def kill_all(self) -> None:
+        for process, _, _ in self._processes.values():
+            if process.exitcode is None:
+                process.kill()
+
+
+def _count_newlines(handle: Any, size: int) -> int:
+    count = 0
+    while size > 0:
+        block = handle.read(min(size, 1 << 20))
+        if not block:
+            break
+        count += block.count(b"\n")
+        size -= len(block)
+    return count
+
+
+def _describe(code: int | None) -> str:
+    if code is not None and code < 0:
+        return f"signal {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
+# --- the whole job ------------------------------------------------------------
+
+
+def run(config: Config, observer: Observer | None = None) -> dict[str, Any]:
+    """Run mpevents with ``config``; return the summary that was written.
+
+    Raises :class:`UsageError`, :class:`RunError` or :class:`Interrupted`;
+    in every case but success the previous output is left as it was.
+    """
+    setproctitle.setproctitle("mpevents: main")
+    started = time.monotonic()
+    files = find_inputs(config)
+    _output.check_output(config.output_dir)
+    temp = _output.make_temp(config.output_dir)
+    pipeline = Pipeline(config, files, temp, observer)
+    previous = _install_signal_handlers(pipeline)
+    try:
+        with profiled(config, "main", 0):
+            report = pipeline.run()
+        summary = build_summary(config, files, report, time.monotonic() - started, pipeline)
+        _output.write_summary(temp, summary)
+        _output.commit(temp, config.output_dir)
+        return summary
+    except OSError as exc:
+        raise RunError(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)) from exc
+    finally:
+        _output.remove(temp)
+        _restore_signal_handlers(previous)
+        if observer is not None:
+            observer.stop()
+
+
+def build_summary(
+    config: Config, files: list[InputFile], report: dict[str, Any], elapsed: float, pipeline: Pipeline
+) -> dict[str, Any]:
+    keys = ("lines", "valid", "rejected", "blank")
+    per_file = {info.name: dict(zip(keys, counts)) for info, counts in zip(files, report["files"])}
+    totals = {key: sum(counts[key] for counts in per_file.values()) for key in keys}
+    groups = dict(sorted(report["groups"].items(), key=lambda item: int(item[0])))
+    summary: dict[str, Any] = {
+        "tool": _output.TOOL,
+        "totals": totals,
+        "files": per_file,
+        "rejected_by_reason": dict(zip(REASONS, report["reasons"])),
+        "groups": groups,
+        "workers": config.workers,
+        "elapsed_s": round(elapsed, 3),
+        "lines_per_s": round(totals["lines"] / elapsed) if elapsed > 0 else 0,
+        "bytes_read": sum(info.size for info in files),
+        "restarts": {
+            "workers": pipeline.worker_restarts,
+            "readers": pipeline.reader_restarts,
+            "pipeline": pipeline.data_plane_restarts,
+        },
+    }
+    if config.cpu_profile:
+        merged = merge_cpu_profiles(config.profile_dir)
+        summary["cpu_profile"] = str(merged) if merged else None
+    if config.mem_profile:
+        memory = memory_report(config.profile_dir)
+        memory["processes"]["main-0"] = {"peak_rss_kib": peak_rss_kib()}
+        summary["memory"] = memory
+    return summary
+
+
+_Handlers = dict[int, Any]
+
+
+def _install_signal_handlers(pipeline: Pipeline) -> _Handlers:
+    """First SIGINT/SIGTERM: stop cleanly. A second one: kill everything now."""
+    temp = pipeline.temp
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        if pipeline.signal is None:
+            pipeline.signal = signum
+            return
+        pipeline.kill_all()
+        _output.remove(temp)
+        os._exit(128 + signum)
+
+    previous: _Handlers = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, handle)
+    return previous
+
+
+def _restore_signal_handlers(previous: _Handlers) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
