@@ -1,0 +1,127 @@
+"""Shared helpers: run the real command, build corpora, compare outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+GENLOG = REPO / "scripts" / "genlog.sh"
+RUN_TIMEOUT_S = 90
+"""Hard limit for one run of the command: a hang fails the test instead of CI."""
+VOLATILE_SUMMARY_KEYS = ("elapsed_s", "lines_per_s", "workers", "restarts", "memory", "cpu_profile")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--worker-number", type=int, default=2, help="workers for the pipeline benchmarks (like the Go -worker-number)"
+    )
+
+
+def run_cli(
+    *args: str | Path, env: dict[str, str] | None = None, timeout: float = RUN_TIMEOUT_S, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m mpevents`` and wait for it, at most ``timeout`` seconds."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "mpevents", *map(str, args)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        cwd=cwd or REPO,
+    )
+
+
+def start_cli(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.Popen(
+        [sys.executable, "-m", "mpevents", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=full_env,
+        cwd=REPO,
+    )
+
+
+def genlog(path: Path, lines: int, groups: int = 3, seed: int = 1) -> Path:
+    subprocess.run(
+        [str(GENLOG), str(path), str(lines), str(groups)], check=True, env={**os.environ, "GENLOG_SEED": str(seed)}
+    )
+    return path
+
+
+def tree(directory: Path) -> dict[str, bytes]:
+    """Every file of an output directory; summary.json without its run-dependent keys."""
+    files = {}
+    for path in sorted(directory.iterdir()):
+        data = path.read_bytes()
+        if path.name == "summary.json":
+            summary = json.loads(data)
+            for key in VOLATILE_SUMMARY_KEYS:
+                summary.pop(key, None)
+            data = json.dumps(summary, sort_keys=True).encode()
+        files[path.name] = data
+    return files
+
+
+def mpevents_processes() -> list[tuple[int, str]]:
+    """Processes that look like ours: titled 'mpevents:' or a multiprocessing helper of a run."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if cmdline.startswith("mpevents:") or ("multiprocessing" in cmdline and "mpevents" in cmdline):
+            found.append((int(entry.name), cmdline.strip()))
+    return found
+
+
+def wait_no_processes(timeout: float = 5.0) -> list[tuple[int, str]]:
+    """Wait until no process of a run is left; return those still there."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = mpevents_processes()
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
+
+
+def temp_dirs(parent: Path) -> list[Path]:
+    return [path for path in parent.iterdir() if path.name.startswith(".mpevents-tmp-")]
+
+
+@pytest.fixture
+def clean_processes() -> Iterator[None]:
+    """Fail a test that leaves a process of the run behind."""
+    yield
+    assert wait_no_processes() == []
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small mixed corpus: generated files plus every kind of bad line."""
+    directory = tmp_path_factory.mktemp("corpus")
+    genlog(directory / "a.log", 3000, groups=5, seed=1)
+    genlog(directory / "b.log", 2000, groups=3, seed=2)
+    (directory / "c.log").write_bytes(
+        b"\xef\xbb\xbf1|log|ev|u|1|1|1\r\n2|log|ev|u|2|2|2\r\n\r\n"
+        b"bad line\r\n3|x|y|z|007|0001|3\r\n4|x|\t|z|1|1|1\n" + b"z" * 70_000 + b"\n5|x|y|z|1|1|1\r"
+    )
+    (directory / "d.log").write_bytes(b"")
+    (directory / "e.log").write_bytes('9|é|"q"|back\\slash|-5|2|9\n'.encode() + b"\xff\xfe\n\n")
+    (directory / "notes.txt").write_text("ignored\n")
+    (directory / "sub.log").mkdir()
+    return directory

@@ -1,0 +1,199 @@
+"""End to end through the real command, on temporary directories."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests import reference
+from tests.conftest import run_cli, temp_dirs, tree
+
+pytestmark = pytest.mark.usefixtures("clean_processes")
+
+
+def expected_output(corpus: Path) -> tuple[dict[str, list[bytes]], list[dict[str, object]], dict[str, int]]:
+    """What the reference parser says the output must be."""
+    groups: dict[str, list[bytes]] = {}
+    rejects: list[dict[str, object]] = []
+    totals = {"lines": 0, "valid": 0, "rejected": 0, "blank": 0}
+    for path in sorted(corpus.glob("*.log"), key=lambda p: os.fsencode(p.name)):
+        if not path.is_file():
+            continue
+        lines = reference.split(path.read_bytes(), file_start=True)
+        totals["lines"] += len(lines)
+        for number, line in enumerate(lines, 1):
+            outcome = reference.check(line)
+            if outcome is None:
+                totals["blank"] += 1
+            elif isinstance(outcome, str):
+                totals["rejected"] += 1
+                raw = line[:1024].decode("utf-8", "backslashreplace")
+                rejects.append({"file": path.name, "line": number, "reason": outcome, "raw": raw})
+            else:
+                totals["valid"] += 1
+                groups.setdefault(str(outcome["group_id"]), []).append(reference.to_json(outcome))
+    return groups, rejects, totals
+
+
+def test_output_follows_the_spec(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = run_cli("--input", corpus, "--output", out, "-n", "2", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    groups, rejects, totals = expected_output(corpus)
+    names = sorted(path.name for path in out.iterdir())
+    assert names == sorted([*(f"group-{g}.jsonl" for g in groups), "rejected.jsonl", "summary.json"])
+    for group, rows in groups.items():
+        assert (out / f"group-{group}.jsonl").read_bytes() == b"".join(rows)
+    assert [json.loads(row) for row in (out / "rejected.jsonl").read_bytes().splitlines()] == rejects
+    summary = json.loads((out / "summary.json").read_bytes())
+    assert summary["totals"] == totals
+    assert totals["lines"] == totals["valid"] + totals["rejected"] + totals["blank"]
+    for counts in summary["files"].values():
+        assert counts["lines"] == counts["valid"] + counts["rejected"] + counts["blank"]
+    assert set(summary["files"]) == {"a.log", "b.log", "c.log", "d.log", "e.log"}
+    assert summary["files"]["d.log"] == {"lines": 0, "valid": 0, "rejected": 0, "blank": 0}
+    assert sum(summary["rejected_by_reason"].values()) == totals["rejected"]
+    assert summary["groups"] == {g: len(rows) for g, rows in sorted(groups.items(), key=lambda i: int(i[0]))}
+    assert summary["workers"] == 2
+    assert temp_dirs(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ("-n", "2"),
+        ("-n", "4", "--readers", "1"),
+        ("-n", "3", "--chunk-bytes", "1"),
+        ("-n", "2", "--chunk-bytes", "7", "--readers", "2"),
+        ("-n", "1", "--chunk-bytes", "100"),
+    ],
+)
+def test_output_is_byte_identical_whatever_the_shape(corpus: Path, tmp_path: Path, options: tuple[str, ...]) -> None:
+    base = tmp_path / "base"
+    assert run_cli("--input", corpus, "--output", base, "-n", "1", "-q").returncode == 0
+    out = tmp_path / "out"
+    result = run_cli("--input", corpus, "--output", out, "-q", *options)
+    assert result.returncode == 0, result.stderr
+    assert tree(out) == tree(base)
+
+
+def test_rerun_replaces_our_previous_output(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert run_cli("--input", corpus, "--output", out, "-q").returncode == 0
+    first = tree(out)
+    assert run_cli("--input", corpus, "--output", out, "-q", "-n", "2").returncode == 0
+    assert tree(out) == first
+    assert temp_dirs(tmp_path) == []
+
+
+def test_foreign_output_directory_is_refused_untouched(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "thesis.tex").write_text("years of work")
+    result = run_cli("--input", corpus, "--output", out, "-q")
+    assert result.returncode == 2
+    assert "not written by mpevents" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert [p.name for p in out.iterdir()] == ["thesis.tex"]
+    assert temp_dirs(tmp_path) == []
+
+
+def test_a_lookalike_summary_is_not_enough(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.json").write_text('{"tool": "something-else"}')
+    assert run_cli("--input", corpus, "--output", out, "-q").returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--input", "/nonexistent/dir"), "does not exist"),
+        (("-n", "0"), "at least 1"),
+        (("-n", "two"), "not a whole number"),
+        (("--readers", "0"), "at least 1"),
+        (("--chunk-bytes", "-5"), "at least 1"),
+        (("--pattern", "*.nothing"), "no file matching"),
+        (("--bogus",), "unrecognized arguments"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(corpus: Path, tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+    result = run_cli("--input", corpus, "--output", tmp_path / "out", *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_input_that_is_a_file_exits_2(corpus: Path, tmp_path: Path) -> None:
+    result = run_cli("--input", corpus / "a.log", "--output", tmp_path / "out")
+    assert result.returncode == 2
+    assert "is a file" in result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can read a file whatever its mode")
+def test_unreadable_input_file_exits_2(corpus: Path, tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    shutil.copytree(corpus, inputs)
+    (inputs / "b.log").chmod(0)
+    result = run_cli("--input", inputs, "--output", tmp_path / "out", "-q")
+    assert result.returncode == 2, result.stderr
+    assert "cannot read input file" in result.stderr and "b.log" in result.stderr
+
+
+def test_unreadable_input_file_exits_2_in_process(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same path as above, for root: the open itself is made to fail."""
+    import mpevents._config
+    from mpevents import main
+
+    real_open = open
+
+    def deny(path: object, *args: object, **kwargs: object) -> object:
+        if str(path).endswith("b.log"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(mpevents._config, "open", deny, raising=False)
+    code = main(["--input", str(corpus), "--output", str(tmp_path / "out"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "cannot read input file" in err and "b.log" in err and "Permission denied" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failure_during_the_run_exits_1_and_keeps_the_old_output(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert run_cli("--input", corpus, "--output", out, "-q").returncode == 0
+    before = tree(out)
+    result = run_cli("--input", corpus, "--output", out, "-q", env={"MPEVENTS_FAILPOINTS": "collector_write_error=1"})
+    assert result.returncode == 1
+    assert "No space left on device" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert tree(out) == before
+    assert temp_dirs(tmp_path) == []
+
+
+def test_help_explains_every_option() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for option in ("--input", "--output", "--worker-number", "--readers", "--chunk-bytes", "--pattern", "--quiet"):
+        assert option in result.stdout
+
+
+def test_sample_data_runs(tmp_path: Path) -> None:
+    from tests.conftest import REPO
+
+    out = tmp_path / "out"
+    result = run_cli("--input", REPO / "data" / "input", "--output", out, "-n", "2", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_bytes())
+    assert summary["totals"]["rejected"] > 0
+    assert summary["totals"]["valid"] > 0
+    assert "notes.txt" not in summary["files"]
+    assert "mpevents summary" in result.stdout

@@ -1,0 +1,71 @@
+"""The collector's ordering and duplicate handling, without processes."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from mpevents._board import Board, CollectorField
+from mpevents._collector import Collector, GroupFiles
+from mpevents._config import InputFile
+from mpevents._messages import FLAG_CREDIT, FLAG_LAST, Result
+from mpevents._spec import process_chunk
+
+
+def make_results(file: int, chunks: list[bytes]) -> list[Result]:
+    results = []
+    offset = 0
+    for seq, data in enumerate(chunks):
+        flags = FLAG_LAST if seq == len(chunks) - 1 else 0
+        offset += len(data)
+        results.append(Result(file, seq, offset, flags, process_chunk(data)))
+    return results
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> list[InputFile]:
+    return [InputFile(0, "a.log", tmp_path / "a.log", 0), InputFile(1, "b.log", tmp_path / "b.log", 0)]
+
+
+def test_results_in_any_order_are_written_in_input_order(tmp_path: Path, files: list[InputFile]) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    a = make_results(0, [b"1|a|b|c|1|1|1\nbad\n", b"2|a|b|c|1|1|1\n", b"3|a|b|c|1|2|1\n\nbad2\n"])
+    b = make_results(1, [b"4|a|b|c|1|1|1\n", b"bad3\n"])
+    board = Board(2, 1)
+    collector = Collector(files, out, 16, board, threading.Semaphore(0))
+    for result in [b[1], a[2], b[0], a[2], a[1], a[0], b[1]]:  # shuffled, with duplicates
+        collector.add(result)
+    assert collector.done
+    collector.close()
+    ids = [json.loads(row)["id"] for row in (out / "group-1.jsonl").read_text().splitlines()]
+    assert ids == [1, 2, 4]
+    rejects = [json.loads(row) for row in (out / "rejected.jsonl").read_text().splitlines()]
+    assert [(r["file"], r["line"]) for r in rejects] == [("a.log", 2), ("a.log", 6), ("b.log", 2)]
+    report = collector.report()
+    assert report["files"] == [[6, 3, 2, 1], [2, 1, 1, 0]]
+    assert board.collector(CollectorField.HEAD) == 2
+
+
+def test_credits_come_back_when_written(tmp_path: Path, files: list[InputFile]) -> None:
+    credits = threading.Semaphore(0)
+    collector = Collector(files[:1], tmp_path, 16, Board(1, 1), credits)
+    result = make_results(0, [b"1|a|b|c|1|1|1\n"])[0]
+    collector.add(result._replace(flags=result.flags | FLAG_CREDIT))
+    collector.close()
+    assert credits.acquire(blocking=False)
+    assert not credits.acquire(blocking=False)
+
+
+def test_group_files_stay_under_their_limit_and_append(tmp_path: Path) -> None:
+    files = GroupFiles(tmp_path, 3)
+    for round_ in range(3):
+        for group in range(10):
+            files.write(b"%d" % group, b"%d\n" % round_)
+            assert len(files._open) <= 3
+    files.close()
+    for group in range(10):
+        assert (tmp_path / f"group-{group}.jsonl").read_bytes() == b"0\n1\n2\n"

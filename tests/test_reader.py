@@ -1,0 +1,78 @@
+"""Chunking: whole lines, contiguous, deterministic from any chunk boundary."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mpevents._messages import FLAG_TRUNCATED
+from mpevents._reader import KEEP_BYTES, Piece, iter_chunks, read_chunk
+from mpevents._spec import process_chunk
+
+line_lengths = st.sampled_from([0, 1, 2, 5, 40, KEEP_BYTES - 1, KEEP_BYTES, KEEP_BYTES + 1, 100_000])
+lines = st.lists(st.tuples(line_lengths, st.sampled_from([b"\n", b"\r\n"])), max_size=12)
+chunk_sizes = st.sampled_from([1, 2, 3, 7, 64, 4096, 70_000, 1 << 20])
+
+
+def build(spec: list[tuple[int, bytes]], cut_end: bool) -> bytes:
+    data = b"".join(b"x" * length + end for length, end in spec)
+    return data[:-1] if cut_end and data else data
+
+
+@settings(max_examples=150, deadline=None)
+@given(lines, st.booleans(), chunk_sizes, st.data())
+def test_chunks_cover_the_file_in_whole_lines(
+    spec: list[tuple[int, bytes]], cut_end: bool, size: int, data: st.DataObject
+) -> None:
+    content = build(spec, cut_end)
+    pieces = list(iter_chunks(io.BytesIO(content), size))
+    position = 0
+    for piece in pieces:
+        assert piece.offset == position
+        assert piece.data.endswith(b"\n") or piece.end == len(content)
+        position = piece.end
+    assert position == len(content)
+    # Same lines, except that over-long ones may be cut to KEEP_BYTES.
+    expected = content.split(b"\n")
+    got = b"".join(piece.data for piece in pieces).split(b"\n")
+    assert len(got) == len(expected)
+    for want, have in zip(expected, got, strict=True):
+        assert have == want or (len(want) > KEEP_BYTES and have == want[:KEEP_BYTES])
+    if pieces:
+        # Restarting at any boundary cuts the same chunks again.
+        k = data.draw(st.integers(0, len(pieces) - 1))
+        assert list(iter_chunks(io.BytesIO(content), size, pieces[k].offset)) == pieces[k:]
+        j = data.draw(st.integers(k, len(pieces) - 1))
+        assert list(iter_chunks(io.BytesIO(content), size, pieces[k].offset, pieces[j].end)) == pieces[k : j + 1]
+
+
+def test_an_overlong_line_is_kept_short_and_still_rejected(tmp_path: Path) -> None:
+    content = b"1|a|b|c|1|1|1\n" + b"y" * 3_000_000 + b"\r\n" + b"2|a|b|c|1|1|1\n"
+    path = tmp_path / "big.log"
+    path.write_bytes(content)
+    with open(path, "rb") as handle:
+        pieces = list(iter_chunks(handle, 1024))
+    long_piece = next(piece for piece in pieces if piece.truncated)
+    assert len(long_piece.data) == KEEP_BYTES + 1
+    assert long_piece.end - long_piece.offset == 3_000_002
+    result = process_chunk(b"".join(piece.data for piece in pieces))
+    assert [reject.reason for reject in result.rejects] == ["line_too_long"]
+    assert result.valid == 2
+    # Main can read the same chunk again from its place, for a new worker.
+    flags = FLAG_TRUNCATED
+    assert read_chunk(str(path), long_piece.offset, long_piece.end, flags) == long_piece.data
+    normal = pieces[0]
+    assert read_chunk(str(path), normal.offset, normal.end, 0) == normal.data
+
+
+def test_empty_input_gives_no_chunk() -> None:
+    assert list(iter_chunks(io.BytesIO(b""), 10)) == []
+
+
+def test_crlf_is_never_split_from_its_line() -> None:
+    content = b"ab\r\ncd\r\n"
+    pieces = list(iter_chunks(io.BytesIO(content), 3))
+    assert pieces == [Piece(0, 4, b"ab\r\n", False), Piece(4, 8, b"cd\r\n", False)]

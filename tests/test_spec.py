@@ -1,0 +1,223 @@
+"""The record spec, rule by rule, without processes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mpevents import REASONS, check_line, process_chunk
+from mpevents._spec import encode_record
+from tests import reference
+
+VALID = b"17|log3|appsetup|tom|24123|2|1587583122"
+VALID_JSON = (
+    b'{"id":17,"log":"log3","event":"appsetup","user":"tom","value":24123,"group_id":2,"timestamp":1587583122}\n'
+)
+
+
+def reason(line: bytes) -> str | None:
+    outcome = check_line(line)
+    return outcome if isinstance(outcome, str) or outcome is None else "valid"
+
+
+def with_field(index: int, value: bytes) -> bytes:
+    fields = VALID.split(b"|")
+    fields[index] = value
+    return b"|".join(fields)
+
+
+def test_the_example_line_encodes_exactly() -> None:
+    result = process_chunk(VALID + b"\n")
+    assert result.groups == {b"2": (1, VALID_JSON)}
+    outcome = check_line(VALID)
+    assert not isinstance(outcome, str) and outcome is not None
+    assert encode_record(outcome) == VALID_JSON
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (b"a" * 65_537, "line_too_long"),
+        (b"\xff" * 70_000, "line_too_long"),  # length is checked first
+        (b"", None),
+        (b"\xff|log|e|u|1|1|1", "invalid_utf8"),
+        (b"1|caf\xe9|e|u|1|1|1", "invalid_utf8"),
+        (b"1|\xed\xa0\x80|e|u|1|1|1", "invalid_utf8"),  # an encoded surrogate
+        (b"1|\xc0\xaf|e|u|1|1|1", "invalid_utf8"),  # an overlong encoding
+        (b"1|a|b|c|1|1", "field_count"),
+        (b"1|a|b|c|1|1|1|1", "field_count"),
+        (b"no separators", "field_count"),
+        (b"||||||", "bad_id"),
+        (with_field(0, b"x1"), "bad_id"),
+        (with_field(0, b"+1"), "bad_id"),
+        (with_field(0, b"-1"), "bad_id"),
+        (with_field(0, b" 1"), "bad_id"),
+        (with_field(0, "١".encode()), "bad_id"),  # an Arabic-Indic digit is not ASCII
+        (with_field(0, b"9223372036854775808"), "bad_id"),
+        (with_field(0, b"00000000000000000001"), "bad_id"),  # 20 digits
+        (with_field(1, b""), "empty_field"),
+        (with_field(3, b""), "empty_field"),
+        (with_field(2, b"a\tb"), "control_char"),
+        (with_field(2, b"a\x7fb"), "control_char"),
+        (with_field(2, b"\x00"), "control_char"),
+        (with_field(1, b"\x01").replace(b"|appsetup|", b"||"), "control_char"),  # field 2 before field 3
+        (with_field(4, b""), "bad_value"),
+        (with_field(4, b"-"), "bad_value"),
+        (with_field(4, b"+5"), "bad_value"),
+        (with_field(4, b"1.5"), "bad_value"),
+        (with_field(4, b"9223372036854775808"), "bad_value"),
+        (with_field(4, b"-9223372036854775809"), "bad_value"),
+        (with_field(5, b"0x2"), "bad_group_id"),
+        (with_field(5, b"9223372036854775808"), "bad_group_id"),
+        (with_field(5, b""), "bad_group_id"),
+        (with_field(6, b"1587583122 "), "bad_timestamp"),
+        (with_field(6, b"99999999999999999999"), "bad_timestamp"),
+    ],
+)
+def test_each_rule_gives_its_reason(line: bytes, expected: str | None) -> None:
+    assert reason(line) == expected
+    if expected is not None:
+        assert expected in REASONS
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        with_field(0, b"9223372036854775807"),
+        with_field(0, b"0000000000000000007"),  # 19 digits with leading zeros
+        with_field(4, b"-9223372036854775808"),
+        with_field(4, b"9223372036854775807"),
+        with_field(5, b"9223372036854775807"),
+        with_field(6, b"0"),
+        b"1|" + b"a" * (65_536 - 12) + b"|b|c|1|1|1",  # exactly 65,536 bytes
+    ],
+)
+def test_boundaries_that_are_valid(line: bytes) -> None:
+    assert reason(line) == "valid"
+
+
+def test_65536_bytes_is_the_last_valid_length() -> None:
+    at_limit = b"1|" + b"a" * (65_536 - 12) + b"|b|c|1|1|1"
+    assert len(at_limit) == 65_536
+    over = at_limit.replace(b"|b|", b"|bb|")
+    assert len(over) == 65_537
+    assert process_chunk(at_limit + b"\n").valid == 1
+    assert process_chunk(over + b"\n").rejects[0].reason == "line_too_long"
+
+
+def test_numbers_are_canonical_in_the_output() -> None:
+    line = b"007|a|b|c|-0|0002|0000000000000000010"
+    ((_, data),) = process_chunk(line + b"\n").groups.values()
+    assert json.loads(data) == {
+        "id": 7,
+        "log": "a",
+        "event": "b",
+        "user": "c",
+        "value": 0,
+        "group_id": 2,
+        "timestamp": 10,
+    }
+    assert b'"value":0,' in data
+    assert list(process_chunk(line + b"\n").groups) == [b"2"]
+
+
+def test_strings_go_through_unchanged() -> None:
+    line = b"1|" + b'say "hi"' + b"|back\\slash|" + "zoë ユーザー 😀 ".encode() + b"|1|1|1"
+    ((_, data),) = process_chunk(line + b"\n").groups.values()
+    assert json.loads(data)["log"] == 'say "hi"'
+    assert json.loads(data)["event"] == "back\\slash"
+    assert json.loads(data)["user"] == "zoë ユーザー 😀 "
+    assert "zoë ユーザー 😀".encode() in data  # UTF-8 left unescaped
+
+
+def test_crlf_bom_and_missing_final_newline() -> None:
+    data = b"\xef\xbb\xbf" + VALID + b"\r\n" + VALID + b"\r\n\r\n" + VALID + b"\r"
+    result = process_chunk(data, file_start=True)
+    assert (result.lines, result.blank, result.valid, result.rejects) == (4, 1, 3, [])
+    # A BOM is removed only at the start of a file.
+    assert process_chunk(b"\xef\xbb\xbf" + VALID, file_start=False).rejects[0].reason == "bad_id"
+
+
+def test_only_one_trailing_cr_is_removed() -> None:
+    result = process_chunk(VALID + b"\r\r\n")
+    assert result.rejects[0].reason == "bad_timestamp"
+    assert result.rejects[0].raw == VALID.decode() + "\r"
+
+
+def test_a_lone_cr_line_at_the_end_is_blank() -> None:
+    result = process_chunk(VALID + b"\n\r")
+    assert (result.lines, result.blank, result.valid) == (2, 1, 1)
+
+
+def test_reject_raw_is_the_first_1024_bytes_escaped() -> None:
+    line = b"\xff" + b"x" * 2000
+    (reject,) = process_chunk(line + b"\n").rejects
+    assert reject.raw == "\\xff" + "x" * 1023
+    assert reject.line == 1
+
+
+def test_line_numbers_count_blank_and_rejected_lines() -> None:
+    data = b"\n".join([VALID, b"", b"bad", VALID, b"also|bad"]) + b"\n"
+    result = process_chunk(data)
+    assert [(r.line, r.reason) for r in result.rejects] == [(3, "field_count"), (5, "field_count")]
+    assert (result.lines, result.blank, result.valid) == (5, 1, 2)
+
+
+def test_many_groups_keep_line_order() -> None:
+    lines = [b"%d|a|b|c|%d|%d|1" % (i, i, i % 7) for i in range(1, 200)]
+    result = process_chunk(b"\n".join(lines) + b"\n")
+    assert len(result.groups) == 7
+    for group, (count, data) in result.groups.items():
+        ids = [json.loads(row)["id"] for row in data.splitlines()]
+        assert ids == sorted(ids) and len(ids) == count
+        assert all(i % 7 == int(group) for i in ids)
+
+
+def test_empty_chunk() -> None:
+    assert process_chunk(b"") == (0, 0, {}, [])
+
+
+# --- property: the worker's result equals the reference parser's ---------------
+
+FIELD_VALUES = [
+    b"", b"0", b"7", b"007", b"-0", b"-12", b"+1", b" 1", b"1 ", b"x",
+    b"9223372036854775807", b"9223372036854775808", b"-9223372036854775808", b"-9223372036854775809",
+    b"18446744073709551615", b"99999999999999999999", b"000000000000000000001",
+    b"log3", b"appsetup", b"tom", b'say "hi"', b"a\\b", b"\t", b"a\x7f", b"\x00", b"caf\xe9", b"\xed\xa0\x80",
+    "zoë".encode(), "ユーザー".encode(), "😀".encode(), "\u2028".encode(), b"\x1f", b"\r", b" ",
+]  # fmt: skip
+
+field = st.one_of(
+    st.sampled_from(FIELD_VALUES), st.binary(max_size=6).filter(lambda b: b"\n" not in b and b"|" not in b)
+)
+structured = st.lists(field, min_size=5, max_size=9).map(b"|".join)
+plain_valid = st.tuples(
+    st.integers(0, 2**63 - 1), st.integers(-(2**63), 2**63 - 1), st.integers(0, 2**63 - 1), st.integers(0, 9)
+).map(lambda t: b"%d|log|ev|u s|%d|%d|%d" % (t[0], t[1], t[3], t[2]))
+line = st.one_of(structured, plain_valid, st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")))
+terminator = st.sampled_from([b"\n", b"\n", b"\r\n", b"\r\r\n"])
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(line, terminator), max_size=25), st.booleans(), st.booleans(), st.booleans())
+def test_worker_matches_reference_parser(
+    lines: list[tuple[bytes, bytes]], drop_last: bool, bom: bool, start: bool
+) -> None:
+    data = b"".join(text + end for text, end in lines)
+    if drop_last and data.endswith(b"\n"):
+        data = data[:-1]
+    if bom:
+        data = b"\xef\xbb\xbf" + data
+    result = process_chunk(data, file_start=start)
+    expected = reference.parse(data, file_start=start)
+    assert (result.lines, result.blank, result.groups, [tuple(r) for r in result.rejects]) == expected
+
+
+@settings(max_examples=200)
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_match_reference_parser(data: bytes) -> None:
+    result = process_chunk(data)
+    assert (result.lines, result.blank, result.groups, [tuple(r) for r in result.rejects]) == reference.parse(data)
