@@ -28,15 +28,16 @@ from ._profiling import profiled
 EXIT_REPORTED: Final = 3
 """A child that failed and put its reason on the error queue exits with this."""
 
-_PR_SET_PDEATHSIG: Final = 1
+PR_SET_PDEATHSIG: Final = 1
+PR_SET_CHILD_SUBREAPER: Final = 36
 
 
-def _die_with_parent() -> None:
+def prctl(option: int, value: int) -> bool:
+    """Linux prctl(2); False where it is not available (main still reaps its children)."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: main still reaps its children
-        pass
+        return int(ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 def run_child(
@@ -52,7 +53,7 @@ def run_child(
     setproctitle.setproctitle(f"mpevents: {title}")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _die_with_parent()
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     try:
         with profiled(config, role, index):
             body(*args)

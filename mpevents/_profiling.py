@@ -90,3 +90,41 @@ def memory_report(directory: Path) -> dict[str, Any]:
             sites[key] = sites.get(key, 0) + stat.size
     top = sorted(sites.items(), key=lambda item: item[1], reverse=True)[:TOP_SITES]
     return {"processes": processes, "top_sites": [{"site": site, "bytes": size} for site, size in top]}
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and all its descendants, from /proc (Linux)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name may hold spaces and parentheses: split after the last ')'.
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def tree_pss_kib(root: int) -> int:
+    """Summed proportional set size of a process tree, in KiB: shared pages
+    are split between the processes that share them, so the sum is what the
+    tree really costs."""
+    total = 0
+    for pid in process_tree(root):
+        try:
+            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("Pss:"):
+                total += int(line.split()[1])
+                break
+    return total

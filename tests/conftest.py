@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from mpevents._child import PR_SET_CHILD_SUBREAPER, prctl
+from mpevents._profiling import process_tree
+
 REPO = Path(__file__).resolve().parents[1]
 GENLOG = REPO / "scripts" / "genlog.sh"
 RUN_TIMEOUT_S = 90
@@ -74,11 +77,17 @@ def tree(directory: Path) -> dict[str, bytes]:
     return files
 
 
+# Orphans of the runs we start become our children, so that "nothing is left"
+# can be checked among our own descendants only.
+prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
 def mpevents_processes() -> list[tuple[int, str]]:
-    """Processes that look like ours: titled 'mpevents:' or a multiprocessing helper of a run."""
+    """Our descendants that look like a run's: titled 'mpevents:' or a multiprocessing helper."""
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+    for pid in process_tree(os.getpid()):
+        entry = Path(f"/proc/{pid}")
+        if pid == os.getpid():
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
