@@ -24,9 +24,8 @@ The property tests compare both against a reference parser.
 
 from __future__ import annotations
 
-import itertools
-import operator
 import re
+from collections import defaultdict, deque
 from typing import Final, NamedTuple
 
 import msgspec
@@ -181,36 +180,21 @@ _PLAIN_LINES: Final = re.compile(
 )
 _TEMPLATE: Final = b'{"id":%b,"log":"%b","event":"%b","user":"%b","value":%b,"group_id":%b,"timestamp":%b}\n'
 
-# Up to this many groups in a run, one C-level pass per group (compress over
-# an equality mask) beats a Python loop over the lines; above it, the loop.
-_MASK_GROUPS: Final = 4
-
 
 def _bulk(run: bytes, parts: dict[bytes, list[bytes]], counts: dict[bytes, int]) -> None:
-    """Convert a run of plain lines, each ending in '\\n', into NDJSON by group."""
+    """Convert a run of plain lines, each ending in '\\n', into NDJSON by group.
+
+    Every step is one C-level call over the whole run: split into fields,
+    fill the template per line, then bucket the records by group id through
+    a defaultdict's ``__getitem__`` and ``list.append`` mapped over the lines.
+    """
     fields = run.replace(b"\n", b"|").split(b"|")
     fields.pop()  # the empty piece after the last '\n'
-    records = list(map(_TEMPLATE.__mod__, zip(*[iter(fields)] * 7)))
-    group_ids = fields[5::7]
-    distinct = set(group_ids)
-    if len(distinct) == 1:
-        (group,) = distinct
-        _add(parts, counts, group, records)
-    elif len(distinct) <= _MASK_GROUPS:
-        for group in distinct:
-            mask = map(operator.eq, group_ids, itertools.repeat(group))
-            selected = list(itertools.compress(records, mask))
-            _add(parts, counts, group, selected)
-    else:
-        by_group: dict[bytes, list[bytes]] = {}
-        for group, record in zip(group_ids, records):
-            bucket = by_group.get(group)
-            if bucket is None:
-                by_group[group] = [record]
-            else:
-                bucket.append(record)
-        for group, selected in by_group.items():
-            _add(parts, counts, group, selected)
+    records = map(_TEMPLATE.__mod__, zip(*[iter(fields)] * 7))
+    buckets: defaultdict[bytes, list[bytes]] = defaultdict(list)
+    deque(map(list.append, map(buckets.__getitem__, fields[5::7]), records), maxlen=0)
+    for group, selected in buckets.items():
+        _add(parts, counts, group, selected)
 
 
 def _add(parts: dict[bytes, list[bytes]], counts: dict[bytes, int], group: bytes, records: list[bytes]) -> None:
@@ -223,18 +207,20 @@ def _add(parts: dict[bytes, list[bytes]], counts: dict[bytes, int], group: bytes
         counts[group] = len(records)
 
 
-def split_lines(data: bytes) -> bytes:
-    """Normalise a chunk's line endings: '\\n'-separated lines, no terminators.
+def normalise(data: bytes) -> bytes:
+    """A chunk's lines, each ending in '\\n', with no '\\r' terminator left.
 
     One trailing '\\r' is removed from every line, also from a last line that
-    lacks its '\\n'. The result holds ``result.count(b"\\n") + 1`` lines.
+    lacks its '\\n'; a last line without '\\n' gets one. The common chunk,
+    '\\n'-terminated without '\\r', comes back as it is, without a copy.
     """
-    body = data[:-1] if data.endswith(b"\n") else data
-    if b"\r" in body:
+    if b"\r" in data:
+        body = data[:-1] if data.endswith(b"\n") else data
         body = body.replace(b"\r\n", b"\n")
         if body.endswith(b"\r"):
             body = body[:-1]
-    return body
+        return body + b"\n"
+    return data if data.endswith(b"\n") else data + b"\n"
 
 
 def process_chunk(data: bytes, *, file_start: bool = False) -> ChunkResult:
@@ -247,7 +233,7 @@ def process_chunk(data: bytes, *, file_start: bool = False) -> ChunkResult:
         data = data[len(BOM) :]
     if not data:
         return ChunkResult(0, 0, {}, [])
-    text = split_lines(data) + b"\n"
+    text = normalise(data)
     parts: dict[bytes, list[bytes]] = {}
     counts: dict[bytes, int] = {}
     rejects: list[Reject] = []

@@ -91,7 +91,9 @@ class Pipeline:
         self.observer = observer
         self.board = Board(len(files), config.workers)
         self.ctx = multiprocessing.get_context(START_METHOD)
-        self.ctx.set_forkserver_preload(["mpevents._supervisor"])
+        # '__main__' too: otherwise every child re-imports the main script (the
+        # console script imports the CLI and rich), a tenth of a second each.
+        self.ctx.set_forkserver_preload(["__main__", "mpevents._supervisor"])
         self.started = time.monotonic()
         self.signal: int | None = None
         self.worker_restarts = 0
