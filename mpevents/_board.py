@@ -75,7 +75,8 @@ class CollectorField(enum.IntEnum):
     LINES = 4
     HEAD = 5  # index of the file being written
     GROUPS = 6  # distinct groups so far
-    REASONS = 7  # len(REASONS) cells, then TOP_GROUPS (group id, count) pairs
+    BUSY_NS = 7  # time spent ordering and writing
+    REASONS = 8  # len(REASONS) cells, then TOP_GROUPS (group id, count) pairs
 
 
 _PREV_FIELDS: Final = (

@@ -57,9 +57,12 @@ def run_child(
     try:
         with profiled(config, role, index):
             body(*args)
-    except OSError as exc:
-        where = f": {exc.filename}" if exc.filename else ""
-        reason = f"{role} {index}: {exc.strerror or exc}{where}"
+    except Exception as exc:  # reported as one line; --debug shows the traceback
+        if isinstance(exc, OSError):
+            where = f": {exc.filename}" if exc.filename else ""
+            reason = f"{title}: {exc.strerror or exc}{where}"
+        else:
+            reason = f"internal error in {title}: {type(exc).__name__}: {exc} (--debug shows the traceback)"
         if config.debug:
             logging.getLogger("mpevents").exception(reason)
         errors.put(reason)

@@ -220,7 +220,11 @@ def collect(
             result = result_queue.get()
             if slow:
                 time.sleep(slow)
+            started = time.perf_counter_ns()
             collector.add(result)
+            board.set_collector(
+                CollectorField.BUSY_NS, board.collector(CollectorField.BUSY_NS) + time.perf_counter_ns() - started
+            )
     finally:
         collector.close()
     report_queue.put(collector.report())

@@ -43,7 +43,7 @@ from typing import Any, Final, Protocol
 import setproctitle
 
 from . import _collector, _output, _reader, _worker
-from ._board import Board, FileField, WorkerField
+from ._board import Board, CollectorField, FileField, WorkerField
 from ._child import EXIT_REPORTED, run_child
 from ._config import Config, InputFile, find_inputs
 from ._errors import Interrupted, RunError
@@ -65,6 +65,8 @@ QUEUE_SLOTS_PER_WORKER: Final = 2
 worker busy; more would only hold memory."""
 STALL_S: Final = 5.0
 """After a crash, this long without any progress means a queue was left broken."""
+LIMIT_SHARE: Final = 0.6
+"""A stage busy for more than this share of the run is the one that limits it."""
 JOIN_S: Final = 5.0
 """How long children get to exit on their own at the end before being killed."""
 
@@ -93,7 +95,7 @@ class Pipeline:
         self.ctx = multiprocessing.get_context(START_METHOD)
         # '__main__' too: otherwise every child re-imports the main script (the
         # console script imports the CLI and rich), a tenth of a second each.
-        self.ctx.set_forkserver_preload(["__main__", "mpevents._supervisor"])
+        self.ctx.set_forkserver_preload(["__main__", "mpevents._preload"])
         self.started = time.monotonic()
         self.signal: int | None = None
         self.worker_restarts = 0
@@ -374,6 +376,7 @@ def build_summary(
         "elapsed_s": round(elapsed, 3),
         "lines_per_s": round(totals["lines"] / elapsed) if elapsed > 0 else 0,
         "bytes_read": sum(info.size for info in files),
+        "stages": stage_shares(pipeline.board, elapsed),
         "restarts": {
             "workers": pipeline.worker_restarts,
             "readers": pipeline.reader_restarts,
@@ -388,6 +391,21 @@ def build_summary(
         memory["processes"]["main-0"] = {"peak_rss_kib": peak_rss_kib()}
         summary["memory"] = memory
     return summary
+
+
+def stage_shares(board: Board, elapsed: float) -> dict[str, Any]:
+    """How busy each stage was, as shares of the run's wall time, and which
+    one limited it: the workers (checking and encoding), the collector
+    (writing), or neither, when reading or start-up dominated."""
+    if elapsed <= 0:
+        return {}
+    workers = [board.worker(slot, WorkerField.BUSY_NS) / 1e9 / elapsed for slot in range(board.n_workers)]
+    worker_share = sum(workers) / len(workers)
+    collector_share = board.collector(CollectorField.BUSY_NS) / 1e9 / elapsed
+    limit = "workers" if worker_share >= collector_share else "collector"
+    if max(worker_share, collector_share) < LIMIT_SHARE:
+        limit = "reading or start-up"
+    return {"workers_busy": round(worker_share, 3), "collector_busy": round(collector_share, 3), "limited_by": limit}
 
 
 _Handlers = dict[int, Any]

@@ -16,6 +16,8 @@ from mpevents._child import PR_SET_CHILD_SUBREAPER, prctl
 from mpevents._profiling import process_tree
 
 REPO = Path(__file__).resolve().parents[1]
+# The reference parser lives in scripts/sequential.py (it is also the sequential baseline).
+sys.path.insert(0, str(REPO / "scripts"))
 GENLOG = REPO / "scripts" / "genlog.sh"
 RUN_TIMEOUT_S = 90
 """Hard limit for one run of the command: a hang fails the test instead of CI."""

@@ -8,8 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+import sequential as reference
 
-from tests import reference
 from tests.conftest import run_cli, temp_dirs, tree
 
 pytestmark = pytest.mark.usefixtures("clean_processes")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+import sequential as reference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mpevents import REASONS, check_line, process_chunk
 from mpevents._spec import encode_record
-from tests import reference
 
 VALID = b"17|log3|appsetup|tom|24123|2|1587583122"
 VALID_JSON = (

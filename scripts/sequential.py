@@ -1,13 +1,21 @@
-"""A small, obviously correct reference parser for the record spec.
+"""The sequential baseline: the record spec in plain Python, line by line.
 
-Line by line, one rule after another, with the standard library only; the
-property tests check that the fast pipeline gives exactly what this gives.
+    python scripts/sequential.py INPUT_DIR OUTPUT_DIR
+
+Two jobs, one piece of code: it is the benchmarks' "sequential Python script
+with stdlib json" peer, and it is the tests' obviously correct reference
+parser (one rule after another, standard library only), whose results the
+fast pipeline must match exactly. It writes the group files and
+rejected.jsonl like mpevents does (no summary, no atomic swap).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
+from pathlib import Path
 
 MAX = 65_536
 INT64_MAX = 2**63 - 1
@@ -91,3 +99,39 @@ def parse(
         else:
             groups.setdefault(str(outcome["group_id"]).encode(), []).append(to_json(outcome))
     return len(lines), blank, {g: (len(r), b"".join(r)) for g, r in groups.items()}, rejects
+
+
+def main(argv: list[str]) -> int:
+    """Stream every ``*.log`` file of the input directory into the output directory."""
+    source, target = Path(argv[0]), Path(argv[1])
+    target.mkdir(parents=True, exist_ok=True)
+    handles: dict[str, object] = {}
+    with open(target / "rejected.jsonl", "w", encoding="utf-8") as rejected:
+        names = sorted((p.name for p in source.glob("*.log") if p.is_file()), key=os.fsencode)
+        for name in names:
+            with open(source / name, "rb") as handle:
+                first = True
+                for number, raw in enumerate(handle, 1):
+                    line = raw[:-1] if raw.endswith(b"\n") else raw
+                    if first and line.startswith(b"\xef\xbb\xbf"):
+                        line = line[3:]
+                    first = False
+                    line = line[:-1] if line.endswith(b"\r") else line
+                    outcome = check(line)
+                    if isinstance(outcome, str):
+                        text = line[:1024].decode("utf-8", "backslashreplace")
+                        entry = {"file": name, "line": number, "reason": outcome, "raw": text}
+                        rejected.write(json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n")
+                    elif outcome is not None:
+                        group = str(outcome["group_id"])
+                        out = handles.get(group)
+                        if out is None:
+                            out = handles[group] = open(target / f"group-{group}.jsonl", "wb")  # noqa: SIM115
+                        out.write(to_json(outcome))  # type: ignore[attr-defined]
+    for out in handles.values():
+        out.close()  # type: ignore[attr-defined]
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

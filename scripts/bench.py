@@ -1,0 +1,220 @@
+"""Benchmark mpevents against its peers, side by side, in interleaved rounds.
+
+    python scripts/bench.py [--rounds 3] [--sizes 2M,10M] [--workers 1,2] [--no-peers]
+
+Builds the corpora once with scripts/genlog.sh (files of 500,000 lines in
+``.bench/``), then runs every program once per round, in turn, so that
+a noisy machine slows them all alike. For each it reports the median wall
+time, lines per second and the peak memory of its whole process tree (summed
+PSS read from /proc while it runs), and the ratios that the targets name. The
+results go to a rich table and to ``bench-results.json``.
+
+Peers: the sequential stdlib script (scripts/sequential.py), and DuckDB and
+Polars when installed (``pip install -e '.[bench]'``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from mpevents._profiling import tree_pss_kib
+
+REPO = Path(__file__).resolve().parents[1]
+WORK = REPO / ".bench"
+LINES_PER_FILE = 500_000
+SAMPLE_S = 0.05
+"""How often the memory of a running program is read: often enough to catch
+its peak, rarely enough not to steal a noticeable share of a core."""
+
+
+@dataclass
+class Program:
+    name: str
+    command: list[str]
+    walls: list[float] = field(default_factory=list)
+    peaks_kib: list[int] = field(default_factory=list)
+    stages: list[dict[str, Any]] = field(default_factory=list)
+
+
+def corpus(lines: int) -> Path:
+    """A directory of genlog.sh files of 500,000 lines, made once."""
+    files = max(1, lines // LINES_PER_FILE)
+    directory = WORK / f"corpus-{lines // 1_000_000}M"
+    marker = directory / ".complete"
+    if not marker.exists():
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)
+        for index in range(files):
+            env = {**os.environ, "GENLOG_SEED": str(index + 1)}
+            path = directory / f"part-{index:03d}.log"
+            subprocess.run([str(REPO / "scripts" / "genlog.sh"), str(path), str(LINES_PER_FILE)], check=True, env=env)
+        marker.touch()
+    return directory
+
+
+def measure(program: Program, output: Path) -> None:
+    """Run once; record wall time and peak process-tree PSS."""
+    shutil.rmtree(output, ignore_errors=True)
+    started = time.perf_counter()
+    process = subprocess.Popen(program.command, stdout=subprocess.DEVNULL)
+    peak = 0
+
+    def sample() -> None:
+        nonlocal peak
+        while process.poll() is None:
+            peak = max(peak, tree_pss_kib(process.pid))
+            time.sleep(SAMPLE_S)
+
+    watcher = threading.Thread(target=sample)
+    watcher.start()
+    code = process.wait()
+    wall = time.perf_counter() - started
+    watcher.join()
+    if code != 0:
+        raise SystemExit(f"bench: {program.name} failed with exit code {code}")
+    program.walls.append(wall)
+    program.peaks_kib.append(peak)
+    summary = output / "summary.json"
+    if summary.exists():
+        program.stages.append(json.loads(summary.read_bytes()).get("stages", {}))
+
+
+def available(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def programs_for(directory: Path, output: Path, workers: list[int], peers: bool, sequential: bool) -> list[Program]:
+    python = sys.executable
+    progs = [
+        Program(f"mpevents N={n}", [python, "-m", "mpevents", "--input", str(directory), "--output", str(output),
+                                    "--worker-number", str(n), "--quiet"])
+        for n in workers
+    ]  # fmt: skip
+    if sequential:
+        progs.append(
+            Program("sequential", [python, str(REPO / "scripts" / "sequential.py"), str(directory), str(output)])
+        )
+    if peers:
+        for peer in ("duckdb", "polars"):
+            if available(peer):
+                progs.append(
+                    Program(peer, [python, str(REPO / "scripts" / "peers.py"), peer, str(directory), str(output)])
+                )
+    return progs
+
+
+def report_size(lines: int, programs: list[Program]) -> dict[str, Any]:
+    rows = {}
+    for program in programs:
+        wall = statistics.median(program.walls)
+        rows[program.name] = {
+            "wall_s": round(wall, 3),
+            "walls_s": [round(w, 3) for w in program.walls],
+            "lines_per_s": round(lines / wall),
+            "peak_pss_mib": round(statistics.median(program.peaks_kib) / 1024, 1),
+            "stages": program.stages[-1] if program.stages else None,
+        }
+    return rows
+
+
+def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """The ratios the targets name, where both sides were measured."""
+    out = {}
+    for size, rows in results.items():
+        two = rows.get("mpevents N=2")
+        one = rows.get("mpevents N=1")
+        if two is None:
+            continue
+        for peer in ("duckdb", "polars", "sequential"):
+            if peer in rows:
+                out[f"{size}: wall N=2 / {peer}"] = round(two["wall_s"] / rows[peer]["wall_s"], 2)
+                out[f"{size}: memory N=2 / {peer}"] = round(two["peak_pss_mib"] / rows[peer]["peak_pss_mib"], 2)
+        if one is not None:
+            out[f"{size}: scaling wall N=1 / N=2"] = round(one["wall_s"] / two["wall_s"], 2)
+    if "10M" in results and "2M" in results and "mpevents N=2" in results["10M"]:
+        big, small = results["10M"]["mpevents N=2"], results["2M"]["mpevents N=2"]
+        out["memory N=2: 10M / 2M"] = round(big["peak_pss_mib"] / small["peak_pss_mib"], 2)
+    return out
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpus": os.cpu_count(), "cpu": model, "python": platform.python_version(), "system": platform.platform()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sizes", default="2M,10M", help="corpus sizes in millions of lines, e.g. 2M,10M")
+    parser.add_argument("--workers", default=None, help="worker counts for mpevents, e.g. 1,2,4 (default: 1 to cores)")
+    parser.add_argument("--no-peers", action="store_true", help="skip DuckDB and Polars")
+    parser.add_argument("--sequential-up-to", default="2M", help="run the slow sequential script up to this size")
+    parser.add_argument("--out", type=Path, default=REPO / "bench-results.json")
+    args = parser.parse_args()
+    cores = os.cpu_count() or 1
+    workers = [int(n) for n in args.workers.split(",")] if args.workers else list(range(1, cores + 1))
+    sizes = [int(size.rstrip("Mm")) * 1_000_000 for size in args.sizes.split(",")]
+    sequential_limit = int(args.sequential_up_to.rstrip("Mm")) * 1_000_000
+    console = Console()
+    results: dict[str, dict[str, Any]] = {}
+    output = WORK / "out"
+    for lines in sizes:
+        directory = corpus(lines)
+        programs = programs_for(directory, output, workers, not args.no_peers, lines <= sequential_limit)
+        for round_ in range(args.rounds):
+            for program in programs:
+                measure(program, output)
+                console.log(f"{lines // 1_000_000}M round {round_ + 1}: {program.name} {program.walls[-1]:.2f} s")
+        results[f"{lines // 1_000_000}M"] = report_size(lines, programs)
+    shutil.rmtree(output, ignore_errors=True)
+    document = {"machine": machine(), "rounds": args.rounds, "results": results, "ratios": ratios(results)}
+    args.out.write_text(json.dumps(document, indent=2) + "\n")
+    for size, rows in results.items():
+        table = Table(title=f"{size} lines, median of {args.rounds} interleaved rounds")
+        for column in ("program", "wall (s)", "lines/s", "peak PSS (MiB)", "limited by"):
+            table.add_column(column, justify="left" if column in ("program", "limited by") else "right")
+        for name, row in rows.items():
+            stages = row["stages"] or {}
+            table.add_row(
+                name, f"{row['wall_s']:.2f}", f"{row['lines_per_s']:,}", f"{row['peak_pss_mib']:.0f}",
+                stages.get("limited_by", ""),
+            )  # fmt: skip
+        console.print(table)
+    ratio_table = Table(title="ratios")
+    ratio_table.add_column("ratio")
+    ratio_table.add_column("value", justify="right")
+    for name, value in document["ratios"].items():
+        ratio_table.add_row(name, f"{value:.2f}")
+    console.print(ratio_table)
+    console.print(f"machine: {document['machine']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
