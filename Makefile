@@ -39,7 +39,7 @@ unit: $(VENV)/.test-deps
 test: lint typecheck unit
 
 bench: $(VENV)/.bench-deps
-	$(BIN)/pytest tests/benchmarks --benchmark-only --benchmark-enable -p no:randomly
+	$(BIN)/pytest tests/benchmarks --benchmark-only
 	$(BIN)/python scripts/bench.py
 
 clean:

@@ -24,6 +24,15 @@ RUN_TIMEOUT_S = 90
 VOLATILE_SUMMARY_KEYS = ("elapsed_s", "lines_per_s", "workers", "restarts", "stages", "memory", "cpu_profile")
 
 
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Benchmarks run only when asked for (``make bench``), never in ``make test``."""
+    if collection_path.name == "benchmarks" and not (
+        config.getoption("benchmark_only") or config.getoption("benchmark_enable")
+    ):
+        return True
+    return None
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--worker-number", type=int, default=2, help="workers for the pipeline benchmarks (like the Go -worker-number)"

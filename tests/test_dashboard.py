@@ -1,0 +1,195 @@
+"""The dashboard, the plain progress lines, the final summary and the profiles."""
+
+from __future__ import annotations
+
+import json
+import os
+import pstats
+import pty
+import select
+import subprocess
+import sys
+import time
+import tracemalloc
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from mpevents._dashboard import FileView, View, WorkerView, progress_line, render, summary_table
+from tests.conftest import REPO, genlog, run_cli
+
+pytestmark = pytest.mark.usefixtures("clean_processes")
+
+
+def known_view() -> View:
+    return View(
+        elapsed_s=10.0,
+        files=[FileView("alpha.log", 1000, 1000, "done", 1000), FileView("beta.log", 3000, 1500, "reading", 1500)],
+        workers=[WorkerView(1, 12, 300_000, 0.93, 0), WorkerView(2, 11, 250_000, 0.88, 1)],
+        work_queue=0.75,
+        result_queue=0.25,
+        lines=550_000,
+        records=540_000,
+        rejected=10_000,
+        reasons={"field_count": 7_000, "bad_id": 3_000, "bad_value": 0},
+        top_groups=[(2, 200_000), (1, 190_000)],
+        groups=3,
+    )
+
+
+def draw(renderable: object) -> str:
+    console = Console(file=StringIO(), force_terminal=True, width=120, color_system=None)
+    console.print(renderable)
+    return console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def test_dashboard_shows_files_rates_workers_queues_and_collector() -> None:
+    screen = draw(render(known_view()))
+    assert "alpha.log" in screen and "beta.log" in screen
+    assert "done" in screen and "reading" in screen
+    assert "62.5%" in screen  # 2,500 of 4,000 bytes written
+    assert "55.0k lines/s" in screen
+    assert "00:06" in screen  # 1,500 bytes left at 250 bytes/s
+    assert "93%" in screen and "88%" in screen  # busy shares
+    assert "30.0k" in screen  # worker 1: 300,000 lines in 10 s
+    assert "75%" in screen and "25%" in screen  # queue fill
+    assert "field_count" in screen and "bad_id" in screen
+    assert "bad_value" not in screen  # reasons with no rejects are not listed
+    assert "group 2" in screen and "200.0k" in screen
+
+
+def test_progress_line_is_plain_text() -> None:
+    line = progress_line(known_view())
+    assert line.startswith("mpevents: 62% done")
+    assert "\x1b[" not in line
+
+
+def test_summary_table_shows_the_summary_figures() -> None:
+    summary = {
+        "files": {"a.log": {"lines": 10, "valid": 7, "rejected": 2, "blank": 1}},
+        "totals": {"lines": 10, "valid": 7, "rejected": 2, "blank": 1},
+        "rejected_by_reason": {"field_count": 2, "bad_id": 0},
+        "groups": {"1": 4, "2": 3},
+        "workers": 2,
+        "elapsed_s": 0.5,
+        "lines_per_s": 20,
+        "bytes_read": 400,
+        "restarts": {"workers": 1, "readers": 0, "pipeline": 0},
+    }
+    text = draw(summary_table(summary))
+    for expected in ("a.log", "total", "field_count 2", "0.50 s with 2 worker(s)", "20 lines/s", "1: 4", "workers 1"):
+        assert expected in text
+
+
+def test_a_piped_run_has_no_escape_codes_and_a_summary(corpus: Path, tmp_path: Path) -> None:
+    result = run_cli("--input", corpus, "--output", tmp_path / "out", "-n", "2")
+    assert result.returncode == 0
+    assert "\x1b[" not in result.stdout + result.stderr
+    assert "mpevents summary" in result.stdout
+    assert "total" in result.stdout
+
+
+def test_a_slow_piped_run_prints_progress_lines(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    genlog(inputs / "slow.log", 30_000)
+    result = run_cli(
+        "--input", inputs, "--output", tmp_path / "out", "--chunk-bytes", "16K",
+        env={"MPEVENTS_FAILPOINTS": "collector_slow=0.05"},
+    )  # fmt: skip
+    assert result.returncode == 0
+    lines = [line for line in result.stderr.splitlines() if line.startswith("mpevents: ")]
+    assert lines, result.stderr
+    assert "% done" in lines[0] and "lines/s" in lines[0]
+    assert "\x1b[" not in result.stderr
+
+
+def test_quiet_prints_nothing_and_no_progress_still_summarises(corpus: Path, tmp_path: Path) -> None:
+    quiet = run_cli("--input", corpus, "--output", tmp_path / "q", "--quiet")
+    assert quiet.returncode == 0 and quiet.stdout == "" and quiet.stderr == ""
+    plain = run_cli("--input", corpus, "--output", tmp_path / "p", "--no-progress")
+    assert plain.returncode == 0 and "mpevents summary" in plain.stdout and plain.stderr == ""
+
+
+def test_the_live_dashboard_in_a_terminal(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    genlog(inputs / "first.log", 20_000)
+    genlog(inputs / "second.log", 20_000, seed=2)
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: run the command on the terminal
+        os.environ.update({"MPEVENTS_FAILPOINTS": "collector_slow=0.05", "COLUMNS": "120", "LINES": "50"})
+        os.chdir(REPO)
+        os.execv(sys.executable, [sys.executable, "-m", "mpevents", "--input", str(inputs),
+                                  "--output", str(tmp_path / "out"), "--chunk-bytes", "32K"])  # fmt: skip
+    screen = b""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            screen += data
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    text = screen.decode(errors="replace")
+    assert "\x1b[" in text  # a live terminal display
+    assert "first.log" in text and "second.log" in text
+    assert "%" in text and "lines/s" in text
+    assert "workers" in text and "queues" in text and "collector" in text
+    assert "mpevents summary" in text
+
+
+def test_cpu_profiles_load_with_pstats(corpus: Path, tmp_path: Path) -> None:
+    profiles = tmp_path / "profiles"
+    result = run_cli("--input", corpus, "--output", tmp_path / "out", "-n", "2", "-q", "--cpu-profile",
+                     "--profile-dir", profiles)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    names = {path.name for path in profiles.glob("cpu-*.prof")}
+    assert {
+        "cpu-main-0.prof",
+        "cpu-collector-0.prof",
+        "cpu-worker-0.prof",
+        "cpu-worker-1.prof",
+        "cpu-all.prof",
+    } <= names
+    assert any(name.startswith("cpu-reader-") for name in names)
+    merged = pstats.Stats(str(profiles / "cpu-all.prof"))
+    functions = {function for _, _, function in merged.stats}  # type: ignore[attr-defined]
+    assert "process_chunk" in functions and "collect" in functions
+
+
+def test_memory_profiles_load_and_peaks_reach_the_summary(corpus: Path, tmp_path: Path) -> None:
+    profiles = tmp_path / "profiles"
+    out = tmp_path / "out"
+    result = run_cli("--input", corpus, "--output", out, "-n", "2", "--mem-profile", "--profile-dir", profiles)
+    assert result.returncode == 0, result.stderr
+    snapshots = sorted(profiles.glob("mem-*.snapshot"))
+    assert {path.name for path in snapshots} >= {"mem-worker-0.snapshot", "mem-collector-0.snapshot"}
+    for path in snapshots:
+        assert tracemalloc.Snapshot.load(str(path)).traces is not None
+    memory = json.loads((out / "summary.json").read_bytes())["memory"]
+    assert memory["processes"]["worker-0"]["peak_rss_kib"] > 1000
+    assert memory["processes"]["main-0"]["peak_rss_kib"] > 1000
+    assert memory["top_sites"] and "peak RSS" in result.stdout
+
+
+def test_genlog_writes_seed_shaped_lines(tmp_path: Path) -> None:
+    path = genlog(tmp_path / "g.log", 1000, groups=5)
+    lines = path.read_bytes().splitlines()
+    assert len(lines) == 1000
+    assert lines[0].startswith(b"1|log")
+    for line in lines:
+        fields = line.split(b"|")
+        assert len(fields) == 7 and fields[2:4] == [b"appsetup", b"tom"]
+        assert 0 <= int(fields[4]) <= 32767 and 1 <= int(fields[5]) <= 5
+    bad = subprocess.run(
+        [str(REPO / "scripts" / "genlog.sh"), str(tmp_path / "x.log"), "many"], check=False, capture_output=True
+    )
+    assert bad.returncode == 2 and b"LINES" in bad.stderr
