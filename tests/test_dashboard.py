@@ -42,7 +42,7 @@ def known_view() -> View:
 def draw(renderable: object) -> str:
     console = Console(file=StringIO(), force_terminal=True, width=120, color_system=None)
     console.print(renderable)
-    return console.file.getvalue()  # type: ignore[attr-defined]
+    return str(console.file.getvalue())  # type: ignore[attr-defined]
 
 
 def test_dashboard_shows_files_rates_workers_queues_and_collector() -> None:
