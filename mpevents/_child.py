@@ -12,9 +12,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
+import queue
 import signal
 import sys
 from collections.abc import Callable
@@ -55,7 +57,7 @@ def run_child(
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     try:
-        with profiled(config, role, index):
+        with profiled(config, role, index + 1):  # files count from 1, like the titles
             body(*args)
     except Exception as exc:  # reported as one line; --debug shows the traceback
         if isinstance(exc, OSError):
@@ -65,7 +67,8 @@ def run_child(
             reason = f"internal error in {title}: {type(exc).__name__}: {exc} (--debug shows the traceback)"
         if config.debug:
             logging.getLogger("mpevents").exception(reason)
-        errors.put(reason)
+        with contextlib.suppress(queue.Full):
+            errors.put(reason, timeout=1)
         errors.close()
         errors.join_thread()
         sys.stdout.flush()

@@ -151,6 +151,19 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"where profiles go (default: {DEFAULT_PROFILE_DIR})",
     )
     add(
+        "--engine",
+        choices=["local", "dask"],
+        default="local",
+        help="where the workers run: local processes (default), or tasks on a Dask cluster "
+        "(needs pip install 'mpevents[dask]')",
+    )
+    add(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="with --engine dask: the scheduler to use, e.g. tcp://host:8786 "
+        "(default: a local cluster of --worker-number processes)",
+    )
+    add(
         "--log-level",
         default="WARNING",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -177,6 +190,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         mem_profile=args.mem_profile,
         profile_dir=args.profile_dir,
         debug=args.debug,
+        engine=args.engine,
+        scheduler=args.scheduler,
     )
 
 

@@ -56,6 +56,8 @@ class Config:
     mem_profile: bool = False
     profile_dir: Path = DEFAULT_PROFILE_DIR
     debug: bool = False
+    engine: str = "local"  # "local": processes on this machine; "dask": a Dask cluster
+    scheduler: str | None = None  # the Dask scheduler's address; None: a LocalCluster
 
     def __post_init__(self) -> None:
         for name in ("workers", "readers", "chunk_bytes", "max_open_files"):

@@ -29,6 +29,7 @@ from ._board import CollectorField, FileField, FileState, WorkerField
 from ._config import Config
 
 if TYPE_CHECKING:
+    from ._dask import DaskRun
     from ._supervisor import Pipeline
 
 REFRESH_S: Final = 0.2
@@ -70,14 +71,14 @@ class View:
     elapsed_s: float
     files: list[FileView]
     workers: list[WorkerView]
-    work_queue: float  # share of maxsize
-    result_queue: float
+    queues: list[tuple[str, float]]  # name, share of its size
     lines: int
     records: int
     rejected: int
     reasons: dict[str, int]
     top_groups: list[tuple[int, int]]
     groups: int
+    note: str = ""  # a line from the engine (Dask: tasks and workers)
 
     @property
     def total_bytes(self) -> int:
@@ -113,7 +114,7 @@ class View:
         return max(0.0, (self.total_bytes - self.written_bytes) / rate)
 
 
-def view_of(pipeline: Pipeline) -> View:
+def view_of(pipeline: Pipeline | DaskRun) -> View:
     """Read the scoreboard of a running pipeline."""
     board = pipeline.board
     elapsed = time.monotonic() - pipeline.started
@@ -137,19 +138,18 @@ def view_of(pipeline: Pipeline) -> View:
         )
         for slot in range(board.n_workers)
     ]
-    work, result = pipeline.queue_depths()
     return View(
         elapsed_s=elapsed,
         files=files,
         workers=workers,
-        work_queue=work,
-        result_queue=result,
+        queues=pipeline.queue_depths(),
         lines=board.collector(CollectorField.LINES),
         records=board.collector(CollectorField.RECORDS),
         rejected=board.collector(CollectorField.REJECTED),
         reasons=board.reasons(),
         top_groups=board.top_groups(),
         groups=board.collector(CollectorField.GROUPS),
+        note=pipeline.note(),
     )
 
 
@@ -198,7 +198,8 @@ def render(view: View) -> Text:
     """The whole dashboard for one view."""
     out = Text()
     out.append("mpevents", style="bold blue")
-    out.append(f"  {len(view.files)} files, {len(view.workers)} workers\n\n")
+    engine = f"{len(view.workers)} workers" if view.workers else "dask engine"
+    out.append(f"  {len(view.files)} files, {engine}\n\n")
     for file in view.files:
         fraction = 1.0 if file.size == 0 else file.read / file.size
         name = file.name if len(file.name) <= _NAME_WIDTH else "…" + file.name[-_NAME_WIDTH + 1 :]
@@ -212,7 +213,10 @@ def render(view: View) -> Text:
         f"  {_count(view.lines_per_s)} lines/s  {_bytes(view.bytes_per_s)}/s"
         f"  elapsed {_duration(view.elapsed_s)}  left {_duration(view.eta_s)}\n\n"
     )
-    out.append("workers   chunks     lines   lines/s  busy  restarts\n", style="bold")
+    if view.note:
+        out.append(view.note + "\n\n", style="bold")
+    if view.workers:
+        out.append("workers   chunks     lines   lines/s  busy  restarts\n", style="bold")
     for worker in view.workers:
         rate = worker.lines / view.elapsed_s if view.elapsed_s > 0 else 0.0
         out.append(
@@ -220,8 +224,8 @@ def render(view: View) -> Text:
             f" {worker.busy_share:>5.0%} {worker.restarts:>9}\n"
         )
     out.append("\nqueues\n", style="bold")
-    for name, fill in (("work", view.work_queue), ("result", view.result_queue)):
-        out.append(f"{name:>7} ")
+    for name, fill in view.queues:
+        out.append(f"{name:>10} ")
         _bar(out, fill, 16, "yellow")
         out.append(f" {fill:>4.0%}\n")
     out.append("\ncollector\n", style="bold")
@@ -241,10 +245,10 @@ class LiveDashboard:
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console()
         self._live: Live | None = None
-        self._pipeline: Pipeline | None = None
+        self._pipeline: Pipeline | DaskRun | None = None
         self._drawn = 0.0
 
-    def start(self, pipeline: Pipeline) -> None:
+    def start(self, pipeline: Pipeline | DaskRun) -> None:
         self._pipeline = pipeline
         if self._live is None:
             self._live = Live(console=self.console, auto_refresh=False, transient=False)
@@ -272,10 +276,10 @@ class PlainProgress:
 
     def __init__(self, stream: Any = None) -> None:
         self.stream = stream or sys.stderr
-        self._pipeline: Pipeline | None = None
+        self._pipeline: Pipeline | DaskRun | None = None
         self._written = 0.0
 
-    def start(self, pipeline: Pipeline) -> None:
+    def start(self, pipeline: Pipeline | DaskRun) -> None:
         self._pipeline = pipeline
         self._written = time.monotonic()
 

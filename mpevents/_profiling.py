@@ -1,7 +1,7 @@
 """CPU and memory profiles, one file per process, like the Go original's pprof.
 
 ``--cpu-profile``: each process runs under cProfile and writes
-``cpu-<role>-<index>.prof``; main merges them into ``cpu-all.prof``.
+``cpu-<role>-<index>.prof`` (index from 1, as in ``mpevents: worker 1``); main merges them into ``cpu-all.prof``.
 ``--mem-profile``: each process traces allocations with tracemalloc and writes
 ``mem-<role>-<index>.snapshot`` and ``mem-<role>-<index>.json`` (its peak RSS
 and traced peak), which main gathers for the summary.

@@ -121,6 +121,21 @@ def _truncate(kept: bytearray) -> bytes:
     return bytes(kept[:KEEP_BYTES])
 
 
+def line_start(handle: BinaryIO, position: int) -> int:
+    """The first line start at or after ``position``: where a byte range's
+    lines begin, a line belonging to the range in which it starts."""
+    if position == 0:
+        return 0
+    handle.seek(position - 1)
+    while True:
+        block = handle.read(_SKIP_BLOCK)
+        if not block:
+            return handle.tell()
+        newline = block.find(b"\n")
+        if newline >= 0:
+            return handle.tell() - len(block) + newline + 1
+
+
 def read_chunk(path: str, offset: int, end: int, flags: int) -> bytes:
     """Read a chunk again from its place in the file (to hand it to a new worker)."""
     fd = os.open(path, os.O_RDONLY)

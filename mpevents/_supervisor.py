@@ -38,7 +38,7 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import setproctitle
 
@@ -50,6 +50,9 @@ from ._errors import Interrupted, RunError
 from ._messages import Chunk
 from ._profiling import memory_report, merge_cpu_profiles, peak_rss_kib, profiled
 from ._spec import REASONS
+
+if TYPE_CHECKING:
+    from ._dask import DaskRun
 
 log = logging.getLogger("mpevents")
 
@@ -67,6 +70,8 @@ STALL_S: Final = 5.0
 """After a crash, this long without any progress means a queue was left broken."""
 LIMIT_SHARE: Final = 0.6
 """A stage busy for more than this share of the run is the one that limits it."""
+ERROR_SLOTS: Final = 16
+"""Room on the error queue: the first reported error ends the run, so a few do."""
 JOIN_S: Final = 5.0
 """How long children get to exit on their own at the end before being killed."""
 
@@ -74,7 +79,7 @@ JOIN_S: Final = 5.0
 class Observer(Protocol):
     """What the supervisor tells the dashboard; see ``_dashboard.py``."""
 
-    def start(self, pipeline: Pipeline) -> None: ...
+    def start(self, pipeline: Pipeline | DaskRun) -> None: ...
     def tick(self) -> None: ...
     def stop(self) -> None: ...
 
@@ -136,7 +141,7 @@ class Pipeline:
         self.work_queue = ctx.Queue(maxsize=depth)
         self.result_queue = ctx.Queue(maxsize=depth)
         self.report_queue: Any = ctx.Queue(maxsize=1)
-        self.errors: Any = ctx.Queue()
+        self.errors: Any = ctx.Queue(maxsize=ERROR_SLOTS)
         self.credits: Any = ctx.Semaphore(depth + 2)
         self._processes = {}
         self._start(
@@ -296,13 +301,17 @@ class Pipeline:
                 q.close()
                 q.cancel_join_thread()
 
-    def queue_depths(self) -> tuple[float, float]:
+    def queue_depths(self) -> list[tuple[str, float]]:
         """How full the work and result queues are, as shares of their size."""
         depth = QUEUE_SLOTS_PER_WORKER * self.config.workers
         try:
-            return self.work_queue.qsize() / depth, self.result_queue.qsize() / depth
-        except (NotImplementedError, AttributeError, OSError):
-            return 0.0, 0.0
+            return [("work", self.work_queue.qsize() / depth), ("result", self.result_queue.qsize() / depth)]
+        except (NotImplementedError, AttributeError, OSError):  # qsize is not available everywhere
+            return []
+
+    def note(self) -> str:
+        """A line about the engine for the dashboard; the local one needs none."""
+        return ""
 
     def kill_all(self) -> None:
         for process, _, _ in self._processes.values():
@@ -341,10 +350,17 @@ def run(config: Config, observer: Observer | None = None) -> dict[str, Any]:
     files = find_inputs(config)
     _output.check_output(config.output_dir)
     temp = _output.make_temp(config.output_dir)
-    pipeline = Pipeline(config, files, temp, observer)
+    pipeline: Pipeline | DaskRun
+    if config.engine == "dask":
+        from ._dask import DaskRun, import_distributed
+
+        import_distributed()  # fail early, before any work, when the extra is missing
+        pipeline = DaskRun(config, files, temp, observer)
+    else:
+        pipeline = Pipeline(config, files, temp, observer)
     previous = _install_signal_handlers(pipeline)
     try:
-        with profiled(config, "main", 0):
+        with profiled(config, "main", 1):
             report = pipeline.run()
         summary = build_summary(config, files, report, time.monotonic() - started, pipeline)
         _output.write_summary(temp, summary)
@@ -360,7 +376,7 @@ def run(config: Config, observer: Observer | None = None) -> dict[str, Any]:
 
 
 def build_summary(
-    config: Config, files: list[InputFile], report: dict[str, Any], elapsed: float, pipeline: Pipeline
+    config: Config, files: list[InputFile], report: dict[str, Any], elapsed: float, pipeline: Pipeline | DaskRun
 ) -> dict[str, Any]:
     keys = ("lines", "valid", "rejected", "blank")
     per_file = {info.name: dict(zip(keys, counts)) for info, counts in zip(files, report["files"])}
@@ -373,6 +389,7 @@ def build_summary(
         "rejected_by_reason": dict(zip(REASONS, report["reasons"])),
         "groups": groups,
         "workers": config.workers,
+        "engine": config.engine,
         "elapsed_s": round(elapsed, 3),
         "lines_per_s": round(totals["lines"] / elapsed) if elapsed > 0 else 0,
         "bytes_read": sum(info.size for info in files),
@@ -388,7 +405,7 @@ def build_summary(
         summary["cpu_profile"] = str(merged) if merged else None
     if config.mem_profile:
         memory = memory_report(config.profile_dir)
-        memory["processes"]["main-0"] = {"peak_rss_kib": peak_rss_kib()}
+        memory["processes"]["main-1"] = {"peak_rss_kib": peak_rss_kib()}
         summary["memory"] = memory
     return summary
 
@@ -399,7 +416,7 @@ def stage_shares(board: Board, elapsed: float) -> dict[str, Any]:
     (writing), or neither, when reading or start-up dominated."""
     if elapsed <= 0:
         return {}
-    workers = [board.worker(slot, WorkerField.BUSY_NS) / 1e9 / elapsed for slot in range(board.n_workers)]
+    workers = [board.worker(slot, WorkerField.BUSY_NS) / 1e9 / elapsed for slot in range(board.n_workers)] or [0.0]
     worker_share = sum(workers) / len(workers)
     collector_share = board.collector(CollectorField.BUSY_NS) / 1e9 / elapsed
     limit = "workers" if worker_share >= collector_share else "collector"
@@ -411,7 +428,7 @@ def stage_shares(board: Board, elapsed: float) -> dict[str, Any]:
 _Handlers = dict[int, Any]
 
 
-def _install_signal_handlers(pipeline: Pipeline) -> _Handlers:
+def _install_signal_handlers(pipeline: Pipeline | DaskRun) -> _Handlers:
     """First SIGINT/SIGTERM: stop cleanly. A second one: kill everything now."""
     temp = pipeline.temp
 

@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 GENLOG = REPO / "scripts" / "genlog.sh"
 RUN_TIMEOUT_S = 90
 """Hard limit for one run of the command: a hang fails the test instead of CI."""
-VOLATILE_SUMMARY_KEYS = ("elapsed_s", "lines_per_s", "workers", "restarts", "stages", "memory", "cpu_profile")
+VOLATILE_SUMMARY_KEYS = ("elapsed_s", "lines_per_s", "workers", "engine", "restarts", "stages", "memory", "cpu_profile")
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:

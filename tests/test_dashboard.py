@@ -28,8 +28,7 @@ def known_view() -> View:
         elapsed_s=10.0,
         files=[FileView("alpha.log", 1000, 1000, "done", 1000), FileView("beta.log", 3000, 1500, "reading", 1500)],
         workers=[WorkerView(1, 12, 300_000, 0.93, 0), WorkerView(2, 11, 250_000, 0.88, 1)],
-        work_queue=0.75,
-        result_queue=0.25,
+        queues=[("work", 0.75), ("result", 0.25)],
         lines=550_000,
         records=540_000,
         rejected=10_000,
@@ -153,9 +152,9 @@ def test_cpu_profiles_load_with_pstats(corpus: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     names = {path.name for path in profiles.glob("cpu-*.prof")}
     assert {
-        "cpu-main-0.prof",
-        "cpu-collector-0.prof",
-        "cpu-worker-0.prof",
+        "cpu-main-1.prof",
+        "cpu-collector-1.prof",
+        "cpu-worker-2.prof",
         "cpu-worker-1.prof",
         "cpu-all.prof",
     } <= names
@@ -171,12 +170,12 @@ def test_memory_profiles_load_and_peaks_reach_the_summary(corpus: Path, tmp_path
     result = run_cli("--input", corpus, "--output", out, "-n", "2", "--mem-profile", "--profile-dir", profiles)
     assert result.returncode == 0, result.stderr
     snapshots = sorted(profiles.glob("mem-*.snapshot"))
-    assert {path.name for path in snapshots} >= {"mem-worker-0.snapshot", "mem-collector-0.snapshot"}
+    assert {path.name for path in snapshots} >= {"mem-worker-1.snapshot", "mem-collector-1.snapshot"}
     for path in snapshots:
         assert tracemalloc.Snapshot.load(str(path)).traces is not None
     memory = json.loads((out / "summary.json").read_bytes())["memory"]
-    assert memory["processes"]["worker-0"]["peak_rss_kib"] > 1000
-    assert memory["processes"]["main-0"]["peak_rss_kib"] > 1000
+    assert memory["processes"]["worker-1"]["peak_rss_kib"] > 1000
+    assert memory["processes"]["main-1"]["peak_rss_kib"] > 1000
     assert memory["top_sites"] and "peak RSS" in result.stdout
 
 

@@ -1,0 +1,81 @@
+"""The Dask engine: same output as the local engine, also after losing a worker."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mpevents._config import InputFile
+from mpevents._dask import plan
+from tests.conftest import genlog, run_cli, temp_dirs, tree
+
+pytest.importorskip("distributed", reason="the dask extra is not installed")
+
+DASK_TIMEOUT_S = 240
+"""A local Dask cluster starts slowly on a small machine; a hang still fails."""
+
+
+@pytest.fixture(scope="module")
+def local_output(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    out = tmp_path_factory.mktemp("local") / "out"
+    assert run_cli("--input", corpus, "--output", out, "-q", "--chunk-bytes", "4K").returncode == 0
+    return tree(out)
+
+
+def test_plan_covers_every_file_in_order(tmp_path: Path) -> None:
+    files = [
+        InputFile(0, "a", tmp_path / "a", 100),
+        InputFile(1, "b", tmp_path / "b", 0),
+        InputFile(2, "c", tmp_path / "c", 30),
+    ]
+    tasks = plan(files, 40)
+    assert [(t.file, t.seq, t.start, t.stop, t.last) for t in tasks] == [
+        (0, 0, 0, 40, False), (0, 1, 40, 80, False), (0, 2, 80, 100, True), (1, 0, 0, 0, True), (2, 0, 0, 30, True),
+    ]  # fmt: skip
+
+
+def test_dask_engine_gives_the_local_output(corpus: Path, tmp_path: Path, local_output: dict[str, bytes]) -> None:
+    out = tmp_path / "out"
+    result = run_cli(
+        "--input", corpus, "--output", out, "-n", "2", "--engine", "dask", "--chunk-bytes", "4K", "--no-progress",
+        timeout=DASK_TIMEOUT_S,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert tree(out) == local_output
+    assert json.loads((out / "summary.json").read_bytes())["engine"] == "dask"
+    assert "mpevents summary" in result.stdout
+    assert temp_dirs(tmp_path) == []
+
+
+def test_a_lost_dask_worker_still_gives_the_local_output(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    genlog(inputs / "x.log", 20_000, groups=4)
+    genlog(inputs / "y.log", 20_000, groups=4, seed=2)
+    local = tmp_path / "local"
+    assert run_cli("--input", inputs, "--output", local, "-q", "--chunk-bytes", "8K").returncode == 0
+    marker = tmp_path / "killed-once"
+    out = tmp_path / "out"
+    result = run_cli(
+        "--input", inputs, "--output", out, "-n", "2", "-q", "--engine", "dask", "--chunk-bytes", "8K",
+        env={"MPEVENTS_FAILPOINTS": f"dask_task_kill=y.log:{16 * 8192}:{marker}"},
+        timeout=DASK_TIMEOUT_S,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert marker.exists()  # a Dask worker process really died mid-run
+    assert tree(out) == tree(local)
+
+
+def test_dask_engine_without_the_extra_exits_2(corpus: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    (blocker / "distributed.py").write_text("raise ImportError('blocked for the test')\n")
+    result = run_cli(
+        "--input", corpus, "--output", tmp_path / "out", "--engine", "dask", env={"PYTHONPATH": str(blocker)}
+    )
+    assert result.returncode == 2
+    assert "pip install 'mpevents[dask]'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
