@@ -36,8 +36,9 @@ KEEP_BYTES: Final = MAX_LINE_BYTES + 2
 still longer than the limit, so it is still rejected as too long."""
 
 _SKIP_BLOCK: Final = 1 << 20
-_CREDIT_POLL_S: Final = 0.05
-"""How often a reader waiting for a credit looks whether its file's turn came."""
+_CREDIT_POLL_S: Final = 0.005
+"""How often a reader waiting for a credit looks whether its file's turn came:
+often, because until it does the workers may run dry; a wake-up costs microseconds."""
 
 
 class Piece(NamedTuple):
