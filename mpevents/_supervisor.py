@@ -66,8 +66,9 @@ TICK_S: Final = 0.1
 QUEUE_SLOTS_PER_WORKER: Final = 2
 """Queue depth per worker: one chunk being taken while one waits keeps every
 worker busy; more would only hold memory."""
-STALL_S: Final = 5.0
-"""After a crash, this long without any progress means a queue was left broken."""
+STALL_S: Final = 3.0
+"""After a crash, this long without any progress means a queue was left broken
+(a healthy pipeline moves every few milliseconds)."""
 LIMIT_SHARE: Final = 0.6
 """A stage busy for more than this share of the run is the one that limits it."""
 ERROR_SLOTS: Final = 16
@@ -196,7 +197,8 @@ class Pipeline:
         self._processes[process.pid] = (process, role, index)
 
     def _start_worker(self, slot: int, first: list[Chunk]) -> None:
-        generation = self._worker_generation[slot]
+        # 0 only for the very first process of a slot (test failpoints fire there)
+        generation = self._worker_generation[slot] + self.data_plane_restarts
         self._start(
             "worker", slot, f"worker {slot + 1}", _worker.work,
             slot, generation, self.work_queue, self.result_queue, self.board, first,
@@ -204,11 +206,11 @@ class Pipeline:
 
     def _start_reader(self, file: int) -> None:
         info = self.files[file]
-        generation = self._reader_generation[file]
         seq = offset = 0
-        if generation:  # resume after the chunks already written
+        if self._reader_generation[file]:  # resume after the chunks already written
             seq = self.board.file(file, FileField.WRITTEN_SEQ)
             offset = self.board.file(file, FileField.WRITTEN_OFFSET)
+        generation = self._reader_generation[file] + self.data_plane_restarts
         job = _reader.ReaderJob(file, str(info.path), self.config.chunk_bytes, seq, offset, generation)
         self._start(
             "reader", file, f"reader {info.name}", _reader.read_file, job, self.work_queue, self.board, self.credits
