@@ -198,6 +198,3 @@ def _take_credit(file: int, board: Board, credits: Any) -> bool:
         if credits.acquire(timeout=_CREDIT_POLL_S):
             return True
     return False
-
-
-__all__ = ["KEEP_BYTES", "Piece", "ReaderJob", "iter_chunks", "read_chunk", "read_file"]

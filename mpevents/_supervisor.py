@@ -170,7 +170,10 @@ class Pipeline:
             for sentinel in multiprocessing.connection.wait(list(sentinels), timeout=TICK_S):
                 process = sentinels[sentinel]  # type: ignore[index]
                 if self._on_exit(process, reading):
-                    report: dict[str, Any] = self.report_queue.get(timeout=JOIN_S)
+                    try:
+                        report: dict[str, Any] = self.report_queue.get(timeout=JOIN_S)
+                    except queue.Empty:
+                        raise RunError("the collector finished without sending its counts") from None
                     self._finish()
                     return report
                 suspect = suspect or process.exitcode != 0
