@@ -105,3 +105,13 @@ def find_inputs(config: Config) -> list[InputFile]:
             raise UsageError(f"cannot read input file {str(path)!r}: {exc.strerror}") from exc
         files.append(InputFile(index, entry.name, path, size))
     return files
+
+
+def check(config: Config) -> list[InputFile]:
+    """Everything that can be refused before any work: the inputs, and an
+    output directory that is not ours. Returns the input files."""
+    from ._output import check_output
+
+    files = find_inputs(config)
+    check_output(config.output_dir)
+    return files

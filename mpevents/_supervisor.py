@@ -44,8 +44,8 @@ import setproctitle
 
 from . import _collector, _output, _reader, _worker
 from ._board import Board, CollectorField, FileField, WorkerField
-from ._child import EXIT_REPORTED, run_child
-from ._config import Config, InputFile, find_inputs
+from ._child import EXIT_REPORTED, context, run_child
+from ._config import Config, InputFile, check
 from ._errors import Interrupted, RunError
 from ._messages import Chunk
 from ._profiling import memory_report, merge_cpu_profiles, peak_rss_kib, profiled
@@ -55,11 +55,6 @@ if TYPE_CHECKING:
     from ._dask import DaskRun
 
 log = logging.getLogger("mpevents")
-
-START_METHOD: Final = "forkserver"
-"""Never the platform default: fork would copy main's threads and state, spawn
-would re-import everything per child. The fork server forks children from a
-small process that has the pipeline modules imported once."""
 
 TICK_S: Final = 0.1
 """Longest wait between two looks at signals and the dashboard (10 per second)."""
@@ -98,10 +93,7 @@ class Pipeline:
         self.temp = temp
         self.observer = observer
         self.board = Board(len(files), config.workers)
-        self.ctx = multiprocessing.get_context(START_METHOD)
-        # '__main__' too: otherwise every child re-imports the main script (the
-        # console script imports the CLI and rich), a tenth of a second each.
-        self.ctx.set_forkserver_preload(["__main__", "mpevents._preload"])
+        self.ctx = context()
         self.started = time.monotonic()
         self.signal: int | None = None
         self.worker_restarts = 0
@@ -344,7 +336,7 @@ def _describe(code: int | None) -> str:
 # --- the whole job ------------------------------------------------------------
 
 
-def run(config: Config, observer: Observer | None = None) -> dict[str, Any]:
+def run(config: Config, observer: Observer | None = None, files: list[InputFile] | None = None) -> dict[str, Any]:
     """Run mpevents with ``config``; return the summary that was written.
 
     Raises :class:`UsageError`, :class:`RunError` or :class:`Interrupted`;
@@ -352,8 +344,7 @@ def run(config: Config, observer: Observer | None = None) -> dict[str, Any]:
     """
     setproctitle.setproctitle("mpevents: main")
     started = time.monotonic()
-    files = find_inputs(config)
-    _output.check_output(config.output_dir)
+    files = check(config) if files is None else files
     temp = _output.make_temp(config.output_dir)
     pipeline: Pipeline | DaskRun
     if config.engine == "dask":
