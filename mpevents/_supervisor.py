@@ -103,8 +103,12 @@ class Pipeline:
         self._reader_generation = [0] * len(files)
         self._worker_generation = [0] * config.workers
         self._processes: dict[int, tuple[multiprocessing.process.BaseProcess, str, int]] = {}
+        # made afresh for each attempt (a restart of the data plane):
         self.work_queue: Any = None
         self.result_queue: Any = None
+        self.report_queue: Any = None
+        self.errors: Any = None
+        self.credits: Any = None
 
     # --- the run -----------------------------------------------------------
 
@@ -133,9 +137,9 @@ class Pipeline:
         depth = QUEUE_SLOTS_PER_WORKER * config.workers
         self.work_queue = ctx.Queue(maxsize=depth)
         self.result_queue = ctx.Queue(maxsize=depth)
-        self.report_queue: Any = ctx.Queue(maxsize=1)
-        self.errors: Any = ctx.Queue(maxsize=ERROR_SLOTS)
-        self.credits: Any = ctx.Semaphore(depth + 2)
+        self.report_queue = ctx.Queue(maxsize=1)
+        self.errors = ctx.Queue(maxsize=ERROR_SLOTS)
+        self.credits = ctx.Semaphore(depth + 2)
         self._processes = {}
         self._start(
             "collector", 0, "collector", _collector.collect,
@@ -288,12 +292,7 @@ class Pipeline:
         for process, _, _ in self._processes.values():
             process.join(JOIN_S)
         self._processes = {}
-        for q in (
-            self.work_queue,
-            self.result_queue,
-            getattr(self, "report_queue", None),
-            getattr(self, "errors", None),
-        ):
+        for q in (self.work_queue, self.result_queue, self.report_queue, self.errors):
             if q is not None:
                 q.close()
                 q.cancel_join_thread()
