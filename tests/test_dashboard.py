@@ -192,3 +192,11 @@ def test_genlog_writes_seed_shaped_lines(tmp_path: Path) -> None:
         [str(REPO / "scripts" / "genlog.sh"), str(tmp_path / "x.log"), "many"], check=False, capture_output=True
     )
     assert bad.returncode == 2 and b"LINES" in bad.stderr
+
+
+def test_dashboard_for_the_dask_engine_shows_tasks_instead_of_workers() -> None:
+    view = known_view()
+    dask_view = View(**{**view.__dict__, "workers": [], "queues": [("in flight", 0.5)], "note": "dask: 3/8 tasks done"})
+    screen = draw(render(dask_view))
+    assert "dask engine" in screen and "dask: 3/8 tasks done" in screen and "in flight" in screen
+    assert "restarts" not in screen

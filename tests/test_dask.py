@@ -79,3 +79,14 @@ def test_dask_engine_without_the_extra_exits_2(corpus: Path, tmp_path: Path) -> 
     assert "pip install 'mpevents[dask]'" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_an_unreachable_scheduler_is_a_usage_error(corpus: Path, tmp_path: Path) -> None:
+    result = run_cli(
+        "--input", corpus, "--output", tmp_path / "out", "--engine", "dask", "--scheduler", "tcp://127.0.0.1:1",
+        timeout=DASK_TIMEOUT_S,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "cannot reach the Dask scheduler tcp://127.0.0.1:1" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists() and temp_dirs(tmp_path) == []
