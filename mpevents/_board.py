@@ -38,27 +38,25 @@ class FileState(enum.IntEnum):
 
 
 class WorkerField(enum.IntEnum):
-    PID = 0
-    STATE = 1  # WorkerState
-    FILE = 2  # the chunk held: file index,
-    SEQ = 3  # its sequence number,
-    OFFSET = 4  # where it starts and ends in its file,
-    END = 5
-    FLAGS = 6  # and its flags
-    CHUNKS = 7
-    LINES = 8
-    BUSY_NS = 9
-    RESTARTS = 10
-    STARTED_NS = 11
+    STATE = 0  # WorkerState
+    FILE = 1  # the chunk held: file index,
+    SEQ = 2  # its sequence number,
+    OFFSET = 3  # where it starts and ends in its file,
+    END = 4
+    FLAGS = 5  # and its flags
+    CHUNKS = 6
+    LINES = 7
+    BUSY_NS = 8
+    RESTARTS = 9
     # the chunk sent before, whose result may still sit in this worker's
     # queue feeder: a replacement redoes it too, and the collector drops it
     # if it did arrive
-    PREV_SET = 12
-    PREV_FILE = 13
-    PREV_SEQ = 14
-    PREV_OFFSET = 15
-    PREV_END = 16
-    PREV_FLAGS = 17
+    PREV_SET = 10
+    PREV_FILE = 11
+    PREV_SEQ = 12
+    PREV_OFFSET = 13
+    PREV_END = 14
+    PREV_FLAGS = 15
 
 
 class WorkerState(enum.IntEnum):
