@@ -103,7 +103,9 @@ def find_inputs(config: Config) -> list[InputFile]:
                 size = os.fstat(handle.fileno()).st_size
         except OSError as exc:
             raise UsageError(f"cannot read input file {str(path)!r}: {exc.strerror}") from exc
-        files.append(InputFile(index, entry.name, path, size))
+        # A name that is not UTF-8 is shown (and written to JSON) with \xNN escapes.
+        name = os.fsencode(entry.name).decode("utf-8", "backslashreplace")
+        files.append(InputFile(index, name, path, size))
     return files
 
 

@@ -197,3 +197,16 @@ def test_sample_data_runs(tmp_path: Path) -> None:
     assert summary["totals"]["valid"] > 0
     assert "notes.txt" not in summary["files"]
     assert "mpevents summary" in result.stdout
+
+
+def test_a_file_name_that_is_not_utf8_is_escaped(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    name = os.fsdecode(b"caf\xe9.log")
+    (inputs / name).write_bytes(b"1|a|b|c|1|1|1\nbad\n")
+    out = tmp_path / "out"
+    result = run_cli("--input", inputs, "--output", out, "-q")
+    assert result.returncode == 0, result.stderr
+    (reject,) = [json.loads(line) for line in (out / "rejected.jsonl").read_bytes().splitlines()]
+    assert reject["file"] == "caf\\xe9.log"
+    assert list(json.loads((out / "summary.json").read_bytes())["files"]) == ["caf\\xe9.log"]
