@@ -211,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # the rest (rich, the dashboard): a tenth of a second saved.
             start_fork_server()
         errors = _error_console()
-        _setup_logging(args.log_level, errors)
+        _setup_logging("ERROR" if args.quiet else args.log_level, errors)  # --quiet: errors only
         from ._dashboard import make_observer, print_summary
         from ._supervisor import run
 

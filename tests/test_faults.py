@@ -71,12 +71,12 @@ def test_a_killed_worker_or_reader_is_replaced_and_output_is_identical(
 ) -> None:
     out = tmp_path / "out"
     result = run_cli(
-        "--input", logs, "--output", out, "-n", "2", "-q", *SMALL_CHUNKS, env={"MPEVENTS_FAILPOINTS": point}
+        "--input", logs, "--output", out, "-n", "2", "--no-progress", *SMALL_CHUNKS, env={"MPEVENTS_FAILPOINTS": point}
     )
     assert result.returncode == 0, result.stderr
     assert tree(out) == undisturbed
     assert summary_of(out)["restarts"][role] == 1  # type: ignore[index]
-    assert "died" in result.stderr
+    assert "died" in result.stderr  # a warning, shown unless --quiet
     assert temp_dirs(tmp_path) == []
 
 
