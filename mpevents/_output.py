@@ -35,7 +35,13 @@ _RENAME_EXCHANGE: Final = 2
 
 
 def check_output(directory: Path) -> None:
-    """Refuse an output directory that exists, is not empty and is not ours."""
+    """Refuse an output directory that exists, is not empty and is not ours,
+    or that cannot be made because something on its path is a file."""
+    for parent in directory.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"output {str(directory)!r} cannot be made: {str(parent)!r} is a file")
+            break
     if not directory.exists():
         return
     if not directory.is_dir():

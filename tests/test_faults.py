@@ -119,8 +119,9 @@ def test_a_killed_collector_fails_cleanly(logs: Path, previous: tuple[Path, dict
 def test_output_beside_a_file_fails_with_one_line(logs: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    result = run_cli("--input", logs, "--output", blocker / "out", "-q")
-    assert result.returncode in (1, 2)
+    result = run_cli("--input", logs, "--output", blocker / "out" / "deeper", "-q")
+    assert result.returncode == 2
+    assert "is a file" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr
 
