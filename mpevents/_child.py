@@ -3,8 +3,8 @@
 * names itself (``mpevents: worker 2``) so ``ps`` and ``top`` show each role;
 * ignores SIGINT: Ctrl-C reaches the whole process group, and only the main
   process decides what an interrupt means;
-* asks the kernel to SIGKILL it if its parent dies, so that no child outlives
-  a main process that was itself killed;
+* exits at once if the main process dies, even by SIGKILL, so that no child
+  outlives the run;
 * runs its body under the profilers that were asked for;
 * turns an expected failure into one line on the error queue and a distinct
   exit code, so that main can tell "reported, do not retry" from a crash.
@@ -13,14 +13,15 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import multiprocessing
 import multiprocessing.context
 import os
 import queue
+import select
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from multiprocessing import forkserver
 from typing import Any, Final
@@ -42,16 +43,29 @@ and rich), a tenth of a second each."""
 EXIT_REPORTED: Final = 3
 """A child that failed and put its reason on the error queue exits with this."""
 
-PR_SET_PDEATHSIG: Final = 1
-PR_SET_CHILD_SUBREAPER: Final = 36
+EXIT_ORPHANED: Final = 4
+"""A child whose main process is gone exits with this, at once."""
 
 
-def prctl(option: int, value: int) -> bool:
-    """Linux prctl(2); False where it is not available (main still reaps its children)."""
+def _die_with_main(main_pid: int) -> None:
+    """Exit as soon as the main process is gone, even if it was SIGKILLed.
+
+    The parent of a child is the fork server, which outlives main while any
+    child does, so the kernel's parent-death signal cannot help. A pidfd of
+    main becomes readable when main exits; a daemon thread waits on it.
+    """
     try:
-        return int(ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)) == 0
-    except (OSError, AttributeError):
-        return False
+        lifeline = os.pidfd_open(main_pid)
+    except ProcessLookupError:
+        os._exit(EXIT_ORPHANED)
+    except (OSError, AttributeError):  # no pidfd (not Linux 5.3+): main reaps its children itself
+        return
+
+    def watch() -> None:
+        select.select([lifeline], [], [])
+        os._exit(EXIT_ORPHANED)
+
+    threading.Thread(target=watch, name="mpevents-lifeline", daemon=True).start()
 
 
 def context() -> multiprocessing.context.ForkServerContext:
@@ -72,6 +86,7 @@ def run_child(
     role: str,
     index: int,
     title: str,
+    main_pid: int,
     config: Config,
     errors: Any,
     body: Callable[..., None],
@@ -81,7 +96,7 @@ def run_child(
     setproctitle.setproctitle(f"mpevents: {title}")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    _die_with_main(main_pid)
     try:
         with profiled(config, role, index + 1):  # files count from 1, like the titles
             body(*args)

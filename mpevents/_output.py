@@ -98,13 +98,18 @@ def _remove_stale(parent: Path, name: str) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether the run that made a temporary directory still runs (a zombie does not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
         return False
-    except PermissionError:
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
         return True
-    return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def remove(path: Path) -> None:

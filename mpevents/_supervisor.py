@@ -187,7 +187,7 @@ class Pipeline:
     def _start(self, role: str, index: int, title: str, body: Callable[..., None], *args: Any) -> None:
         process = self.ctx.Process(
             target=run_child,
-            args=(role, index, title, self.config, self.errors, body, *args),
+            args=(role, index, title, os.getpid(), self.config, self.errors, body, *args),
             name=f"mpevents-{role}-{index}",
             daemon=True,
         )

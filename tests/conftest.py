@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import subprocess
@@ -12,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from mpevents._child import PR_SET_CHILD_SUBREAPER, prctl
 from mpevents._profiling import process_tree
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,9 +89,10 @@ def tree(directory: Path) -> dict[str, bytes]:
     return files
 
 
-# Orphans of the runs we start become our children, so that "nothing is left"
-# can be checked among our own descendants only.
-prctl(PR_SET_CHILD_SUBREAPER, 1)
+# Orphans of the runs we start become our children (prctl PR_SET_CHILD_SUBREAPER),
+# so that "nothing is left" can be checked among our own descendants only.
+with contextlib.suppress(OSError, AttributeError):
+    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
 
 
 def mpevents_processes() -> list[tuple[int, str]]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from mpevents._profiling import tree_pss_kib
-from tests.conftest import REPO, genlog, mpevents_processes, run_cli, start_cli, temp_dirs, tree
+from tests.conftest import REPO, genlog, mpevents_processes, run_cli, start_cli, temp_dirs, tree, wait_no_processes
 
 pytestmark = pytest.mark.usefixtures("clean_processes")
 
@@ -283,3 +283,27 @@ def test_memory_does_not_grow_with_the_input_under_a_slow_collector(tmp_path: Pa
     # Four times the input (about 5 MiB more to hold if it were held) costs
     # no more than noise: queues and credits bound what is in flight.
     assert peaks[160_000] - peaks[40_000] < 4 * 1024, peaks
+
+
+def test_children_exit_when_main_is_killed_and_the_next_run_cleans_up(logs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    process = start_cli(
+        "--input",
+        logs,
+        "--output",
+        out,
+        "-n",
+        "2",
+        "-q",
+        *SMALL_CHUNKS,
+        env={"MPEVENTS_FAILPOINTS": "collector_slow=0.05"},
+    )
+    _wait_for("mpevents: collector", process)
+    _wait_for_output(process)
+    process.kill()
+    process.wait(timeout=10)
+    assert wait_no_processes() == []  # no orphan keeps running
+    assert len(temp_dirs(tmp_path)) == 1  # what a SIGKILL leaves behind...
+    result = run_cli("--input", logs, "--output", out, "-q")
+    assert result.returncode == 0, result.stderr
+    assert temp_dirs(tmp_path) == []  # ...the next run removes
