@@ -126,6 +126,15 @@ def test_output_beside_a_file_fails_with_one_line(logs: Path, tmp_path: Path) ->
     assert "Traceback" not in result.stderr
 
 
+def start_slowed(logs: Path, out: Path, delay: float) -> subprocess.Popen[str]:
+    """Start a run whose collector sleeps before each result, so that it lasts
+    long enough to be disturbed."""
+    return start_cli(
+        "--input", logs, "--output", out, "-n", "2", "-q", *SMALL_CHUNKS,
+        env={"MPEVENTS_FAILPOINTS": f"collector_slow={delay}"},
+    )  # fmt: skip
+
+
 def _wait_for(title: str, process: subprocess.Popen[str], timeout: float = 30) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -148,9 +157,7 @@ def test_a_signal_stops_everything_within_5_seconds(
     logs: Path, previous: tuple[Path, dict[str, bytes]], tmp_path: Path, signum: int, code: int
 ) -> None:
     out, before = previous
-    process = start_cli(
-        "--input", logs, "--output", out, "-n", "2", *SMALL_CHUNKS, env={"MPEVENTS_FAILPOINTS": "collector_slow=0.05"}
-    )
+    process = start_slowed(logs, out, 0.05)
     _wait_for("mpevents: collector", process)
     _wait_for_output(process)
     sent = time.monotonic()
@@ -165,9 +172,7 @@ def test_a_signal_stops_everything_within_5_seconds(
 
 def test_a_second_ctrl_c_exits_at_once(logs: Path, previous: tuple[Path, dict[str, bytes]], tmp_path: Path) -> None:
     out, before = previous
-    process = start_cli(
-        "--input", logs, "--output", out, "-n", "2", *SMALL_CHUNKS, env={"MPEVENTS_FAILPOINTS": "collector_slow=0.05"}
-    )
+    process = start_slowed(logs, out, 0.05)
     _wait_for("mpevents: collector", process)
     _wait_for_output(process)
     sent = time.monotonic()
@@ -185,17 +190,7 @@ def test_sigkill_by_process_title_mid_run_gives_identical_output(
     logs: Path, tmp_path: Path, undisturbed: dict[str, bytes], title: str
 ) -> None:
     out = tmp_path / "out"
-    process = start_cli(
-        "--input",
-        logs,
-        "--output",
-        out,
-        "-n",
-        "2",
-        "-q",
-        *SMALL_CHUNKS,
-        env={"MPEVENTS_FAILPOINTS": "collector_slow=0.01"},
-    )
+    process = start_slowed(logs, out, 0.01)
     victim = _wait_for(title, process)
     time.sleep(0.2)
     subprocess.run(["kill", "-KILL", str(victim)], check=False)
@@ -211,17 +206,7 @@ def test_sigkill_of_the_collector_by_title_fails_cleanly(
     logs: Path, previous: tuple[Path, dict[str, bytes]], tmp_path: Path
 ) -> None:
     out, before = previous
-    process = start_cli(
-        "--input",
-        logs,
-        "--output",
-        out,
-        "-n",
-        "2",
-        "-q",
-        *SMALL_CHUNKS,
-        env={"MPEVENTS_FAILPOINTS": "collector_slow=0.01"},
-    )
+    process = start_slowed(logs, out, 0.01)
     victim = _wait_for("mpevents: collector", process)
     time.sleep(0.3)
     subprocess.run(["kill", "-KILL", str(victim)], check=False)
@@ -287,17 +272,7 @@ def test_memory_does_not_grow_with_the_input_under_a_slow_collector(tmp_path: Pa
 
 def test_children_exit_when_main_is_killed_and_the_next_run_cleans_up(logs: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    process = start_cli(
-        "--input",
-        logs,
-        "--output",
-        out,
-        "-n",
-        "2",
-        "-q",
-        *SMALL_CHUNKS,
-        env={"MPEVENTS_FAILPOINTS": "collector_slow=0.05"},
-    )
+    process = start_slowed(logs, out, 0.05)
     _wait_for("mpevents: collector", process)
     _wait_for_output(process)
     process.kill()
