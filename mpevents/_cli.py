@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--debug", action="store_true", help="show tracebacks for errors")
     add("--version", action="version", version=f"mpevents {__version__}")
-    return parser  # fmt: skip
+    return parser
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
