@@ -32,7 +32,7 @@ from . import _failpoints
 from ._board import TOP_GROUPS, Board, CollectorField, FileField, FileState
 from ._config import InputFile
 from ._messages import FLAG_CREDIT, FLAG_LAST, Result
-from ._spec import REASON_INDEX, REASONS
+from ._spec import REASON_INDEX
 
 REJECTS_NAME: Final = "rejected.jsonl"
 _RESERVED_FDS: Final = 16
@@ -108,7 +108,6 @@ class Collector:
         self._held: list[dict[int, Result]] = [{} for _ in files]
         self._next_seq = [0] * len(files)
         self._counts = [[0, 0, 0, 0] for _ in files]  # lines, valid, rejected, blank
-        self._reasons = [0] * len(REASONS)
         self._group_counts: dict[bytes, int] = {}
         self._groups = GroupFiles(directory, max_open_files)
         self._rejects = open(directory / REJECTS_NAME, "wb")  # noqa: SIM115
@@ -154,7 +153,6 @@ class Collector:
             for reject in result.rejects:
                 self._encoder.encode_into(RejectLine(name, base + reject.line, reject.reason, reject.raw), buffer, -1)
                 buffer.extend(b"\n")
-                self._reasons[REASON_INDEX[reject.reason]] += 1
                 self.board.add_reason(REASON_INDEX[reject.reason], 1)
             self._rejects.write(buffer)
         counts[0] += result.lines
@@ -198,7 +196,7 @@ class Collector:
         """The counts main needs for summary.json."""
         return {
             "files": [list(counts) for counts in self._counts],
-            "reasons": list(self._reasons),
+            "reasons": list(self.board.reasons().values()),  # counted on the board, in REASONS order
             "groups": {group.decode("ascii"): count for group, count in self._group_counts.items()},
         }
 
