@@ -11,11 +11,13 @@ bytes of the valid records, plus the rejects and the counts.
 
 Two paths give the same bytes:
 
-* the bulk path: one regular expression accepts a run of "plain" lines
-  (printable ASCII strings without quote or backslash, canonical numbers of at
-  most 18 digits, which can never overflow int64). For those the JSON is
-  the input fields placed in a fixed template, so a whole run is converted
-  with a few C-level calls instead of a Python loop per field;
+* the bulk path, for windows of "plain" lines (printable ASCII strings
+  without quote or backslash, canonical numbers of at most 18 digits, which
+  can never overflow int64). For those the JSON is the input fields placed in
+  a fixed template, so a window of about a thousand lines is checked and
+  converted column by column with a few C-level calls, not a Python loop per
+  line. A window that is not all plain goes line by line: a regular
+  expression takes the plain lines before the first other one;
 * the exact path, :func:`check_line`, for every other line: it applies each
   rule of the spec in turn and encodes with msgspec.
 
@@ -164,50 +166,132 @@ def raw_text(line: bytes) -> str:
 
 
 # --- the bulk path --------------------------------------------------------
+#
+# A window of plain lines is checked and converted as a whole, with a few
+# C-level calls and no Python code per line or field:
+#
+#   17|log3|appsetup|tom|24123|2|1587583122\n18|...
+#
+# Every line end becomes the JSON between two records, then one split at '|'
+# gives piece 0 (the first id) and six pieces per line, the sixth holding a
+# timestamp, that joint and the next id:
+#
+#   17 | log3 | appsetup | tom | 24123 | 2 | 1587583122}\n{"id":18 | ...
+#
+# Each rule is checked on a whole column of pieces (a join and a translate),
+# and the records are the pieces placed between the keys of a template list
+# by slice assignment, then joined.
 
-# Canonical numbers of at most 18 digits are < 10^18 < 2^63, so a match can
-# never overflow; 19-digit numbers and leading zeros take the exact path,
-# which normalises them. Possessive quantifiers: a failed line never backtracks.
-_UINT: Final = rb"(?:0|[1-9][0-9]{0,17}+)"
-_SINT: Final = rb"(?:0|-?[1-9][0-9]{0,17}+)"
-# Printable ASCII except '"' (0x22), '\' (0x5c) and '|' (0x7c): the bytes that
-# JSON writes as they are, so the template below needs no escaping. At most
-# 21,800 bytes each, so that a plain line (3 strings, 4 numbers of at most 19
-# bytes, 6 separators: 65,479 bytes) is never longer than MAX_LINE_BYTES.
-_PLAIN: Final = rb"[ !#-\[\]-{}~]{1,21800}+"
+_RUN_BYTES: Final = 1 << 14
+"""Largest window converted at once: its pieces stay in the CPU cache (16 KiB
+measured fastest, 8 to 256 KiB tried), and no line in it is too long."""
+_MAX_DIGITS: Final = 18
+"""Canonical numbers of at most 18 digits are < 10^18 < 2^63: they can never
+overflow int64. Longer ones and leading zeros take the exact path, which
+normalises them."""
+_MAX_LINES: Final = _RUN_BYTES // len(b"0|a|b|c|0|0|0\n") + 1
+"""The most lines a window can hold."""
+_NOT_SEPARATORS: Final = bytes(byte for byte in range(0x20, 0x7F) if byte not in b'"\\|')
+"""The bytes a plain field may hold: printable ASCII except '|' and the two
+that JSON escapes, '"' and '\\', so the template needs no escaping."""
+_SKELETON: Final = b"||||||\n" * _MAX_LINES
+"""What a plain window is without _NOT_SEPARATORS: seven fields per line."""
+_NUMBER_CLASSES: Final = bytes(
+    ord("d") if chr(byte) in "0123456789" else byte if byte == ord("|") else ord("x") for byte in range(256)
+)
+"""A translation table: digits to 'd', '|' kept, anything else to 'x'."""
+_TOO_LONG: Final = b"d" * (_MAX_DIGITS + 1)
+"""In the classes of a column: a number with too many digits."""
+_JOINT: Final = b'}\n{"id":'
+"""What comes between one record's timestamp and the next one's id."""
+_KEYS: Final = (b',"log":"', b'","event":"', b'","user":"', b'","value":', b',"group_id":', b',"timestamp":')
+"""What goes before each piece of a line: Record's keys in order, with the
+quotes around strings."""
+_SLOTS: Final = 2 * len(_KEYS)
+_TEMPLATE: Final = [b'{"id":', b""] + [slot for key in _KEYS for slot in (key, b"")] * (_MAX_LINES + 1)
+"""The template of the longest window: a window's list is a slice of it,
+its empty slots then filled with the pieces."""
+
+
+def _pieces(run: bytes) -> list[bytes]:
+    """Split a run of '\\n'-terminated lines of seven fields as drawn above,
+    the last piece being the last timestamp."""
+    pieces = run.replace(b"\n", _JOINT).split(b"|")
+    pieces[-1] = pieces[-1][: -len(_JOINT)]
+    return pieces
+
+
+def _plain_pieces(run: bytes) -> list[bytes] | None:
+    """The pieces of a run of '\\n'-terminated lines if every line is plain, else None."""
+    lines = run.count(b"\n")
+    if run.translate(None, _NOT_SEPARATORS) != _SKELETON[: 7 * lines]:
+        return None  # a byte no plain field holds, or a line of other than seven fields
+    if b"||" in run:  # an empty string (empty numbers are found below)
+        return None
+    pieces = _pieces(run)
+    unsigned = pieces[0] + b"|" + b"|".join(pieces[5::6]) + b"|" + b"|".join(pieces[6::6]).replace(_JOINT, b"|")
+    if _numbers(unsigned) and _numbers(b"|".join(pieces[4::6]), signed=True):
+        return pieces
+    return None
+
+
+def _numbers(joined: bytes, signed: bool = False) -> bool:
+    """Whether every '|'-separated field is a canonical number of at most 18 digits."""
+    joined = b"|" + joined + b"|"
+    if signed and b"-" in joined:
+        if b"|-0" in joined:  # "-0" and "-05" are not canonical
+            return False
+        joined = joined.replace(b"|-", b"|")
+    classes = joined.translate(_NUMBER_CLASSES)
+    if b"x" in classes or b"||" in classes or _TOO_LONG in classes:
+        return False
+    return b"|0" not in joined or joined.count(b"|0") == joined.count(b"|0|")
+
+
+def _convert(pieces: list[bytes], parts: dict[bytes, list[bytes]], counts: dict[bytes, int]) -> None:
+    """Add the NDJSON records of plain lines, given as pieces, to their groups."""
+    lines = len(pieces) // 6
+    slots = _TEMPLATE[: 2 + _SLOTS * lines + 1]
+    slots[1] = pieces[0]
+    for column in range(6):
+        slots[3 + 2 * column :: _SLOTS] = pieces[1 + column :: 6]
+    slots[-1] = b"}\n"  # in place of the next line's first key
+    records = b"".join(slots)
+    groups = pieces[5::6]
+    first = groups[0]
+    if groups.count(first) == lines:  # one group: no need to cut the records apart
+        _add(parts, counts, first, records, lines)
+        return
+    cut = records.split(b"\n")
+    cut.pop()  # the empty piece after the last '\n'
+    buckets: defaultdict[bytes, list[bytes]] = defaultdict(list)
+    # C-level bucketing: list.append mapped over (bucket of the line's group, record).
+    deque(map(list.append, map(buckets.__getitem__, groups), cut), maxlen=0)
+    for group, records_of_group in buckets.items():
+        records_of_group.append(b"")  # so that the join ends the last record with '\n'
+        _add(parts, counts, group, b"\n".join(records_of_group), len(records_of_group) - 1)
+
+
+def _add(parts: dict[bytes, list[bytes]], counts: dict[bytes, int], group: bytes, data: bytes, count: int) -> None:
+    if group in parts:
+        parts[group].append(data)
+        counts[group] += count
+    else:
+        parts[group] = [data]
+        counts[group] = count
+
+
+# For a window that is not all plain: the plain lines before the first other
+# line, by the same rules as _plain_pieces. It only ever runs within a window,
+# so no line it accepts is too long. Possessive quantifiers: a failed line
+# never backtracks.
+_DIGITS_AFTER_FIRST: Final = b"[0-9]{0,%d}+" % (_MAX_DIGITS - 1)
+_UINT: Final = rb"(?:0|[1-9]" + _DIGITS_AFTER_FIRST + rb")"
+_SINT: Final = rb"(?:0|-?[1-9]" + _DIGITS_AFTER_FIRST + rb")"
+_PLAIN: Final = rb"[ !#-\[\]-{}~]++"
 _PLAIN_LINES: Final = re.compile(
     rb"(?:" + rb"\|".join((_UINT, _PLAIN, _PLAIN, _PLAIN, _SINT, _UINT, _UINT)) + rb"\n)*+"
 )
-_RUN_BYTES: Final = 1 << 16
-"""Longest run converted at once. It holds the longest plain line (65,480
-bytes with its newline); runs this small also measured fastest (cache)."""
-_TEMPLATE: Final = b'{"id":%b,"log":"%b","event":"%b","user":"%b","value":%b,"group_id":%b,"timestamp":%b}\n'
-
-
-def _bulk(run: bytes, parts: dict[bytes, list[bytes]], counts: dict[bytes, int]) -> None:
-    """Convert a run of plain lines, each ending in '\\n', into NDJSON by group.
-
-    Every step is one C-level call over the whole run: split into fields,
-    fill the template per line, then bucket the records by group id through
-    a defaultdict's ``__getitem__`` and ``list.append`` mapped over the lines.
-    """
-    fields = run.replace(b"\n", b"|").split(b"|")
-    fields.pop()  # the empty piece after the last '\n'
-    records = map(_TEMPLATE.__mod__, zip(*[iter(fields)] * 7))
-    buckets: defaultdict[bytes, list[bytes]] = defaultdict(list)
-    deque(map(list.append, map(buckets.__getitem__, fields[5::7]), records), maxlen=0)
-    for group, selected in buckets.items():
-        _add(parts, counts, group, selected)
-
-
-def _add(parts: dict[bytes, list[bytes]], counts: dict[bytes, int], group: bytes, records: list[bytes]) -> None:
-    joined = b"".join(records)
-    if group in parts:
-        parts[group].append(joined)
-        counts[group] += len(records)
-    else:
-        parts[group] = [joined]
-        counts[group] = len(records)
 
 
 def normalise(data: bytes) -> bytes:
@@ -244,19 +328,27 @@ def process_chunk(data: bytes, *, file_start: bool = False) -> ChunkResult:
     line_no = 0  # lines before `pos`
     pos, end = 0, len(text)
     match = _PLAIN_LINES.match
+    columnar = True  # the last window was all plain: check the next one by columns
     while pos < end:
-        # One run at most _RUN_BYTES long, so the run's field list stays small
-        # whatever the chunk size. A plain line always fits in a window, so a
-        # run that stops where it started stopped at a line that is not plain.
-        stop = match(text, pos, min(end, pos + _RUN_BYTES)).end()  # type: ignore[union-attr]  # '*+' always matches
+        stop = text.rfind(b"\n", pos, pos + _RUN_BYTES) + 1  # the whole lines that fit a window
         if stop > pos:
-            run = text[pos:stop]
-            _bulk(run, parts, counts)
-            line_no += run.count(b"\n")
-            pos = stop
-            continue
-        newline = text.index(b"\n", stop)
-        line = text[stop:newline]
+            pieces = _plain_pieces(text[pos:stop]) if columnar else None
+            if pieces is None:
+                # Not all plain: the regex finds the plain lines before the first
+                # other one, and until a window is all plain again it goes first,
+                # so that scattered rejects do not cost a failed column check each.
+                plain_end = match(text, pos, stop).end()  # type: ignore[union-attr]  # '*+' always matches
+                columnar = plain_end == stop
+                pieces = _pieces(text[pos:plain_end]) if plain_end > pos else None
+                stop = plain_end
+            if pieces:
+                _convert(pieces, parts, counts)
+                line_no += len(pieces) // 6
+                pos = stop
+                continue
+        # `pos` starts a line that is not plain, or longer than a window.
+        newline = text.index(b"\n", pos)
+        line = text[pos:newline]
         line_no += 1
         pos = newline + 1
         outcome = check_line(line)
@@ -265,8 +357,7 @@ def process_chunk(data: bytes, *, file_start: bool = False) -> ChunkResult:
         elif isinstance(outcome, str):
             rejects.append(Reject(line_no, outcome, raw_text(line)))
         else:
-            group = b"%d" % outcome.group_id
-            _add(parts, counts, group, [encode_record(outcome)])
+            _add(parts, counts, b"%d" % outcome.group_id, encode_record(outcome), 1)
     groups = {group: (counts[group], b"".join(chunks)) for group, chunks in parts.items()}
     return ChunkResult(line_no, blank, groups, rejects)
 

@@ -221,3 +221,78 @@ def test_worker_matches_reference_parser(
 def test_arbitrary_bytes_match_reference_parser(data: bytes) -> None:
     result = process_chunk(data)
     assert (result.lines, result.blank, result.groups, [tuple(r) for r in result.rejects]) == reference.parse(data)
+
+
+# The bulk path checks a whole window of lines column by column. These lines
+# are all printable ASCII, so that only the per-field rules (field count,
+# empty fields, canonical numbers, length) can tell a window is not all plain.
+printable_field = st.one_of(
+    st.sampled_from([b"", b"0", b"00", b"07", b"-", b"-0", b"-07", b"7-", b"1" * 18, b"1" * 19, b"9" * 20, b"a b"]),
+    st.text(alphabet="0123456789-a ", max_size=20).map(str.encode),
+)
+printable_line = st.one_of(
+    st.lists(printable_field, min_size=1, max_size=16).map(b"|".join),
+    st.tuples(st.integers(0, 6), printable_field).map(lambda t: with_field(*t)),  # one field out of place
+)
+word = st.sampled_from([b"log", b"7", b"0"])  # digits too, so that no column gives a shifted line away
+short_valid = st.tuples(st.integers(0, 10**18 - 1), word, st.integers(-(10**18) + 1, 10**18 - 1)).map(
+    lambda t: b"%d|%b|ev|%b|%d|1|%d" % (t[0], t[1], t[1], t[2], t[0])
+)
+
+
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(short_valid, max_size=8), printable_line, st.lists(short_valid, max_size=8))
+def test_column_checks_match_reference_parser(before: list[bytes], odd: bytes, after: list[bytes]) -> None:
+    # A window of plain lines with one odd line among them.
+    data = b"".join(line + b"\n" for line in [*before, odd, *after])
+    result = process_chunk(data)
+    assert (result.lines, result.blank, result.groups, [tuple(r) for r in result.rejects]) == reference.parse(data)
+
+
+ODD_FIELDS = [b"", b"00", b"07", b"-", b"-0", b"-07", b"7-", b"1" * 19, b"9" * 19, b"9" * 20, b"a b"]
+
+
+@pytest.mark.parametrize("index", range(7))
+@pytest.mark.parametrize("value", ODD_FIELDS)
+def test_one_odd_field_among_plain_lines_matches_reference_parser(index: int, value: bytes) -> None:
+    lines = [b"%d|log|ev|u|%d|1|%d" % (i, i - 3, i) for i in range(6)]
+    lines[3] = with_field(index, value)
+    data = b"\n".join(lines) + b"\n"
+    result = process_chunk(data)
+    assert (result.lines, result.blank, result.groups, [tuple(r) for r in result.rejects]) == reference.parse(data)
+
+
+@pytest.mark.parametrize("fields", [(6, 8), (2, 12), (3, 11)])
+def test_lines_whose_field_counts_make_up_for_each_other_are_rejected(fields: tuple[int, int]) -> None:
+    # 6 + 8 fields make 14 = 2 x 7: a count of fields per window cannot see
+    # it; with all-digit fields no column holds a byte out of place either.
+    short, long = (b"|".join([b"1"] * count) for count in fields)
+    data = short + b"\n1|2|3|4|5|6|7\n" + long + b"\n"
+    result = process_chunk(data)
+    assert [(r.line, r.reason) for r in result.rejects] == [(1, "field_count"), (3, "field_count")]
+    record = b'{"id":1,"log":"2","event":"3","user":"4","value":5,"group_id":6,"timestamp":7}\n'
+    assert result.groups == {b"6": (1, record)}
+
+
+def test_a_line_of_fifteen_fields_is_not_two_records() -> None:
+    # Its end falls where the end of a second 7-field line would.
+    data = b"|".join([b"1"] * 15) + b"\n1|2|3|4|5|6|7\n"
+    result = process_chunk(data)
+    assert [(r.line, r.reason) for r in result.rejects] == [(1, "field_count")]
+    assert result.valid == 1
+
+
+def test_windows_of_plain_lines_match_the_line_by_line_encoding() -> None:
+    # Many windows, several groups, one reject in the middle: the bulk and
+    # exact paths together give the records in line order per group.
+    lines = [b"%d|log%d|ev|u|%d|%d|%d" % (i, i % 9, i * 7 - 500, i % 5, 1587583122 + i) for i in range(20_000)]
+    lines[12_345] = b"bad"
+    result = process_chunk(b"\n".join(lines) + b"\n")
+    assert result.lines == 20_000
+    assert [(r.line, r.reason) for r in result.rejects] == [(12_346, "field_count")]
+    expected: dict[bytes, list[bytes]] = {}
+    for text in lines:
+        record = check_line(text)
+        if not isinstance(record, str) and record is not None:
+            expected.setdefault(b"%d" % record.group_id, []).append(encode_record(record))
+    assert result.groups == {group: (len(records), b"".join(records)) for group, records in expected.items()}
