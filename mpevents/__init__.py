@@ -1,7 +1,7 @@
 """mpevents: turn directories of pipe-delimited event logs into validated JSON.
 
 Data flow (one process per box; each arrow between processes is a bounded
-multiprocessing.Queue carrying one message per chunk of whole lines)::
+multiprocessing.Queue (``_queue``) carrying one message per chunk of whole lines)::
 
     +--------------------------------- main ----------------------------------+
     | cli -> supervisor: starts children, waits on their sentinels, replaces  |

@@ -26,8 +26,6 @@ directory, supervise, write ``summary.json``, commit.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -51,6 +49,7 @@ from ._config import Config, InputFile, check
 from ._errors import Interrupted, RunError
 from ._messages import Chunk
 from ._profiling import memory_report, merge_cpu_profiles, peak_rss_kib, profiled
+from ._queue import ChunkQueue
 from ._spec import REASONS
 
 if TYPE_CHECKING:
@@ -63,9 +62,6 @@ TICK_S: Final = 0.1
 QUEUE_SLOTS_PER_WORKER: Final = 2
 """Queue depth per worker: one chunk being taken while one waits keeps every
 worker busy; more would only hold memory."""
-PIPE_BYTES: Final = 1 << 20
-"""Pipe size asked for each queue: Linux's default cap (/proc/sys/fs/pipe-max-size)."""
-_F_SETPIPE_SZ: Final = 1031
 STALL_S: Final = 3.0
 """After a crash, this long without any progress means a queue was left broken
 (a healthy pipeline moves every few milliseconds)."""
@@ -140,10 +136,8 @@ class Pipeline:
     def _attempt(self) -> dict[str, Any]:
         ctx, config = self.ctx, self.config
         depth = QUEUE_SLOTS_PER_WORKER * config.workers
-        self.work_queue = ctx.Queue(maxsize=depth)
-        self.result_queue = ctx.Queue(maxsize=depth)
-        for q in (self.work_queue, self.result_queue):
-            _widen_pipe(q)
+        self.work_queue = ChunkQueue(depth, ctx=ctx)
+        self.result_queue = ChunkQueue(depth, ctx=ctx)
         self.report_queue = ctx.Queue(maxsize=1)
         self.errors = ctx.Queue(maxsize=ERROR_SLOTS)
         self.credits = ctx.Semaphore(depth + 2)
@@ -320,19 +314,6 @@ class Pipeline:
         for process, _, _ in self._processes.values():
             if process.exitcode is None:
                 process.kill()
-
-
-def _widen_pipe(q: Any) -> None:
-    """Give a queue's pipe room for a whole chunk (Linux F_SETPIPE_SZ).
-
-    With the default 64 KiB, every 1 MiB message needs a dozen turns of
-    writer and reader, each waiting for the scheduler on a busy machine;
-    measured on 10M lines with 2 workers, 8 interleaved rounds: median 11.0 s before, 10.5 s after.
-    Where the call is refused (other systems, a lower pipe-max-size), the
-    queue simply keeps its default pipe.
-    """
-    with contextlib.suppress(OSError, AttributeError):
-        fcntl.fcntl(q._reader.fileno(), _F_SETPIPE_SZ, PIPE_BYTES)
 
 
 def _count_newlines(handle: Any, size: int) -> int:
