@@ -22,6 +22,7 @@ file sizes, while the current file's reader never waits for a credit.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from typing import Any, BinaryIO, Final, NamedTuple
@@ -36,6 +37,9 @@ KEEP_BYTES: Final = MAX_LINE_BYTES + 2
 still longer than the limit, so it is still rejected as too long."""
 
 _SKIP_BLOCK: Final = 1 << 20
+_TAIL_BYTES: Final = 1 << 16
+"""Where a chunk's last line end is looked for first: the last 64 KiB of its
+window, which holds a line end unless a line is longer than that."""
 _CREDIT_POLL_S: Final = 0.005
 """How often a reader waiting for a credit looks whether its file's turn came:
 often, because until it does the workers may run dry; a wake-up costs microseconds."""
@@ -53,73 +57,58 @@ def iter_chunks(handle: BinaryIO, chunk_bytes: int, start: int = 0, stop: int | 
 
     ``stop`` None means the end of the file. Yields nothing for an empty range.
     """
-    handle.seek(start)
-    remaining = -1 if stop is None else stop - start
-
-    def read(size: int) -> bytes:
-        nonlocal remaining
-        if remaining == 0:
-            return b""
-        if remaining > 0:
-            size = min(size, remaining)
-        block = handle.read(size)
-        if remaining > 0:
-            remaining -= len(block)
-        return block
-
+    end = handle.seek(0, os.SEEK_END) if stop is None else stop
     offset = start
-    pending = b""  # bytes from `offset` on, read but not yet cut
-    while True:
-        if len(pending) < chunk_bytes:
-            pending += read(chunk_bytes - len(pending))
-            if len(pending) < chunk_bytes:  # the range is exhausted: all whole lines
-                if pending:
-                    yield Piece(offset, offset + len(pending), pending, False)
-                return
-        cut = pending.rfind(b"\n", 0, chunk_bytes) + 1
-        if not cut:  # one line fills the whole window
-            newline = pending.find(b"\n", chunk_bytes)
-            if newline < 0:
-                kept, length, pending = _long_line(pending, read)
-            else:
-                length = newline + 1
-                kept = pending[:length]
-                if newline > KEEP_BYTES:
-                    kept = pending[:KEEP_BYTES] + b"\n"
-                pending = pending[length:]
-            yield Piece(offset, offset + length, kept, length - kept.endswith(b"\n") > KEEP_BYTES)
-            offset += length
-            continue
-        yield Piece(offset, offset + cut, pending[:cut], False)
-        offset += cut
-        pending = pending[cut:]
+    while offset < end:
+        piece = _piece(handle, offset, chunk_bytes, end)
+        yield piece
+        offset = piece.end
 
 
-def _long_line(head: bytes, read: Any) -> tuple[bytes, int, bytes]:
-    """Finish a line that began with ``head`` (which has no newline).
+def _piece(handle: BinaryIO, offset: int, chunk_bytes: int, end: int) -> Piece:
+    """The chunk that starts at ``offset``, in a range that ends at ``end``.
 
-    Returns the bytes to keep (all of it, up to KEEP_BYTES, plus its newline),
-    its whole length in the file, and what was read past its end.
+    The last line end is looked for in the window's tail first, so that the
+    chunk itself is read once, at its size, and sent as it was read.
     """
-    kept = bytearray(head[: KEEP_BYTES + 1])
-    length = len(head)
-    while True:
-        block = read(_SKIP_BLOCK)
-        if not block:
-            return _truncate(kept), length, b""
+    if end - offset < chunk_bytes:  # the rest of the range, whole
+        return Piece(offset, end, _read_at(handle, offset, end - offset), False)
+    window_end = offset + chunk_bytes
+    tail_start = max(offset, window_end - _TAIL_BYTES)
+    cut = _read_at(handle, tail_start, window_end - tail_start).rfind(b"\n") + 1
+    if cut:
+        cut += tail_start
+        return Piece(offset, cut, _read_at(handle, offset, cut - offset), False)
+    if tail_start > offset:  # no line ends in the tail: look in the whole window
+        window = _read_at(handle, offset, chunk_bytes)
+        cut = window.rfind(b"\n") + 1
+        if cut:
+            return Piece(offset, offset + cut, window[:cut], False)
+    return _long_line(handle, offset, window_end, end)
+
+
+def _long_line(handle: BinaryIO, offset: int, search_from: int, end: int) -> Piece:
+    """A line that starts at ``offset`` and fills a whole window: find where
+    it ends, and keep at most KEEP_BYTES of it (plus its newline)."""
+    position = search_from
+    while position < end:
+        block = _read_at(handle, position, min(_SKIP_BLOCK, end - position))
         newline = block.find(b"\n")
-        if newline < 0:
-            if len(kept) <= KEEP_BYTES:
-                kept += block[: KEEP_BYTES + 1 - len(kept)]
-            length += len(block)
-            continue
-        if len(kept) <= KEEP_BYTES:
-            kept += block[: min(newline, KEEP_BYTES + 1 - len(kept))]
-        return _truncate(kept) + b"\n", length + newline + 1, block[newline + 1 :]
+        if newline >= 0:
+            length = position + newline - offset  # without its newline
+            kept = _read_at(handle, offset, min(length, KEEP_BYTES)) + b"\n"
+            return Piece(offset, offset + length + 1, kept, length > KEEP_BYTES)
+        position += len(block)
+    length = end - offset  # the range's last line, without a newline
+    return Piece(offset, end, _read_at(handle, offset, min(length, KEEP_BYTES)), length > KEEP_BYTES)
 
 
-def _truncate(kept: bytearray) -> bytes:
-    return bytes(kept[:KEEP_BYTES])
+def _read_at(handle: BinaryIO, position: int, size: int) -> bytes:
+    handle.seek(position)
+    data = handle.read(size)
+    if len(data) != size:
+        raise OSError(errno.EIO, "the file changed while it was being read")
+    return data
 
 
 def line_start(handle: BinaryIO, position: int) -> int:

@@ -223,21 +223,21 @@ def _pieces(run: bytes) -> list[bytes]:
 
 def _plain_pieces(run: bytes) -> list[bytes] | None:
     """The pieces of a run of '\\n'-terminated lines if every line is plain, else None."""
-    lines = run.count(b"\n")
-    if run.translate(None, _NOT_SEPARATORS) != _SKELETON[: 7 * lines]:
+    skeleton = run.translate(None, _NOT_SEPARATORS)
+    if len(skeleton) % 7 or skeleton != _SKELETON[: len(skeleton)]:
         return None  # a byte no plain field holds, or a line of other than seven fields
     if b"||" in run:  # an empty string (empty numbers are found below)
         return None
     pieces = _pieces(run)
-    unsigned = pieces[0] + b"|" + b"|".join(pieces[5::6]) + b"|" + b"|".join(pieces[6::6]).replace(_JOINT, b"|")
-    if _numbers(unsigned) and _numbers(b"|".join(pieces[4::6]), signed=True):
+    # |id|group|...|group|timestamp}\n{"id":id|...|timestamp| -> one number between each two '|'
+    unsigned = b"|".join([b"", pieces[0], *pieces[5::6], *pieces[6::6], b""]).replace(_JOINT, b"|")
+    if _numbers(unsigned) and _numbers(b"|".join([b"", *pieces[4::6], b""]), signed=True):
         return pieces
     return None
 
 
 def _numbers(joined: bytes, signed: bool = False) -> bool:
-    """Whether every '|'-separated field is a canonical number of at most 18 digits."""
-    joined = b"|" + joined + b"|"
+    """Whether every field between two '|' is a canonical number of at most 18 digits."""
     if signed and b"-" in joined:
         if b"|-0" in joined:  # "-0" and "-05" are not canonical
             return False

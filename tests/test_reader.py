@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -76,3 +77,12 @@ def test_crlf_is_never_split_from_its_line() -> None:
     content = b"ab\r\ncd\r\n"
     pieces = list(iter_chunks(io.BytesIO(content), 3))
     assert pieces == [Piece(0, 4, b"ab\r\n", False), Piece(4, 8, b"cd\r\n", False)]
+
+
+def test_a_file_that_shrinks_while_it_is_read_is_an_error() -> None:
+    handle = io.BytesIO(b"1|a|b|c|1|1|1\n" * 100)
+    pieces = iter_chunks(handle, 100)
+    next(pieces)
+    handle.truncate(500)
+    with pytest.raises(OSError, match="changed while it was being read"):
+        list(pieces)
