@@ -37,9 +37,13 @@ from mpevents._profiling import tree_pss_kib
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / ".bench"
 LINES_PER_FILE = 500_000
-SAMPLE_S = 0.05
-"""How often the memory of a running program is read: often enough to catch
-its peak, rarely enough not to steal a noticeable share of a core."""
+SAMPLE_S = 0.25
+"""How often the memory of a running program is read. Reading smaps_rollup
+walks each process's page tables: for mpevents' 10 processes one sample cost
+12 ms of CPU (measured), so sampling every 50 ms took a quarter of a core from
+the program being measured, most from the multi-process one. Every 0.25 s
+costs about 5% and still catches the peaks: mpevents' memory is flat, and the
+peers' rises to a plateau that lasts seconds."""
 
 
 @dataclass
