@@ -8,6 +8,9 @@
 * runs its body under the profilers that were asked for;
 * turns an expected failure into one line on the error queue and a distinct
   exit code, so that main can tell "reported, do not retry" from a crash.
+
+It also owns where children come from: the forkserver context, and for the
+command line a fork server forked from main at start-up (``start_fork_server``).
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ import os
 import queue
 import select
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable
-from multiprocessing import forkserver
-from typing import Any, Final
+from multiprocessing import connection, forkserver, resource_tracker, util
+from typing import Any, Final, NoReturn
 
 import setproctitle
 
@@ -35,7 +39,9 @@ START_METHOD: Final = "forkserver"
 """Never the platform default: fork would copy main's threads and state, spawn
 would re-import everything per child. The fork server forks children from a
 small process that has imported the pipeline once."""
-PRELOAD: Final = ["__main__", "mpevents._preload"]
+PIPELINE_MODULE: Final = "mpevents._preload"
+"""Imports everything a child runs, then freezes it for the garbage collector."""
+PRELOAD: Final = ["__main__", PIPELINE_MODULE]
 """What the fork server imports before forking. '__main__' too: otherwise
 every child re-imports the main script (the console script imports the CLI
 and rich), a tenth of a second each."""
@@ -77,9 +83,59 @@ def context() -> multiprocessing.context.ForkServerContext:
 
 
 def start_fork_server() -> None:
-    """Start the fork server now, so its imports overlap with main's own."""
+    """Start the fork server now, by forking this process (the command line's way).
+
+    The stdlib starts its fork server as a fresh interpreter, which then
+    imports the pipeline: a fifth of a second before the first child can
+    start. The command line calls this instead, early, while its process is
+    still single-threaded and holds nothing but the pipeline's modules: a
+    forked copy is the same clean server, ready at once. It runs the stdlib's
+    own server loop; only the start differs. A library caller (:func:`run`)
+    gets the stdlib's start, since its process may have threads that make a
+    fork unsafe.
+    """
     context()
-    forkserver.ensure_running()
+    server: Any = getattr(forkserver, "_forkserver", None)
+    if not all(hasattr(server, name) for name in _SERVER_STATE) or server._forkserver_pid is not None:
+        forkserver.ensure_running()  # an interpreter whose internals differ, or already running
+        return
+    with server._lock:
+        resource_tracker.ensure_running()  # before the fork: the server and its children share it
+        with socket.socket(socket.AF_UNIX) as listener:
+            address = connection.arbitrary_address("AF_UNIX")  # type: ignore[attr-defined]
+            listener.bind(address)
+            if not util.is_abstract_socket_namespace(address):
+                os.chmod(address, 0o600)
+            listener.listen()
+            alive_r, alive_w = os.pipe()  # the server stops when every holder of alive_w is gone
+            sys.stdout.flush()  # or the children could write what this process has buffered
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                _serve(listener.fileno(), alive_r, alive_w)
+            os.close(alive_r)
+        server._forkserver_address = address
+        server._forkserver_alive_fd = alive_w
+        server._forkserver_pid = pid
+
+
+_SERVER_STATE: Final = ("_lock", "_forkserver_address", "_forkserver_alive_fd", "_forkserver_pid")
+"""The stdlib fork server's bookkeeping (CPython 3.11 to 3.13) that
+:func:`start_fork_server` fills in, as ``ensure_running`` would."""
+
+
+def _serve(listener_fd: int, alive_r: int, alive_w: int) -> NoReturn:
+    """The forked fork server: the stdlib loop, preloading what it still lacks."""
+    code = 0
+    try:
+        os.close(alive_w)
+        setproctitle.setproctitle("mpevents: fork server")
+        forkserver.main(listener_fd, alive_r, [PIPELINE_MODULE])  # __main__ is ours already
+    except SystemExit:  # the loop's way to stop: main has gone
+        pass
+    except BaseException:  # never return into the command line's code
+        code = 1
+    os._exit(code)
 
 
 def run_child(

@@ -207,8 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_from_args(args)
         files = check(config)
         if config.engine == "local":
-            # The fork server imports the pipeline while this process imports
-            # the rest (rich, the dashboard): a tenth of a second saved.
+            # Now, while this process is single-threaded: the server is forked
+            # from it (see start_fork_server), and imports the rest of the
+            # pipeline while this process imports rich and the dashboard.
             start_fork_server()
         errors = _error_console()
         _setup_logging("ERROR" if args.quiet else args.log_level, errors)  # --quiet: errors only

@@ -270,6 +270,22 @@ def test_memory_does_not_grow_with_the_input_under_a_slow_collector(tmp_path: Pa
     assert peaks[160_000] - peaks[40_000] < 4 * 1024, peaks
 
 
+def test_the_command_line_forks_its_fork_server_and_children_come_from_it(logs: Path, tmp_path: Path) -> None:
+    process = start_slowed(logs, tmp_path / "out", 0.01)
+    worker = _wait_for("mpevents: worker 1", process)
+    server = _wait_for("mpevents: fork server", process)
+    assert _parent(server) == process.pid  # forked by main, not a fresh interpreter
+    assert _parent(worker) == server
+    process.kill()
+    process.wait(timeout=10)
+    assert wait_no_processes() == []  # the server stops once main is gone
+
+
+def _parent(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])  # the name in parentheses may hold spaces
+
+
 def test_children_exit_when_main_is_killed_and_the_next_run_cleans_up(logs: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     process = start_slowed(logs, out, 0.05)
