@@ -201,7 +201,6 @@ def config_from_args(args: argparse.Namespace) -> Config:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``mpevents`` and ``python -m mpevents``; returns the exit code."""
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
-    errors: Console | None = None
     try:
         args = build_parser().parse_args(argv)
         config = config_from_args(args)
@@ -209,49 +208,67 @@ def main(argv: Sequence[str] | None = None) -> int:
         if config.engine == "local":
             # Now, while this process is single-threaded: the server is forked
             # from it (see start_fork_server), and imports the rest of the
-            # pipeline while this process imports rich and the dashboard.
+            # pipeline while this process imports the supervisor.
             start_fork_server()
-        errors = _error_console()
-        _setup_logging("ERROR" if args.quiet else args.log_level, errors)  # --quiet: errors only
-        from ._dashboard import make_observer, print_summary
+        _setup_logging("ERROR" if args.quiet else args.log_level)  # --quiet: errors only
         from ._supervisor import run
 
-        observer = make_observer(config)
+        observer = None
+        if config.progress == "auto":  # rich is imported only when there is something to draw
+            from ._dashboard import make_observer
+
+            observer = make_observer(config)
         summary = run(config, observer, files)
         if config.progress != "quiet":
+            from ._dashboard import print_summary
+
             print_summary(summary, config)
         return EXIT_OK
     except Interrupted as exc:
-        (errors or _error_console()).print(f"mpevents: {exc}", markup=False)
+        _error_console().print(f"mpevents: {exc}", markup=False)
         return exc.code
     except MpeventsError as exc:
-        errors = errors or _error_console()
+        console = _error_console()
         if debug:
-            errors.print_exception()
-        errors.print(f"mpevents: error: {exc}", markup=False)
+            console.print_exception()
+        console.print(f"mpevents: error: {exc}", markup=False)
         return exc.exit_code
     except KeyboardInterrupt:
-        (errors or _error_console()).print("mpevents: interrupted", markup=False)
+        _error_console().print("mpevents: interrupted", markup=False)
         return EXIT_SIGINT
     except Exception as exc:  # a bug: still one line, unless --debug asks for more
-        errors = errors or _error_console()
+        console = _error_console()
         if debug:
-            errors.print_exception()
-        errors.print(f"mpevents: internal error: {type(exc).__name__}: {exc} (--debug shows where)", markup=False)
+            console.print_exception()
+        console.print(f"mpevents: internal error: {type(exc).__name__}: {exc} (--debug shows where)", markup=False)
         return EXIT_FAILURE
 
 
 def _error_console() -> Console:
+    """A console on stderr, made only when there is something to say: rich
+    takes a twentieth of a second to import, before the first child can start."""
     from rich.console import Console
 
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def _setup_logging(level: str, console: Console) -> None:
-    from rich.logging import RichHandler
+class _RichOnFirstRecord(logging.Handler):
+    """Passes records to a RichHandler that is made for the first one; most runs log nothing."""
 
-    handler = RichHandler(console=console, show_path=False, show_time=False, markup=False)
-    logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
+    def __init__(self) -> None:
+        super().__init__()
+        self._rich: logging.Handler | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._rich is None:
+            from rich.logging import RichHandler
+
+            self._rich = RichHandler(console=_error_console(), show_path=False, show_time=False, markup=False)
+        self._rich.handle(record)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(message)s", handlers=[_RichOnFirstRecord()], force=True)
 
 
 def main_exit() -> None:

@@ -210,3 +210,12 @@ def test_a_file_name_that_is_not_utf8_is_escaped(tmp_path: Path) -> None:
     (reject,) = [json.loads(line) for line in (out / "rejected.jsonl").read_bytes().splitlines()]
     assert reject["file"] == "caf\\xe9.log"
     assert list(json.loads((out / "summary.json").read_bytes())["files"]) == ["caf\\xe9.log"]
+
+
+def test_a_quiet_run_that_goes_well_never_imports_rich(corpus: Path, tmp_path: Path) -> None:
+    # Importing rich before the first child starts would delay every run by a
+    # twentieth of a second; -X importtime lists every module the run imported.
+    result = run_cli("--input", corpus, "--output", tmp_path / "out", "-q", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert result.returncode == 0, result.stderr
+    assert "mpevents._supervisor" in result.stderr  # the listing is there...
+    assert "rich" not in result.stderr  # ...and rich is not in it
