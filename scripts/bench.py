@@ -9,6 +9,11 @@ time, lines per second and the peak memory of its whole process tree (summed
 PSS read from /proc while it runs), and the ratios that the targets name. The
 results go to a rich table and to ``bench-results.json``.
 
+Time and memory are measured in separate runs: reading the memory of a
+running program costs CPU that it would otherwise have (see SAMPLE_S), so
+the timed rounds run undisturbed, and ``--memory-rounds`` more rounds
+(one by default) read the memory every SAMPLE_S.
+
 Peers: the sequential stdlib script (scripts/sequential.py), and DuckDB and
 Polars when installed (``pip install -e '.[bench]'``).
 """
@@ -37,13 +42,11 @@ from mpevents._profiling import tree_pss_kib
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / ".bench"
 LINES_PER_FILE = 500_000
-SAMPLE_S = 0.25
-"""How often the memory of a running program is read. Reading smaps_rollup
-walks each process's page tables: for mpevents' 10 processes one sample cost
-12 ms of CPU (measured), so sampling every 50 ms took a quarter of a core from
-the program being measured, most from the multi-process one. Every 0.25 s
-costs about 5% and still catches the peaks: mpevents' memory is flat, and the
-peers' rises to a plateau that lasts seconds."""
+SAMPLE_S = 0.05
+"""How often a memory round reads the memory of the running program. One
+read of smaps_rollup walks each process's page tables: for mpevents' 10
+processes it costs 12 ms of CPU (measured), a quarter of a core at this rate.
+That is why no timed round reads memory at all."""
 
 
 @dataclass
@@ -71,8 +74,8 @@ def corpus(lines: int) -> Path:
     return directory
 
 
-def measure(program: Program, output: Path) -> None:
-    """Run once; record wall time and peak process-tree PSS."""
+def measure(program: Program, output: Path, *, memory: bool) -> None:
+    """Run once; record the wall time, or with ``memory`` the peak process-tree PSS."""
     shutil.rmtree(output, ignore_errors=True)
     started = time.perf_counter()
     process = subprocess.Popen(program.command, stdout=subprocess.DEVNULL)
@@ -85,14 +88,18 @@ def measure(program: Program, output: Path) -> None:
             time.sleep(SAMPLE_S)
 
     watcher = threading.Thread(target=sample)
-    watcher.start()
+    if memory:
+        watcher.start()
     code = process.wait()
     wall = time.perf_counter() - started
-    watcher.join()
+    if memory:
+        watcher.join()
     if code != 0:
         raise SystemExit(f"bench: {program.name} failed with exit code {code}")
+    if memory:
+        program.peaks_kib.append(peak)
+        return
     program.walls.append(wall)
-    program.peaks_kib.append(peak)
     summary = output / "summary.json"
     if summary.exists():
         program.stages.append(json.loads(summary.read_bytes()).get("stages", {}))
@@ -174,13 +181,16 @@ def machine() -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds")
+    parser.add_argument("--memory-rounds", type=int, default=1, help="rounds that read memory (not timed)")
     parser.add_argument("--sizes", default="2M,10M", help="corpus sizes in millions of lines, e.g. 2M,10M")
     parser.add_argument("--workers", default=None, help="worker counts for mpevents, e.g. 1,2,4 (default: 1 to cores)")
     parser.add_argument("--no-peers", action="store_true", help="skip DuckDB and Polars")
     parser.add_argument("--sequential-up-to", default="2M", help="run the slow sequential script up to this size")
     parser.add_argument("--out", type=Path, default=REPO / "bench-results.json")
     args = parser.parse_args()
+    if args.rounds < 1 or args.memory_rounds < 1:
+        parser.error("--rounds and --memory-rounds must be at least 1")
     cores = os.cpu_count() or 1
     workers = [int(n) for n in args.workers.split(",")] if args.workers else list(range(1, cores + 1))
     sizes = [int(size.rstrip("Mm")) * 1_000_000 for size in args.sizes.split(",")]
@@ -191,13 +201,24 @@ def main() -> int:
     for lines in sizes:
         directory = corpus(lines)
         programs = programs_for(directory, output, workers, not args.no_peers, lines <= sequential_limit)
+        for round_ in range(args.memory_rounds):
+            for program in programs:
+                measure(program, output, memory=True)
+                peak = program.peaks_kib[-1] / 1024
+                console.log(f"{lines // 1_000_000}M memory round {round_ + 1}: {program.name} {peak:.0f} MiB")
         for round_ in range(args.rounds):
             for program in programs:
-                measure(program, output)
+                measure(program, output, memory=False)
                 console.log(f"{lines // 1_000_000}M round {round_ + 1}: {program.name} {program.walls[-1]:.2f} s")
         results[f"{lines // 1_000_000}M"] = report_size(lines, programs)
     shutil.rmtree(output, ignore_errors=True)
-    document = {"machine": machine(), "rounds": args.rounds, "results": results, "ratios": ratios(results)}
+    document = {
+        "machine": machine(),
+        "rounds": args.rounds,
+        "memory_rounds": args.memory_rounds,
+        "results": results,
+        "ratios": ratios(results),
+    }
     args.out.write_text(json.dumps(document, indent=2) + "\n")
     for size, rows in results.items():
         table = Table(title=f"{size} lines, median of {args.rounds} interleaved rounds")
