@@ -142,15 +142,18 @@ class Pipeline:
         self.errors = ctx.Queue(maxsize=ERROR_SLOTS)
         self.credits = ctx.Semaphore(depth + 2)
         self._processes = {}
+        to_read = deque(range(len(self.files)))
+        reading: set[int] = set()
+        # Upstream first: a reader has its first chunk ready by the time a
+        # worker is up, and the collector is needed last.
+        self._start_readers(to_read, reading)
+        for slot in range(config.workers):
+            self._start_worker(slot, [])
         self._start(
             "collector", 0, "collector", _collector.collect,
             self.files, self.temp, config.max_open_files,
             self.result_queue, self.report_queue, self.board, self.credits,
         )  # fmt: skip
-        for slot in range(config.workers):
-            self._start_worker(slot, [])
-        to_read = deque(range(len(self.files)))
-        reading: set[int] = set()
         suspect = False
         last_progress = self.board.progress()
         last_move = time.monotonic()
@@ -159,10 +162,7 @@ class Pipeline:
         while True:
             if self.signal is not None:
                 raise Interrupted(self.signal)
-            while to_read and len(reading) < config.readers:
-                file = to_read.popleft()
-                reading.add(file)
-                self._start_reader(file)
+            self._start_readers(to_read, reading)
             sentinels = {process.sentinel: process for process, _, _ in self._processes.values()}
             for sentinel in multiprocessing.connection.wait(list(sentinels), timeout=TICK_S):
                 process = sentinels[sentinel]  # type: ignore[index]
@@ -203,6 +203,13 @@ class Pipeline:
             "worker", slot, f"worker {slot + 1}", _worker.work,
             slot, generation, self.work_queue, self.result_queue, self.board, first,
         )  # fmt: skip
+
+    def _start_readers(self, to_read: deque[int], reading: set[int]) -> None:
+        """Start readers of the files in ``to_read`` while fewer than --readers run."""
+        while to_read and len(reading) < self.config.readers:
+            file = to_read.popleft()
+            reading.add(file)
+            self._start_reader(file)
 
     def _start_reader(self, file: int) -> None:
         info = self.files[file]
