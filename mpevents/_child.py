@@ -29,7 +29,7 @@ import sys
 import threading
 from collections.abc import Callable
 from multiprocessing import connection, forkserver, resource_tracker, util
-from typing import Any, Final, NoReturn
+from typing import Any, Final
 
 import setproctitle
 
@@ -95,55 +95,73 @@ def context() -> multiprocessing.context.ForkServerContext:
 def start_fork_server() -> None:
     """Start the fork server now, by forking this process (the command line's way).
 
-    The stdlib starts its fork server as a fresh interpreter, which then
-    imports the pipeline: a fifth of a second before the first child can
-    start. The command line calls this instead, early, while its process is
-    still single-threaded and holds nothing but the pipeline's modules: a
-    forked copy is the same clean server, ready at once. It runs the stdlib's
-    own server loop; only the start differs. A library caller (:func:`run`)
-    gets the stdlib's start, since its process may have threads that make a
-    fork unsafe.
+    The stdlib starts its fork server and its resource tracker as fresh
+    interpreters; the fork server then imports the pipeline: a fifth of a
+    second before the first child can start, and another interpreter start
+    (50 ms of CPU) in the middle of it. The command line calls this instead,
+    early, while its process is still single-threaded and holds nothing but
+    the pipeline's modules: a forked copy is the same clean process, ready at
+    once. Each runs the stdlib's own loop; only the start differs. A library
+    caller (:func:`run`) gets the stdlib's start, since its process may have
+    threads that make a fork unsafe.
     """
     context()
     server: Any = getattr(forkserver, "_forkserver", None)
-    if not all(hasattr(server, name) for name in _SERVER_STATE) or server._forkserver_pid is not None:
+    tracker: Any = getattr(resource_tracker, "_resource_tracker", None)
+    if (
+        not all(hasattr(server, name) for name in _SERVER_STATE)
+        or not all(hasattr(tracker, name) for name in _TRACKER_STATE)
+        or server._forkserver_pid is not None
+        or tracker._fd is not None
+    ):
         forkserver.ensure_running()  # an interpreter whose internals differ, or already running
         return
-    with server._lock:
-        resource_tracker.ensure_running()  # before the fork: the server and its children share it
-        with socket.socket(socket.AF_UNIX) as listener:
-            address = connection.arbitrary_address("AF_UNIX")  # type: ignore[attr-defined]
-            listener.bind(address)
-            if not util.is_abstract_socket_namespace(address):
-                os.chmod(address, 0o600)
-            listener.listen()
-            alive_r, alive_w = os.pipe()  # the server stops when every holder of alive_w is gone
-            sys.stdout.flush()  # or the children could write what this process has buffered
-            sys.stderr.flush()
-            pid = os.fork()
-            if pid == 0:
-                _serve(listener.fileno(), alive_r, alive_w)
-            os.close(alive_r)
+    sys.stdout.flush()  # or the forked copies could write what this process has buffered
+    sys.stderr.flush()
+    with tracker._lock:  # first: the server and its children share it
+        tracker_r, tracker_w = os.pipe()  # the tracker stops when every holder of tracker_w is gone
+        tracker._pid = _fork("resource tracker", resource_tracker.main, tracker_r, close=tracker_w)
+        os.close(tracker_r)
+        tracker._fd = tracker_w
+    with server._lock, socket.socket(socket.AF_UNIX) as listener:
+        address = connection.arbitrary_address("AF_UNIX")  # type: ignore[attr-defined]
+        listener.bind(address)
+        if not util.is_abstract_socket_namespace(address):
+            os.chmod(address, 0o600)
+        listener.listen()
+        alive_r, alive_w = os.pipe()  # the server stops when every holder of alive_w is gone
+        preload = [PIPELINE_MODULE]  # not "__main__": this process's is the copy's already
+        pid = _fork("fork server", forkserver.main, listener.fileno(), alive_r, preload, close=alive_w)
+        os.close(alive_r)
         server._forkserver_address = address
         server._forkserver_alive_fd = alive_w
         server._forkserver_pid = pid
 
 
 _SERVER_STATE: Final = ("_lock", "_forkserver_address", "_forkserver_alive_fd", "_forkserver_pid")
-"""The stdlib fork server's bookkeeping (CPython 3.11 to 3.13) that
-:func:`start_fork_server` fills in, as ``ensure_running`` would."""
+_TRACKER_STATE: Final = ("_lock", "_fd", "_pid")
+"""The stdlib's bookkeeping of its fork server and resource tracker (CPython
+3.11 to 3.13) that :func:`start_fork_server` fills in, as their
+``ensure_running`` would."""
 
 
-def _serve(listener_fd: int, alive_r: int, alive_w: int) -> NoReturn:
-    """The forked fork server: the stdlib loop, preloading what it still lacks."""
+def _fork(title: str, loop: Callable[..., object], *args: Any, close: int) -> int:
+    """Fork a helper that runs ``loop(*args)`` until it returns; its pid.
+
+    The copy closes ``close`` (the write end that tells it when to stop)
+    and never returns into the caller's code.
+    """
+    pid = os.fork()
+    if pid:
+        return pid
     code = 0
     try:
-        os.close(alive_w)
-        setproctitle.setproctitle("mpevents: fork server")
-        forkserver.main(listener_fd, alive_r, [PIPELINE_MODULE])  # __main__ is ours already
-    except SystemExit:  # the loop's way to stop: main has gone
+        os.close(close)
+        setproctitle.setproctitle(f"mpevents: {title}")
+        loop(*args)
+    except SystemExit:  # the fork server's way to stop: main has gone
         pass
-    except BaseException:  # never return into the command line's code
+    except BaseException:
         code = 1
     os._exit(code)
 

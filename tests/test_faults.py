@@ -270,15 +270,16 @@ def test_memory_does_not_grow_with_the_input_under_a_slow_collector(tmp_path: Pa
     assert peaks[160_000] - peaks[40_000] < 4 * 1024, peaks
 
 
-def test_the_command_line_forks_its_fork_server_and_children_come_from_it(logs: Path, tmp_path: Path) -> None:
+def test_the_command_line_forks_its_helpers_and_children_come_from_its_fork_server(logs: Path, tmp_path: Path) -> None:
     process = start_slowed(logs, tmp_path / "out", 0.01)
     worker = _wait_for("mpevents: worker 1", process)
     server = _wait_for("mpevents: fork server", process)
-    assert _parent(server) == process.pid  # forked by main, not a fresh interpreter
+    tracker = _wait_for("mpevents: resource tracker", process)
+    assert _parent(server) == _parent(tracker) == process.pid  # forked by main, not fresh interpreters
     assert _parent(worker) == server
     process.kill()
     process.wait(timeout=10)
-    assert wait_no_processes() == []  # the server stops once main is gone
+    assert wait_no_processes() == []  # both stop once main is gone
 
 
 def _parent(pid: int) -> int:
