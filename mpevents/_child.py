@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import logging
 import multiprocessing
 import multiprocessing.context
@@ -118,6 +119,7 @@ def start_fork_server() -> None:
         return
     sys.stdout.flush()  # or the forked copies could write what this process has buffered
     sys.stderr.flush()
+    gc.freeze()  # what is here lives to the end: no collection in here or the copies need walk it again
     with tracker._lock:  # first: the server and its children share it
         tracker_r, tracker_w = os.pipe()  # the tracker stops when every holder of tracker_w is gone
         tracker._pid = _fork("resource tracker", resource_tracker.main, tracker_r, close=tracker_w)
