@@ -14,9 +14,11 @@ multiprocessing.Queue (``_queue``) carrying one message per chunk of whole lines
                                                               (Result)          |
                                                        counts for summary.json -+-> main
 
-* reader (``_reader``): cuts one file into chunks of whole lines; does not parse.
-* worker (``_worker``): checks every line against the spec (``_spec``) and
-  encodes valid records as JSON, per group; rejects carry their reason.
+* reader (``_reader``): cuts one file into chunks of whole lines; does not
+  parse. A chunk on the work queue says where its lines lie in the file.
+* worker (``_worker``): reads each chunk from its file, checks every line
+  against the spec (``_spec``) and encodes valid records as JSON, per group;
+  rejects carry their reason.
 * collector (``_collector``): puts results back in input order and writes them
   into a temporary directory as they arrive.
 * main (``_supervisor``): supervision, fault recovery, signals, and the final

@@ -1,7 +1,9 @@
 """Reader: one process per input file, cutting it into chunks of whole lines.
 
 Talks to: the work queue (puts :class:`Chunk`), the scoreboard (bytes read),
-and the credit semaphore. Readers never parse lines; they only frame them.
+and the credit semaphore. Readers never parse lines; they only frame them:
+a reader reads the tail of each chunk to find its last line end, and sends
+where the chunk lies; the worker reads the chunk itself (:func:`read_chunk`).
 
 A chunk is a pure function of where it starts: from offset ``o`` it holds the
 whole lines within ``[o, o + chunk_bytes)``, or the one line starting at ``o``
@@ -52,42 +54,46 @@ class Piece(NamedTuple):
     truncated: bool
 
 
-def iter_chunks(handle: BinaryIO, chunk_bytes: int, start: int = 0, stop: int | None = None) -> Iterator[Piece]:
+def iter_chunks(
+    handle: BinaryIO, chunk_bytes: int, start: int = 0, stop: int | None = None, *, with_data: bool = True
+) -> Iterator[Piece]:
     """Cut the lines of ``handle`` between the line starts ``start`` and ``stop``.
 
     ``stop`` None means the end of the file. Yields nothing for an empty range.
+    Without ``with_data`` only where each piece starts and ends is found (its
+    ``data`` is empty): whoever processes it reads it (:func:`read_chunk`).
     """
     end = handle.seek(0, os.SEEK_END) if stop is None else stop
     offset = start
     while offset < end:
-        piece = _piece(handle, offset, chunk_bytes, end)
+        piece = _piece(handle, offset, chunk_bytes, end, with_data)
         yield piece
         offset = piece.end
 
 
-def _piece(handle: BinaryIO, offset: int, chunk_bytes: int, end: int) -> Piece:
+def _piece(handle: BinaryIO, offset: int, chunk_bytes: int, end: int, with_data: bool = True) -> Piece:
     """The chunk that starts at ``offset``, in a range that ends at ``end``.
 
     The last line end is looked for in the window's tail first, so that the
     chunk itself is read once, at its size, and sent as it was read.
     """
     if end - offset < chunk_bytes:  # the rest of the range, whole
-        return Piece(offset, end, _read_at(handle, offset, end - offset), False)
+        return Piece(offset, end, _read_at(handle, offset, end - offset) if with_data else b"", False)
     window_end = offset + chunk_bytes
     tail_start = max(offset, window_end - _TAIL_BYTES)
     cut = _read_at(handle, tail_start, window_end - tail_start).rfind(b"\n") + 1
     if cut:
         cut += tail_start
-        return Piece(offset, cut, _read_at(handle, offset, cut - offset), False)
+        return Piece(offset, cut, _read_at(handle, offset, cut - offset) if with_data else b"", False)
     if tail_start > offset:  # no line ends in the tail: look in the whole window
         window = _read_at(handle, offset, chunk_bytes)
         cut = window.rfind(b"\n") + 1
         if cut:
-            return Piece(offset, offset + cut, window[:cut], False)
-    return _long_line(handle, offset, window_end, end)
+            return Piece(offset, offset + cut, window[:cut] if with_data else b"", False)
+    return _long_line(handle, offset, window_end, end, with_data)
 
 
-def _long_line(handle: BinaryIO, offset: int, search_from: int, end: int) -> Piece:
+def _long_line(handle: BinaryIO, offset: int, search_from: int, end: int, with_data: bool) -> Piece:
     """A line that starts at ``offset`` and fills a whole window: find where
     it ends, and keep at most KEEP_BYTES of it (plus its newline)."""
     position = search_from
@@ -96,11 +102,12 @@ def _long_line(handle: BinaryIO, offset: int, search_from: int, end: int) -> Pie
         newline = block.find(b"\n")
         if newline >= 0:
             length = position + newline - offset  # without its newline
-            kept = _read_at(handle, offset, min(length, KEEP_BYTES)) + b"\n"
+            kept = _read_at(handle, offset, min(length, KEEP_BYTES)) + b"\n" if with_data else b""
             return Piece(offset, offset + length + 1, kept, length > KEEP_BYTES)
         position += len(block)
     length = end - offset  # the range's last line, without a newline
-    return Piece(offset, end, _read_at(handle, offset, min(length, KEEP_BYTES)), length > KEEP_BYTES)
+    kept = _read_at(handle, offset, min(length, KEEP_BYTES)) if with_data else b""
+    return Piece(offset, end, kept, length > KEEP_BYTES)
 
 
 def _read_at(handle: BinaryIO, position: int, size: int) -> bytes:
@@ -126,14 +133,26 @@ def line_start(handle: BinaryIO, position: int) -> int:
             return handle.tell() - len(block) + newline + 1
 
 
-def read_chunk(path: str, offset: int, end: int, flags: int) -> bytes:
-    """Read a chunk again from its place in the file (to hand it to a new worker)."""
+def read_chunk(path: str, chunk: Chunk) -> bytes:
+    """The bytes of a chunk, read from its place in its file (what a worker works on).
+
+    The reader saw a line end where the chunk ends (or the end of the file);
+    a file that has changed since no longer shows it, and fails the run
+    rather than giving lines that were never there.
+    """
     fd = os.open(path, os.O_RDONLY)
     try:
-        if not flags & FLAG_TRUNCATED:
-            return os.pread(fd, end - offset, offset)
-        kept = os.pread(fd, KEEP_BYTES, offset)
-        return kept + b"\n" if os.pread(fd, 1, end - 1) == b"\n" else kept
+        if chunk.flags & FLAG_TRUNCATED:
+            kept = os.pread(fd, KEEP_BYTES, chunk.offset)
+            ends_line = os.pread(fd, 1, chunk.end - 1) == b"\n"
+            data, whole = (kept + b"\n" if ends_line else kept), len(kept) == KEEP_BYTES
+        else:
+            data = os.pread(fd, chunk.end - chunk.offset, chunk.offset)
+            whole = len(data) == chunk.end - chunk.offset
+            ends_line = data.endswith(b"\n") or not data
+        if not whole or not (ends_line or chunk.flags & FLAG_LAST):
+            raise OSError(errno.EIO, "the file changed while it was being read", path)
+        return data
     finally:
         os.close(fd)
 
@@ -162,13 +181,13 @@ def read_file(job: ReaderJob, work_queue: Any, board: Board, credits: Any) -> No
         flags = (FLAG_LAST if last else 0) | (FLAG_TRUNCATED if piece.truncated else 0)
         if _take_credit(job.file, board, credits):
             flags |= FLAG_CREDIT
-        work_queue.put(Chunk(job.file, seq, piece.offset, piece.end, flags, piece.data))
+        work_queue.put(Chunk(job.file, seq, piece.offset, piece.end, flags))
         board.set_file(job.file, FileField.BYTES_READ, piece.end)
         seq += 1
 
     with open(job.path, "rb") as handle:
         held: Piece | None = None
-        for piece in iter_chunks(handle, job.chunk_bytes, job.start_offset):
+        for piece in iter_chunks(handle, job.chunk_bytes, job.start_offset, with_data=False):
             if held is not None:
                 send(held, last=False)
             held = piece

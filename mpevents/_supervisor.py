@@ -8,8 +8,8 @@ never through a timeout on a queue. On a death it decides:
 * a reader crashed: start it again at the first chunk its file has not had
   written; chunks already sent are dropped by the collector as duplicates;
 * a worker crashed: start a replacement and hand it the chunks the dead one
-  held (read again from the file, as recorded on the scoreboard); a chunk that
-  has killed ``--max-retries`` workers fails the run;
+  held, as recorded on the scoreboard; a chunk that has killed
+  ``--max-retries`` workers fails the run;
 * the collector died, or a child reported an error: fail the run;
 * SIGINT or SIGTERM: stop every child and fail the run as interrupted.
 
@@ -201,7 +201,8 @@ class Pipeline:
         generation = self._worker_generation[slot] + self.data_plane_restarts
         self._start(
             "worker", slot, f"worker {slot + 1}", _worker.work,
-            slot, generation, self.work_queue, self.result_queue, self.board, first,
+            slot, generation, [str(info.path) for info in self.files],
+            self.work_queue, self.result_queue, self.board, first,
         )  # fmt: skip
 
     def _start_readers(self, to_read: deque[int], reading: set[int]) -> None:
@@ -257,8 +258,7 @@ class Pipeline:
                 self._chunk_deaths[(file, seq)] = deaths
                 if deaths >= self.config.max_retries:
                     raise RunError(f"{self._describe_chunk(file, offset, end)} killed {deaths} workers; giving up")
-            data = _reader.read_chunk(str(self.files[file].path), offset, end, flags)
-            first.append(Chunk(file, seq, offset, end, flags, data))
+            first.append(Chunk(file, seq, offset, end, flags))
         self._worker_generation[index] += 1
         self.worker_restarts += 1
         self.board.add_worker(index, WorkerField.RESTARTS, 1)

@@ -1,8 +1,9 @@
 """Worker: N processes that check and encode chunks.
 
-Talks to: the work queue (takes :class:`Chunk`), the result queue (puts one
-:class:`Result` per chunk) and its slot on the scoreboard, where it records
-the chunk it holds before working on it. If it dies, main reads that slot and
+Talks to: the work queue (takes :class:`Chunk`), the input files (reads each
+chunk's bytes), the result queue (puts one :class:`Result` per chunk) and its
+slot on the scoreboard, where it records the chunk it holds before working
+on it. If it dies, main reads that slot and
 hands the chunk to its replacement. All the rules live in ``_spec.py``.
 """
 
@@ -14,12 +15,15 @@ from typing import Any
 from . import _failpoints
 from ._board import Board, WorkerField, WorkerState
 from ._messages import Chunk, Result
+from ._reader import read_chunk
 from ._spec import process_chunk
 
 
-def work(slot: int, generation: int, work_queue: Any, result_queue: Any, board: Board, first: list[Chunk]) -> None:
+def work(
+    slot: int, generation: int, paths: list[str], work_queue: Any, result_queue: Any, board: Board, first: list[Chunk]
+) -> None:
     """The worker process body: ``first`` (a dead predecessor's chunks), then
-    chunks from the work queue until a ``None`` arrives."""
+    chunks from the work queue until a ``None`` arrives; ``paths[i]`` is file i."""
     kill_at = _failpoints.chunk_point("worker_kill") if generation == 0 else None
     kill_always = _failpoints.chunk_point("worker_kill_always")
     pending = list(first)
@@ -31,7 +35,7 @@ def work(slot: int, generation: int, work_queue: Any, result_queue: Any, board: 
         board.hold(slot, chunk.file, chunk.seq, chunk.offset, chunk.end, chunk.flags)
         if (chunk.file, chunk.seq) in (kill_at, kill_always):
             _failpoints.kill_self()
-        result = process_chunk(chunk.data, file_start=chunk.offset == 0)
+        result = process_chunk(read_chunk(paths[chunk.file], chunk), file_start=chunk.offset == 0)
         board.set_worker(slot, WorkerField.STATE, WorkerState.SENDING)
         result_queue.put(Result(chunk.file, chunk.seq, chunk.end, chunk.flags, result))
         board.add_worker(slot, WorkerField.CHUNKS, 1)

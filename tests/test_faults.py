@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -268,6 +269,24 @@ def test_memory_does_not_grow_with_the_input_under_a_slow_collector(tmp_path: Pa
     # Four times the input (about 5 MiB more to hold if it were held) costs
     # no more than noise: queues and credits bound what is in flight.
     assert peaks[160_000] - peaks[40_000] < 4 * 1024, peaks
+
+
+def test_an_input_file_cut_short_mid_run_fails_the_run_with_one_line(
+    logs: Path, previous: tuple[Path, dict[str, bytes]], tmp_path: Path
+) -> None:
+    out, before = previous
+    inputs = tmp_path / "in"
+    shutil.copytree(logs, inputs)
+    process = start_slowed(inputs, out, 0.05)
+    _wait_for("mpevents: collector", process)
+    _wait_for_output(process)
+    victim = inputs / "part-3.log"  # the collector reaches it last
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert "changed while it was being read" in err and "part-3.log" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert tree(out) == before
 
 
 def test_the_command_line_forks_its_helpers_and_children_come_from_its_fork_server(logs: Path, tmp_path: Path) -> None:

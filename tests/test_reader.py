@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mpevents._messages import FLAG_TRUNCATED
+from mpevents._messages import FLAG_LAST, FLAG_TRUNCATED, Chunk
 from mpevents._reader import KEEP_BYTES, Piece, iter_chunks, read_chunk
 from mpevents._spec import process_chunk
 
@@ -62,11 +62,41 @@ def test_an_overlong_line_is_kept_short_and_still_rejected(tmp_path: Path) -> No
     result = process_chunk(b"".join(piece.data for piece in pieces))
     assert [reject.reason for reject in result.rejects] == ["line_too_long"]
     assert result.valid == 2
-    # Main can read the same chunk again from its place, for a new worker.
-    flags = FLAG_TRUNCATED
-    assert read_chunk(str(path), long_piece.offset, long_piece.end, flags) == long_piece.data
+    # A worker reads the same bytes from the chunk's place in the file.
+    chunk = Chunk(0, 1, long_piece.offset, long_piece.end, FLAG_TRUNCATED)
+    assert read_chunk(str(path), chunk) == long_piece.data
     normal = pieces[0]
-    assert read_chunk(str(path), normal.offset, normal.end, 0) == normal.data
+    assert read_chunk(str(path), Chunk(0, 0, normal.offset, normal.end, 0)) == normal.data
+
+
+@settings(max_examples=100, deadline=None)
+@given(lines, st.booleans(), chunk_sizes)
+def test_a_reader_frames_the_chunks_that_workers_read(
+    tmp_path_factory: pytest.TempPathFactory, spec: list[tuple[int, bytes]], cut_end: bool, size: int
+) -> None:
+    content = build(spec, cut_end)
+    path = tmp_path_factory.mktemp("frames") / "in.log"
+    path.write_bytes(content)
+    with_data = list(iter_chunks(io.BytesIO(content), size))
+    framed = list(iter_chunks(io.BytesIO(content), size, with_data=False))
+    assert [(p.offset, p.end, p.truncated) for p in framed] == [(p.offset, p.end, p.truncated) for p in with_data]
+    for seq, piece in enumerate(framed):
+        assert piece.data == b""
+        flags = (FLAG_TRUNCATED if piece.truncated else 0) | (FLAG_LAST if seq == len(framed) - 1 else 0)
+        assert read_chunk(str(path), Chunk(0, seq, piece.offset, piece.end, flags)) == with_data[seq].data
+
+
+def test_a_worker_refuses_a_chunk_whose_file_changed(tmp_path: Path) -> None:
+    path = tmp_path / "in.log"
+    path.write_bytes(b"1|a|b|c|1|1|1\n" * 10)  # chunks of 5 lines: [0, 70), [70, 140)
+    first, last = Chunk(0, 0, 0, 70, 0), Chunk(0, 1, 70, 140, FLAG_LAST)
+    assert read_chunk(str(path), first).count(b"\n") == 5
+    path.write_bytes(b"1|a|b|c|1|1|1\n" * 8)  # shorter: the last chunk is no longer all there
+    with pytest.raises(OSError, match="changed while it was being read"):
+        read_chunk(str(path), last)
+    path.write_bytes(b"1|a|b|c|1|1|1 and more\n" * 10)  # no line end where the first chunk ends
+    with pytest.raises(OSError, match="changed while it was being read"):
+        read_chunk(str(path), first)
 
 
 def test_empty_input_gives_no_chunk() -> None:
