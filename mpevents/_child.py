@@ -10,7 +10,8 @@
   exit code, so that main can tell "reported, do not retry" from a crash.
 
 It also owns where children come from: the forkserver context, and for the
-command line a fork server forked from main at start-up (``start_fork_server``).
+command line a fork server and a resource tracker forked from main at
+start-up (``start_fork_server``).
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ PIPELINE_MODULE: Final = "mpevents._preload"
 """Imports everything a child runs, then freezes it for the garbage collector."""
 PRELOAD: Final = ["__main__", PIPELINE_MODULE]
 """What the fork server imports before forking. '__main__' too: otherwise
-every child re-imports the main script (the console script imports the CLI
-and rich), a tenth of a second each."""
+every child re-imports the main script (the console script imports the
+CLI), a tenth of a second each."""
 
 EXIT_REPORTED: Final = 3
 """A child that failed and put its reason on the error queue exits with this."""
@@ -59,7 +60,7 @@ KEEP_FREED_BYTES: Final = 64 << 20
 kernel. Every chunk allocates a few MiB (its bytes, its output, the pickles)
 that are freed once it is sent; by glibc's defaults the top of the heap goes
 back to the kernel each time and the next chunk faults it in again. Keeping
-it cut a third of the run's page faults and 1.4% of its CPU (2M lines)."""
+it cut the page faults of a 10M-line run from 141k to 94k and its CPU by 4%."""
 _M_TRIM_THRESHOLD: Final = -1  # glibc's malloc.h
 _M_MMAP_THRESHOLD: Final = -3
 
@@ -119,7 +120,7 @@ def start_fork_server() -> None:
         return
     sys.stdout.flush()  # or the forked copies could write what this process has buffered
     sys.stderr.flush()
-    gc.freeze()  # what is here lives to the end: no collection in here or the copies need walk it again
+    gc.freeze()  # all here lives to the end: no later collection, here or in a copy, walks it again
     with tracker._lock:  # first: the server and its children share it
         tracker_r, tracker_w = os.pipe()  # the tracker stops when every holder of tracker_w is gone
         tracker._pid = _fork("resource tracker", resource_tracker.main, tracker_r, close=tracker_w)

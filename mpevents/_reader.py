@@ -71,11 +71,11 @@ def iter_chunks(
         offset = piece.end
 
 
-def _piece(handle: BinaryIO, offset: int, chunk_bytes: int, end: int, with_data: bool = True) -> Piece:
+def _piece(handle: BinaryIO, offset: int, chunk_bytes: int, end: int, with_data: bool) -> Piece:
     """The chunk that starts at ``offset``, in a range that ends at ``end``.
 
     The last line end is looked for in the window's tail first, so that the
-    chunk itself is read once, at its size, and sent as it was read.
+    chunk itself is read once, at its size (``with_data``), or not at all.
     """
     if end - offset < chunk_bytes:  # the rest of the range, whole
         return Piece(offset, end, _read_at(handle, offset, end - offset) if with_data else b"", False)
