@@ -37,6 +37,8 @@ class InputFile:
     name: str
     path: Path
     size: int
+    identity: tuple[int, int] | None = None
+    """(device, inode) at start-up: workers refuse a file that was replaced since."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,12 +102,12 @@ def find_inputs(config: Config) -> list[InputFile]:
         path = Path(entry.path)
         try:
             with open(path, "rb") as handle:
-                size = os.fstat(handle.fileno()).st_size
+                stat = os.fstat(handle.fileno())
         except OSError as exc:
             raise UsageError(f"cannot read input file {str(path)!r}: {exc.strerror}") from exc
         # A name that is not UTF-8 is shown (and written to JSON) with \xNN escapes.
         name = os.fsencode(entry.name).decode("utf-8", "backslashreplace")
-        files.append(InputFile(index, name, path, size))
+        files.append(InputFile(index, name, path, stat.st_size, (stat.st_dev, stat.st_ino)))
     return files
 
 

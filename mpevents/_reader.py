@@ -133,15 +133,20 @@ def line_start(handle: BinaryIO, position: int) -> int:
             return handle.tell() - len(block) + newline + 1
 
 
-def read_chunk(path: str, chunk: Chunk) -> bytes:
+def read_chunk(path: str, chunk: Chunk, identity: tuple[int, int] | None = None) -> bytes:
     """The bytes of a chunk, read from its place in its file (what a worker works on).
 
     The reader saw a line end where the chunk ends (or the end of the file);
     a file that has changed since no longer shows it, and fails the run
-    rather than giving lines that were never there.
+    rather than giving lines that were never there. So does another file put
+    in its place, when ``identity`` (device, inode) is given.
     """
     fd = os.open(path, os.O_RDONLY)
     try:
+        if identity is not None:
+            stat = os.fstat(fd)
+            if (stat.st_dev, stat.st_ino) != identity:
+                raise OSError(errno.EIO, "the file was replaced while it was being read", path)
         if chunk.flags & FLAG_TRUNCATED:
             kept = os.pread(fd, KEEP_BYTES, chunk.offset)
             ends_line = os.pread(fd, 1, chunk.end - 1) == b"\n"

@@ -201,7 +201,7 @@ class Pipeline:
         generation = self._worker_generation[slot] + self.data_plane_restarts
         self._start(
             "worker", slot, f"worker {slot + 1}", _worker.work,
-            slot, generation, [str(info.path) for info in self.files],
+            slot, generation, self.files,
             self.work_queue, self.result_queue, self.board, first,
         )  # fmt: skip
 

@@ -14,16 +14,23 @@ from typing import Any
 
 from . import _failpoints
 from ._board import Board, WorkerField, WorkerState
+from ._config import InputFile
 from ._messages import Chunk, Result
 from ._reader import read_chunk
 from ._spec import process_chunk
 
 
 def work(
-    slot: int, generation: int, paths: list[str], work_queue: Any, result_queue: Any, board: Board, first: list[Chunk]
+    slot: int,
+    generation: int,
+    files: list[InputFile],
+    work_queue: Any,
+    result_queue: Any,
+    board: Board,
+    first: list[Chunk],
 ) -> None:
     """The worker process body: ``first`` (a dead predecessor's chunks), then
-    chunks from the work queue until a ``None`` arrives; ``paths[i]`` is file i."""
+    chunks from the work queue until a ``None`` arrives; ``files[i]`` is file i."""
     kill_at = _failpoints.chunk_point("worker_kill") if generation == 0 else None
     kill_always = _failpoints.chunk_point("worker_kill_always")
     pending = list(first)
@@ -35,7 +42,8 @@ def work(
         board.hold(slot, chunk.file, chunk.seq, chunk.offset, chunk.end, chunk.flags)
         if (chunk.file, chunk.seq) in (kill_at, kill_always):
             _failpoints.kill_self()
-        result = process_chunk(read_chunk(paths[chunk.file], chunk), file_start=chunk.offset == 0)
+        info = files[chunk.file]
+        result = process_chunk(read_chunk(str(info.path), chunk, info.identity), file_start=chunk.offset == 0)
         board.set_worker(slot, WorkerField.STATE, WorkerState.SENDING)
         result_queue.put(Result(chunk.file, chunk.seq, chunk.end, chunk.flags, result))
         board.add_worker(slot, WorkerField.CHUNKS, 1)

@@ -271,8 +271,9 @@ def test_memory_does_not_grow_with_the_input_under_a_slow_collector(tmp_path: Pa
     assert peaks[160_000] - peaks[40_000] < 4 * 1024, peaks
 
 
-def test_an_input_file_cut_short_mid_run_fails_the_run_with_one_line(
-    logs: Path, previous: tuple[Path, dict[str, bytes]], tmp_path: Path
+@pytest.mark.parametrize("change", ["cut short", "replaced"])
+def test_an_input_file_changed_mid_run_fails_the_run_with_one_line(
+    logs: Path, previous: tuple[Path, dict[str, bytes]], tmp_path: Path, change: str
 ) -> None:
     out, before = previous
     inputs = tmp_path / "in"
@@ -281,10 +282,15 @@ def test_an_input_file_cut_short_mid_run_fails_the_run_with_one_line(
     _wait_for("mpevents: collector", process)
     _wait_for_output(process)
     victim = inputs / "part-3.log"  # the collector reaches it last
-    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    if change == "cut short":
+        victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    else:  # the same bytes in another file, as a log rotation would leave it
+        (tmp_path / "rotated").write_bytes(victim.read_bytes())
+        (tmp_path / "rotated").replace(victim)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 1
-    assert "changed while it was being read" in err and "part-3.log" in err
+    assert f"{'changed' if change == 'cut short' else 'replaced'} while it was being read" in err
+    assert "part-3.log" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert tree(out) == before
 

@@ -99,6 +99,20 @@ def test_a_worker_refuses_a_chunk_whose_file_changed(tmp_path: Path) -> None:
         read_chunk(str(path), first)
 
 
+def test_a_worker_refuses_a_file_put_in_the_place_of_its_own(tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    path.write_bytes(b"1|a|b|c|1|1|1\n" * 10)
+    stat = path.stat()
+    chunk, identity = Chunk(0, 0, 0, 70, 0), (stat.st_dev, stat.st_ino)
+    assert read_chunk(str(path), chunk, identity).count(b"\n") == 5
+    rotated = tmp_path / "new.log"  # the same bytes, but another file: as after a log rotation
+    rotated.write_bytes(path.read_bytes())
+    rotated.replace(path)
+    assert read_chunk(str(path), chunk) == b"1|a|b|c|1|1|1\n" * 5  # unchecked, it would pass
+    with pytest.raises(OSError, match="replaced while it was being read"):
+        read_chunk(str(path), chunk, identity)
+
+
 def test_empty_input_gives_no_chunk() -> None:
     assert list(iter_chunks(io.BytesIO(b""), 10)) == []
 
