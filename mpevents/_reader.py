@@ -78,19 +78,19 @@ def _piece(handle: BinaryIO, offset: int, chunk_bytes: int, end: int, with_data:
     chunk itself is read once, at its size (``with_data``), or not at all.
     """
     if end - offset < chunk_bytes:  # the rest of the range, whole
-        return Piece(offset, end, _read_at(handle, offset, end - offset) if with_data else b"", False)
-    window_end = offset + chunk_bytes
-    tail_start = max(offset, window_end - _TAIL_BYTES)
-    cut = _read_at(handle, tail_start, window_end - tail_start).rfind(b"\n") + 1
-    if cut:
-        cut += tail_start
-        return Piece(offset, cut, _read_at(handle, offset, cut - offset) if with_data else b"", False)
-    if tail_start > offset:  # no line ends in the tail: look in the whole window
-        window = _read_at(handle, offset, chunk_bytes)
-        cut = window.rfind(b"\n") + 1
+        cut = end
+    else:
+        window_end = offset + chunk_bytes
+        tail_start = max(offset, window_end - _TAIL_BYTES)
+        cut = _read_at(handle, tail_start, window_end - tail_start).rfind(b"\n") + 1
         if cut:
-            return Piece(offset, offset + cut, window[:cut] if with_data else b"", False)
-    return _long_line(handle, offset, window_end, end, with_data)
+            cut += tail_start
+        elif tail_start > offset:  # no line ends in the tail: look in the whole window
+            cut = _read_at(handle, offset, chunk_bytes).rfind(b"\n") + 1
+            cut = offset + cut if cut else 0
+        if not cut:
+            return _long_line(handle, offset, window_end, end, with_data)
+    return Piece(offset, cut, _read_at(handle, offset, cut - offset) if with_data else b"", False)
 
 
 def _long_line(handle: BinaryIO, offset: int, search_from: int, end: int, with_data: bool) -> Piece:

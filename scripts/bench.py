@@ -29,7 +29,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,20 +91,11 @@ def measure(program: Program, output: Path, *, memory: bool) -> None:
     started = time.perf_counter()
     process = subprocess.Popen(program.command, stdout=subprocess.DEVNULL)
     peak = 0
-
-    def sample() -> None:
-        nonlocal peak
-        while process.poll() is None:
-            peak = max(peak, tree_pss_kib(process.pid))
-            time.sleep(SAMPLE_S)
-
-    watcher = threading.Thread(target=sample)
-    if memory:
-        watcher.start()
+    while memory and process.poll() is None:
+        peak = max(peak, tree_pss_kib(process.pid))
+        time.sleep(SAMPLE_S)
     code = process.wait()
     wall = time.perf_counter() - started
-    if memory:
-        watcher.join()
     if code != 0:
         raise SystemExit(f"bench: {program.name} failed with exit code {code}")
     if memory:
