@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 import sequential as reference
@@ -296,3 +297,73 @@ def test_windows_of_plain_lines_match_the_line_by_line_encoding() -> None:
         if not isinstance(record, str) and record is not None:
             expected.setdefault(b"%d" % record.group_id, []).append(encode_record(record))
     assert result.groups == {group: (len(records), b"".join(records)) for group, records in expected.items()}
+
+
+# --- real traffic: text of every UTF-8 length, escapes, many groups, broken lines ---
+#
+# The bulk path takes these lines too: text is checked as UTF-8 once per
+# chunk, '"' and '\' are escaped for the whole window, and a broken line is
+# taken out of its window's columns. Every case is held to the reference parser.
+
+text_char = st.one_of(
+    st.characters(min_codepoint=0x20, max_codepoint=0x7E),  # printable ASCII, '"' and '\' among them
+    st.characters(min_codepoint=0x80, max_codepoint=0x7FF),  # two bytes in UTF-8
+    st.characters(min_codepoint=0x800, max_codepoint=0xFFFF, exclude_categories=["Cs"]),  # three
+    st.characters(min_codepoint=0x10000, max_codepoint=0x10FFFF),  # four
+    st.sampled_from(["\u2028", "\u2029", '"', "\\", "\x7f", "\t", "\x85", "é", "山"]),
+)
+text_field = st.text(text_char, min_size=0, max_size=8).map(str.encode)
+number_field = st.one_of(
+    st.integers(-(2**63), 2**63 - 1).map(lambda n: b"%d" % n),
+    st.sampled_from([b"", b"007", b"-0", b"+1", b"1" * 19, b"9" * 19, b"9" * 20, b"1e3", b" 1", "١".encode()]),
+)
+real_line = st.tuples(
+    st.integers(0, 10**18),
+    text_field,
+    text_field,
+    text_field,
+    st.integers(-(10**6), 10**6),
+    st.integers(1, 300),  # many groups
+    st.integers(1_500_000_000, 1_800_000_000),
+).map(lambda t: b"%d|%b|%b|%b|%d|%d|%d" % t)
+broken_line = st.one_of(
+    st.tuples(st.integers(0, 6), number_field).map(lambda t: with_field(*t)),
+    st.tuples(st.integers(1, 3), text_field).map(lambda t: with_field(*t)),
+    st.lists(text_field, min_size=0, max_size=10).map(b"|".join),  # any number of fields, blank lines too
+    st.sampled_from([b"1|\xff|e|u|1|1|1", b"1|caf\xe9|e|u|1|1|1", b"1|a|\xed\xa0\x80|u|1|1|1", b"\xc3"]),
+)
+
+
+def matches_reference(data: bytes) -> None:
+    result = process_chunk(data)
+    assert (result.lines, result.blank, result.groups, [tuple(r) for r in result.rejects]) == reference.parse(data)
+
+
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(real_line, real_line, real_line, broken_line), max_size=30))
+def test_real_traffic_matches_reference_parser(lines: list[bytes]) -> None:
+    matches_reference(b"".join(line + b"\n" for line in lines))
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(real_line, max_size=12), st.lists(broken_line, min_size=1, max_size=3), st.lists(real_line, max_size=12))
+def test_broken_lines_between_plain_ones_match_reference_parser(
+    before: list[bytes], broken: list[bytes], after: list[bytes]
+) -> None:
+    matches_reference(b"".join(line + b"\n" for line in [*before, *broken, *after]))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_many_windows_of_real_traffic_match_reference_parser(seed: int) -> None:
+    # 3,000 lines cross several windows, with broken lines where they fall.
+    rng = random.Random(seed)
+    names = ["tom", "José", "Łukasz", "山田太郎", "Иван", "Γιώργος", 'O"Brien', "CORP\\j", "🎉", "a\u2028b"]
+    lines = [
+        "%d|log%d|page view|%s|%d|%d|%d"
+        % (i, i % 7, rng.choice(names), rng.randint(-(10**6), 10**6), rng.randint(1, 200), 1587583122 + i)
+        for i in range(3_000)
+    ]
+    encoded = [line.encode() for line in lines]
+    for index in rng.sample(range(3_000), 40):
+        encoded[index] = rng.choice([b"", b"1|a|b", b"1|a||c|1|1|1", b"1|a|b\tc|d|1|1|1", b"x|a|b|c|1|1|1", b"\xff|"])
+    matches_reference(b"\n".join(encoded) + b"\n")
