@@ -260,7 +260,7 @@ def _bad_numbers(column: bytes, signed: bool = False) -> set[int]:
     zeros = b"|0" in column and column.count(b"|0") != column.count(b"|0|")
     if not (zeros or b"x" in classes or _TOO_LONG in classes):
         return set()
-    bad = set()
+    bad: set[int] = set()
     for pattern, text in ((b"x", classes), (_TOO_LONG, classes), (b"|0", column)):
         found = text.find(pattern)
         while found >= 0:
@@ -273,7 +273,7 @@ def _bad_numbers(column: bytes, signed: bool = False) -> set[int]:
 def _bad_lines(pieces: list[bytes]) -> set[int]:
     """Which lines of aligned pieces (seven per line) break a rule of a plain
     line: an empty field, or a number that is not canonical or too long."""
-    bad = set()
+    bad: set[int] = set()
     if not all(pieces):
         bad.update(index // _FIELDS for index, piece in enumerate(pieces) if not piece)
     lines = len(pieces) // _FIELDS
