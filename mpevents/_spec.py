@@ -29,6 +29,7 @@ from __future__ import annotations
 import codecs
 import re
 from collections import defaultdict, deque
+from collections.abc import Iterator
 from typing import Final, NamedTuple
 
 import msgspec
@@ -208,9 +209,10 @@ _ESCAPES: Final = ((b"\\", b"\\\\"), (b'"', b'\\"'))
 """JSON's escapes of printable characters, backslash first."""
 _LINE_ENDS_TO_PIPES: Final = bytes.maketrans(b"\n", b"|")
 _NUMBER_CLASSES: Final = bytes(
-    ord("d") if chr(byte) in "0123456789" else byte if byte == ord("|") else ord("x") for byte in range(256)
+    ord("d") if chr(byte) in "0123456789" else byte if byte in b"|-" else ord("x") for byte in range(256)
 )
-"""A translation table: digits to 'd', '|' kept, anything else to 'x'."""
+"""A translation table: digits to 'd', '|' and '-' kept, anything else to 'x'."""
+_PIPE: Final = ord("|")
 _TOO_LONG: Final = b"d" * (_MAX_DIGITS + 1)
 """In the classes of a column: a number with too many digits."""
 _FIELDS: Final = 7
@@ -251,22 +253,41 @@ def _invalid_utf8_lines(text: bytes) -> list[int]:
 def _bad_numbers(column: bytes, signed: bool = False) -> set[int]:
     """Which fields of a column of non-empty fields ('|' before and after
     each) are not canonical numbers of at most 18 digits (``signed``: with an
-    optional '-'), counted from 0. C-level searches; code per field only for
-    a field that fails."""
-    if signed and b"-" in column:
-        # "-0", "-05", "-" and "5-" are not canonical; a '-' left inside a field is an 'x' of its classes.
-        column = column.replace(b"|-0", b"|x").replace(b"-|", b"x|").replace(b"|-", b"|")
+    optional '-'), counted from 0.
+
+    A few C-level searches tell whether any field is wrong; only then is each
+    wrong one found, by the search that saw it.
+    """
     classes = column.translate(_NUMBER_CLASSES)
-    zeros = b"|0" in column and column.count(b"|0") != column.count(b"|0|")
-    if not (zeros or b"x" in classes or _TOO_LONG in classes):
-        return set()
-    bad: set[int] = set()
-    for pattern, text in ((b"x", classes), (_TOO_LONG, classes), (b"|0", column)):
+
+    def fields(text: bytes, pattern: bytes, shift: int = 0) -> Iterator[tuple[int, int]]:
+        """(where, field) of ``pattern`` in ``text``, the first in each field."""
         found = text.find(pattern)
         while found >= 0:
-            if pattern != b"|0" or column[found + 2] != ord("|"):  # '|0|' is a canonical zero
-                bad.add(classes.count(b"|", 0, found + (pattern == b"|0")) - 1)
-            found = text.find(pattern, classes.find(b"|", found + 1))  # in the next field
+            yield found, classes.count(b"|", 0, found + shift) - 1
+            found = text.find(pattern, classes.find(b"|", found + 1))
+
+    bad: set[int] = set()
+    if b"x" in classes:  # not a digit
+        bad.update(field for _, field in fields(classes, b"x"))
+    if _TOO_LONG in classes:
+        bad.update(field for _, field in fields(classes, _TOO_LONG))
+    if b"|0" in column and column.count(b"|0") != column.count(b"|0|"):  # a leading zero
+        bad.update(field for found, field in fields(column, b"|0", 1) if column[found + 2] != _PIPE)
+    if b"-" in column:
+        if not signed:
+            bad.update(field for _, field in fields(classes, b"-"))
+        else:
+            if b"|-0" in column:  # "-0", "-05"
+                bad.update(field for _, field in fields(column, b"|-0", 1))
+            if b"|-|" in column:
+                bad.update(field for _, field in fields(column, b"|-|", 1))
+            if column.count(b"-") != column.count(b"|-"):  # a '-' after the first byte
+                found = column.find(b"-")
+                while found >= 0:
+                    if column[found - 1] != _PIPE:
+                        bad.add(classes.count(b"|", 0, found) - 1)
+                    found = column.find(b"-", found + 1)
     return bad
 
 
@@ -274,14 +295,20 @@ def _bad_lines(pieces: list[bytes]) -> set[int]:
     """Which lines of aligned pieces (seven per line) break a rule of a plain
     line: an empty field, or a number that is not canonical or too long."""
     bad: set[int] = set()
-    if not all(pieces):
-        bad.update(index // _FIELDS for index, piece in enumerate(pieces) if not piece)
+    if not all(pieces):  # an empty field
+        index = pieces.index(b"")
+        while True:
+            bad.add(index // _FIELDS)
+            try:
+                index = pieces.index(b"", index + 1)
+            except ValueError:
+                break
     lines = len(pieces) // _FIELDS
     unsigned = [b""] * (3 * lines + 2)  # '|', then the id, group and timestamp of each line, then '|'
     for slot, column in enumerate((0, 5, 6), start=1):
         unsigned[slot : 3 * lines + 1 : 3] = pieces[column::_FIELDS]
     bad.update(field // 3 for field in _bad_numbers(b"|".join(unsigned)))
-    bad.update(_bad_numbers(b"|".join([b"", *pieces[4::_FIELDS], b""]), signed=True))
+    bad.update(_bad_numbers(b"|" + b"|".join(pieces[4::_FIELDS]) + b"|", signed=True))
     return bad
 
 

@@ -1,10 +1,13 @@
 """Benchmark mpevents against its peers, side by side, in interleaved rounds.
 
-    python scripts/bench.py [--rounds 3] [--sizes 2M,10M] [--workers 1,2] [--no-peers]
+    python scripts/bench.py [--rounds 3] [--corpora template-2M,real-2M,template-10M] [--workers 1,2] [--no-peers]
 
 Builds the corpora once with scripts/genlog.sh (files of 500,000 lines in
 ``.bench/``), then runs every program once per round, in turn, so that
-a noisy machine slows them all alike. For each it reports the median wall
+a noisy machine slows them all alike. A corpus is named ``MIX-SIZE``: MIX is
+``template`` (the seed's one template, 3 groups) or ``real`` (what real logs
+hold: text outside ASCII, quotes, 200 groups, 1 line in 200 broken; see
+genlog.sh), SIZE the lines in millions. For each it reports the median wall
 time, lines per second and the peak memory of its whole process tree (summed
 PSS read from /proc while it runs), and the ratios that the targets name. The
 results go to a rich table and to ``bench-results.json``.
@@ -58,20 +61,40 @@ class Program:
     stages: list[dict[str, Any]] = field(default_factory=list)
 
 
-def corpus(lines: int) -> Path:
-    """A directory of genlog.sh files of 500,000 lines, made once."""
-    files = max(1, lines // LINES_PER_FILE)
-    directory = WORK / f"corpus-{lines // 1_000_000}M"
-    marker = directory / ".complete"
-    if not marker.exists():
-        shutil.rmtree(directory, ignore_errors=True)
-        directory.mkdir(parents=True)
-        for index in range(files):
-            env = {**os.environ, "GENLOG_SEED": str(index + 1)}
-            path = directory / f"part-{index:03d}.log"
-            subprocess.run([str(REPO / "scripts" / "genlog.sh"), str(path), str(LINES_PER_FILE)], check=True, env=env)
-        marker.touch()
-    return directory
+@dataclass(frozen=True)
+class Corpus:
+    """A benchmark input: ``mix`` as genlog.sh's --mix, ``lines`` in all."""
+
+    name: str
+    mix: str
+    lines: int
+
+    @classmethod
+    def parse(cls, name: str) -> Corpus:
+        mix, _, size = name.partition("-")
+        if mix not in MIXES or not size.upper().endswith("M") or not size[:-1].isdigit():
+            raise SystemExit(
+                f"bench: a corpus is MIX-SIZE with MIX one of {', '.join(MIXES)} and SIZE like 2M, not {name!r}"
+            )
+        return cls(name, mix, int(size[:-1]) * 1_000_000)
+
+    def build(self) -> Path:
+        """A directory of genlog.sh files of 500,000 lines, made once."""
+        directory = WORK / f"corpus-{self.name}"
+        marker = directory / ".complete"
+        if not marker.exists():
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir(parents=True)
+            for index in range(max(1, self.lines // LINES_PER_FILE)):
+                env = {**os.environ, "GENLOG_SEED": str(index + 1)}
+                path = directory / f"part-{index:03d}.log"
+                command = [str(REPO / "scripts" / "genlog.sh"), "--mix", self.mix, str(path), str(LINES_PER_FILE)]
+                subprocess.run(command, check=True, env=env)
+            marker.touch()
+        return directory
+
+
+MIXES = ("template", "real")
 
 
 def compile_bytecode() -> None:
@@ -152,20 +175,22 @@ def report_size(lines: int, programs: list[Program]) -> dict[str, Any]:
 def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
     """The ratios the targets name, where both sides were measured."""
     out = {}
-    for size, rows in results.items():
+    for name, rows in results.items():
         two = rows.get("mpevents N=2")
         one = rows.get("mpevents N=1")
         if two is None:
             continue
         for peer in ("duckdb", "polars", "sequential"):
             if peer in rows:
-                out[f"{size}: wall N=2 / {peer}"] = round(two["wall_s"] / rows[peer]["wall_s"], 2)
-                out[f"{size}: memory N=2 / {peer}"] = round(two["peak_pss_mib"] / rows[peer]["peak_pss_mib"], 2)
+                out[f"{name}: wall N=2 / {peer}"] = round(two["wall_s"] / rows[peer]["wall_s"], 2)
+                out[f"{name}: memory N=2 / {peer}"] = round(two["peak_pss_mib"] / rows[peer]["peak_pss_mib"], 2)
         if one is not None:
-            out[f"{size}: scaling wall N=1 / N=2"] = round(one["wall_s"] / two["wall_s"], 2)
-    if "10M" in results and "2M" in results and "mpevents N=2" in results["10M"]:
-        big, small = results["10M"]["mpevents N=2"], results["2M"]["mpevents N=2"]
-        out["memory N=2: 10M / 2M"] = round(big["peak_pss_mib"] / small["peak_pss_mib"], 2)
+            out[f"{name}: scaling wall N=1 / N=2"] = round(one["wall_s"] / two["wall_s"], 2)
+    for mix in MIXES:
+        big, small = results.get(f"{mix}-10M", {}), results.get(f"{mix}-2M", {})
+        if "mpevents N=2" in big and "mpevents N=2" in small:
+            ratio = big["mpevents N=2"]["peak_pss_mib"] / small["mpevents N=2"]["peak_pss_mib"]
+            out[f"{mix}: memory N=2, 10M / 2M"] = round(ratio, 2)
     return out
 
 
@@ -185,7 +210,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds")
     parser.add_argument("--memory-rounds", type=int, default=1, help="rounds that read memory (not timed)")
-    parser.add_argument("--sizes", default="2M,10M", help="corpus sizes in millions of lines, e.g. 2M,10M")
+    parser.add_argument(
+        "--corpora", default="template-2M,real-2M,template-10M", help="corpora, e.g. real-2M,template-10M"
+    )
     parser.add_argument("--workers", default=None, help="worker counts for mpevents, e.g. 1,2,4 (default: 1 to cores)")
     parser.add_argument("--no-peers", action="store_true", help="skip DuckDB and Polars")
     parser.add_argument("--sequential-up-to", default="2M", help="run the slow sequential script up to this size")
@@ -195,25 +222,25 @@ def main() -> int:
         parser.error("--rounds and --memory-rounds must be at least 1")
     cores = os.cpu_count() or 1
     workers = [int(n) for n in args.workers.split(",")] if args.workers else list(range(1, cores + 1))
-    sizes = [int(size.rstrip("Mm")) * 1_000_000 for size in args.sizes.split(",")]
+    corpora = [Corpus.parse(name) for name in args.corpora.split(",")]
     sequential_limit = int(args.sequential_up_to.rstrip("Mm")) * 1_000_000
     console = Console()
     compile_bytecode()
     results: dict[str, dict[str, Any]] = {}
     output = WORK / "out"
-    for lines in sizes:
-        directory = corpus(lines)
-        programs = programs_for(directory, output, workers, not args.no_peers, lines <= sequential_limit)
+    for corpus in corpora:
+        directory = corpus.build()
+        programs = programs_for(directory, output, workers, not args.no_peers, corpus.lines <= sequential_limit)
         for round_ in range(args.memory_rounds):
             for program in programs:
                 measure(program, output, memory=True)
                 peak = program.peaks_kib[-1] / 1024
-                console.log(f"{lines // 1_000_000}M memory round {round_ + 1}: {program.name} {peak:.0f} MiB")
+                console.log(f"{corpus.name} memory round {round_ + 1}: {program.name} {peak:.0f} MiB")
         for round_ in range(args.rounds):
             for program in programs:
                 measure(program, output, memory=False)
-                console.log(f"{lines // 1_000_000}M round {round_ + 1}: {program.name} {program.walls[-1]:.2f} s")
-        results[f"{lines // 1_000_000}M"] = report_size(lines, programs)
+                console.log(f"{corpus.name} round {round_ + 1}: {program.name} {program.walls[-1]:.2f} s")
+        results[corpus.name] = report_size(corpus.lines, programs)
     shutil.rmtree(output, ignore_errors=True)
     document = {
         "machine": machine(),
@@ -223,14 +250,14 @@ def main() -> int:
         "ratios": ratios(results),
     }
     args.out.write_text(json.dumps(document, indent=2) + "\n")
-    for size, rows in results.items():
-        table = Table(title=f"{size} lines, median of {args.rounds} interleaved rounds")
+    for name, rows in results.items():
+        table = Table(title=f"{name}, median of {args.rounds} interleaved rounds")
         for column in ("program", "wall (s)", "lines/s", "peak PSS (MiB)", "limited by"):
             table.add_column(column, justify="left" if column in ("program", "limited by") else "right")
-        for name, row in rows.items():
+        for label, row in rows.items():
             stages = row["stages"] or {}
             table.add_row(
-                name, f"{row['wall_s']:.2f}", f"{row['lines_per_s']:,}", f"{row['peak_pss_mib']:.0f}",
+                label, f"{row['wall_s']:.2f}", f"{row['lines_per_s']:,}", f"{row['peak_pss_mib']:.0f}",
                 stages.get("limited_by", ""),
             )  # fmt: skip
         console.print(table)
