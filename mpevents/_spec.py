@@ -314,38 +314,51 @@ def _bad_lines(pieces: list[bytes]) -> set[int]:
 
 def _bad_shapes(skeleton: bytes) -> list[tuple[int, int]]:
     """The lines of a window's skeleton that are not seven fields, as (line,
-    fields): the first difference from :data:`_SKELETON`, found by bisection
-    with C-level comparisons, then the next after that line, and so on."""
-    bad = []
-    start = line = 0  # where the skeleton still to look at starts, and its line
-    end = len(skeleton)
-    while start < end:
-        rest = skeleton[start:]
-        low, high = 0, len(rest)  # rest[:low] is a run of good lines; rest[:high] is not
-        if rest == _SKELETON[:high]:
-            break
-        while high - low > 1:
-            middle = (low + high) // 2
-            if rest[low:middle] == _SKELETON[low:middle]:
-                low = middle
-            else:
-                high = middle
-        line_start = low - low % 7  # good lines are 7 bytes each
-        line_end = rest.index(b"\n", line_start)
-        line += line_start // 7
-        bad.append((line, rest.count(b"|", line_start, line_end) + 1))
+    fields), in order.
+
+    Every good line's skeleton becomes one 'g'; what is left between the
+    runs of 'g' (found with lstrip) are the bad lines. A bad line that ends
+    in six '|' loses them and its '\n' to a 'g' of its own, which then ends it.
+    """
+    marks = skeleton.replace(_LINE_SKELETON + b"\n", b"g")
+    bad: list[tuple[int, int]] = []
+    line = pos = 0  # where the marks still to look at start, and their first line
+    while True:
+        rest = marks[pos:]
+        good = len(rest) - len(rest.lstrip(b"g"))
+        if good == len(rest):
+            return bad
+        line += good
+        start = pos + good
+        end = marks.find(b"\n", start)
+        if end < 0:  # the last line, swallowed
+            end = len(marks)
+        swallowed = marks.find(b"g", start, end)
+        if swallowed >= 0:  # its last six '|' and its '\n' made a 'g'
+            end = swallowed
+        bad.append((line, marks.count(b"|", start, end) + (6 if swallowed >= 0 else 0) + 1))
         line += 1
-        start += line_end + 1
-    return bad
+        pos = end + 1
+
+
+_SLOTS_BY_LINES: dict[int, list[bytes]] = {}
+"""Template lists kept for reuse, by their number of lines: slicing
+_TEMPLATE anew for every window cost a tenth of the conversion."""
+_KEPT_TEMPLATES: Final = 32
 
 
 def _convert(pieces: list[bytes]) -> bytes:
     """The NDJSON records of plain lines given as aligned pieces."""
-    slots = _TEMPLATE[: _SLOTS * (len(pieces) // _FIELDS) + 1]
+    lines = len(pieces) // _FIELDS
+    slots = _SLOTS_BY_LINES.get(lines)
+    if slots is None:
+        slots = _TEMPLATE[: _SLOTS * lines + 1]
+        slots[0] = b'{"id":'  # no record before the first
+        slots[-1] = b"}\n"  # in place of the next line's first separator
+        if len(_SLOTS_BY_LINES) < _KEPT_TEMPLATES:
+            _SLOTS_BY_LINES[lines] = slots
     for column in range(_FIELDS):
         slots[1 + 2 * column :: _SLOTS] = pieces[column::_FIELDS]
-    slots[0] = b'{"id":'  # no record before the first
-    slots[-1] = b"}\n"  # in place of the next line's first separator
     return b"".join(slots)
 
 
@@ -404,7 +417,8 @@ class _Chunk:
                 escaped = escaped.replace(char, escape)  # changes no line's skeleton
         pieces = escaped.translate(_LINE_ENDS_TO_PIPES).split(b"|")
         pieces.pop()  # after the last line's '|'
-        bad: list[int] = []
+        bad: list[tuple[int, bytes]] = []  # (line, its text), in line order
+        unescape = escaped is not run
         if len(skeleton) % 7 == 0 and skeleton == _SKELETON[: len(skeleton)]:
             lines = len(skeleton) // 7
         else:  # lines of other than seven fields, or with a control character: take their pieces out
@@ -413,30 +427,34 @@ class _Chunk:
             starts = []  # where each one's pieces start
             extra = 0  # pieces beyond seven per line, before it
             for line, fields in shapes:
-                bad.append(line)
                 starts.append(_FIELDS * line + extra)
                 extra += fields - _FIELDS
-            for (_, fields), start in zip(reversed(shapes), reversed(starts)):
+            for (line, fields), start in zip(reversed(shapes), reversed(starts)):
+                bad.append((line, _unsplit(pieces[start : start + fields], unescape)))
                 del pieces[start : start + fields]
+            bad.reverse()
         wrong = _bad_lines(pieces)  # counted among the lines left
         if wrong:
-            left = [line for line in range(lines) if line not in bad] if bad else range(lines)
             for index in sorted(wrong, reverse=True):
+                line = index
+                for taken, _ in bad:  # the lines taken out before it
+                    if taken <= line:
+                        line += 1
+                bad.append((line, _unsplit(pieces[_FIELDS * index : _FIELDS * (index + 1)], unescape)))
                 del pieces[_FIELDS * index : _FIELDS * (index + 1)]
-            bad = sorted(bad + [left[index] for index in wrong])
+            bad.sort()
         base = self.lines
         self.lines += lines
         if not bad:
             self._add(pieces)
             return
-        raw = run.split(b"\n", bad[-1] + 1)
-        records = [self._exact(raw[line], base + line + 1) for line in bad]
+        records = [self._exact(text, base + line + 1) for line, text in bad]
         if not any(records):  # all rejects or blank: the plain lines go in at once
             self._add(pieces)
             return
         # Rare: a line valid all the same (a leading zero, 19 digits): line order within its group.
         plain = previous = 0  # plain lines added; the line after the last bad one
-        for line, record in zip(bad, records):
+        for (line, _), record in zip(bad, records):
             if line > previous:
                 self._add(pieces[_FIELDS * plain : _FIELDS * (plain + line - previous)])
                 plain += line - previous
@@ -444,6 +462,15 @@ class _Chunk:
             previous = line + 1
         if _FIELDS * plain < len(pieces):
             self._add(pieces[_FIELDS * plain :])
+
+
+def _unsplit(pieces: list[bytes], unescape: bool) -> bytes:
+    """A line again, from its pieces; ``unescape`` undoes :data:`_ESCAPES`
+    (every '"' came with one '\\' before it, every other '\\' with another)."""
+    line = b"|".join(pieces)
+    if unescape:
+        line = line.replace(b'\\"', b'"').replace(b"\\\\", b"\\")
+    return line
 
 
 def normalise(data: bytes) -> bytes:
