@@ -28,6 +28,7 @@ class FileField(enum.IntEnum):
     WRITTEN_SEQ = 2  # chunks written, in order, by the collector
     WRITTEN_OFFSET = 3  # file offset where the next unwritten chunk starts
     LINES = 4  # lines written
+    READER = 5  # the reader slot that took it, plus one (0: none yet)
 
 
 class FileState(enum.IntEnum):

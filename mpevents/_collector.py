@@ -3,7 +3,7 @@
 Talks to: the result queue (takes :class:`Result`), the temporary output
 directory (group files and ``rejected.jsonl``), the scoreboard (what it has
 written), the credit semaphore (returns readers' credits), and at the end the
-report queue (the counts for ``summary.json``).
+report pipe (the counts for ``summary.json``).
 
 Results arrive in any order; the collector writes chunk ``s`` of file ``f``
 only after every earlier chunk, so each group file and the rejects follow
@@ -31,7 +31,7 @@ import msgspec
 from . import _failpoints
 from ._board import TOP_GROUPS, Board, CollectorField, FileField, FileState
 from ._config import InputFile
-from ._messages import FLAG_CREDIT, FLAG_LAST, Result
+from ._messages import FLAG_CREDIT, FLAG_LAST, Result, credit_units
 from ._spec import REASON_INDEX
 
 REJECTS_NAME: Final = "rejected.jsonl"
@@ -163,7 +163,8 @@ class Collector:
         self._results += 1
         self._publish(item, valid, len(result.rejects), result.blank, result.lines)
         if item.flags & FLAG_CREDIT:
-            self.credits.release()
+            for _ in range(credit_units(item.offset, item.end, item.flags)):
+                self.credits.release()
         if item.flags & FLAG_LAST:
             self.head += 1
             self.board.set_file(file, FileField.STATE, FileState.WRITTEN)
@@ -206,7 +207,7 @@ def collect(
     directory: Path,
     max_open_files: int,
     result_queue: Any,
-    report_queue: Any,
+    report: Any,
     board: Board,
     credits: Any,
 ) -> None:
@@ -225,6 +226,5 @@ def collect(
             )
     finally:
         collector.close()
-    report_queue.put(collector.report())
-    report_queue.close()
-    report_queue.join_thread()
+    report.send(collector.report())
+    report.close()

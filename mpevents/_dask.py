@@ -191,7 +191,7 @@ class DaskRun:
             for future in done:
                 task = running.pop(future)
                 end, result = self._result(future, task)
-                collector.add(Result(task.file, task.seq, end, FLAG_LAST if task.last else 0, result))
+                collector.add(Result(task.file, task.seq, task.start, end, FLAG_LAST if task.last else 0, result))
                 read = max(end, self.board.file(task.file, FileField.BYTES_READ))  # tasks end out of order
                 self.board.set_file(task.file, FileField.BYTES_READ, read)
                 self.tasks_done += 1

@@ -21,9 +21,26 @@ from ._spec import ChunkResult
 FLAG_LAST: Final = 1
 """The last chunk of its file (an empty file sends one empty last chunk)."""
 FLAG_CREDIT: Final = 2
-"""Sent ahead of its file's turn; the collector returns the credit on writing it."""
+"""Sent ahead of its file's turn; the collector returns its credits on writing it."""
 FLAG_TRUNCATED: Final = 4
 """A single over-long line, kept only as far as the spec needs to reject it."""
+
+
+CREDIT_BYTES: Final = 1 << 16
+"""One credit per this many bytes of a chunk: small enough that a file of a
+few lines takes one credit, not a whole chunk's worth."""
+
+
+def credit_units(offset: int, end: int, flags: int) -> int:
+    """How many credits a chunk takes: one per 64 KiB of what a worker reads."""
+    if flags & FLAG_TRUNCATED:
+        return 1  # a long line of which only the start is read
+    return max(1, -(-(end - offset) // CREDIT_BYTES))
+
+
+def credit_budget(chunks: int, chunk_bytes: int) -> int:
+    """The credits for ``chunks`` whole chunks ahead of the file being written."""
+    return chunks * credit_units(0, chunk_bytes, 0)
 
 
 class Chunk(NamedTuple):
@@ -37,6 +54,7 @@ class Chunk(NamedTuple):
 class Result(NamedTuple):
     file: int
     seq: int
+    offset: int
     end: int
     flags: int
     result: ChunkResult

@@ -1,9 +1,13 @@
-"""Reader: one process per input file, cutting it into chunks of whole lines.
+"""Reader: up to ``--readers`` long-lived processes cutting files into chunks of whole lines.
 
-Talks to: the work queue (puts :class:`Chunk`), the scoreboard (bytes read),
-and the credit semaphore. Readers never parse lines; they only frame them:
-a reader reads the tail of each chunk to find its last line end, and sends
-where the chunk lies; the worker reads the chunk itself (:func:`read_chunk`).
+Talks to: the work queue (puts :class:`Chunk`), the file queue (takes the next
+input file), the scoreboard (bytes read, and which reader took each file),
+and the credit semaphore. Each reader takes the next file in input order as it
+finishes one, retitled ``mpevents: reader <file>`` for each, so thousands of
+small files cost no process start each. Readers never parse lines; they only
+frame them: a reader reads the tail of each chunk to find its last line end,
+and sends where the chunk lies; the worker reads the chunk itself
+(:func:`read_chunk`). A file that fits in one chunk is not even opened.
 
 A chunk is a pure function of where it starts: from offset ``o`` it holds the
 whole lines within ``[o, o + chunk_bytes)``, or the one line starting at ``o``
@@ -17,9 +21,12 @@ and to quote its first 1,024 bytes, and the rest is skipped while reading.
 
 Credits: the collector writes files in order, so chunks of a later file that
 arrive early must wait in its memory. A reader whose file is not yet being
-written takes a credit for each chunk it sends; the collector returns it when
-it writes the chunk. This bounds what the collector holds back, whatever the
-file sizes, while the current file's reader never waits for a credit.
+written takes credits for each chunk it sends, one per 64 KiB of it
+(:func:`~mpevents._messages.credit_units`); the collector returns them when it
+writes the chunk. This bounds the bytes the collector holds back, whatever
+the file sizes, while the current file's reader never waits for a credit; and
+counting bytes rather than chunks lets a hundred small files be in flight
+where a chunk count would allow a handful.
 """
 
 from __future__ import annotations
@@ -27,11 +34,15 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Iterator
+from multiprocessing.sharedctypes import RawValue
 from typing import Any, BinaryIO, Final, NamedTuple
+
+import setproctitle
 
 from . import _failpoints
 from ._board import Board, CollectorField, FileField, FileState
-from ._messages import FLAG_CREDIT, FLAG_LAST, FLAG_TRUNCATED, Chunk
+from ._config import InputFile
+from ._messages import FLAG_CREDIT, FLAG_LAST, FLAG_TRUNCATED, Chunk, credit_units
 from ._spec import MAX_LINE_BYTES
 
 KEEP_BYTES: Final = MAX_LINE_BYTES + 2
@@ -114,7 +125,7 @@ def _read_at(handle: BinaryIO, position: int, size: int) -> bytes:
     handle.seek(position)
     data = handle.read(size)
     if len(data) != size:
-        raise OSError(errno.EIO, "the file changed while it was being read")
+        raise OSError(errno.EIO, "the file changed while it was being read", getattr(handle, "name", None))
     return data
 
 
@@ -162,52 +173,110 @@ def read_chunk(path: str, chunk: Chunk, identity: tuple[int, int] | None = None)
         os.close(fd)
 
 
+class FileQueue:
+    """The input files still to read, taken in input order by the readers.
+
+    A counter in shared memory under a lock: taking a file is a few
+    microseconds, and the taker is recorded on the scoreboard before the lock
+    is released, so when a reader dies main knows every file it had taken.
+    """
+
+    def __init__(self, ctx: Any, files: int) -> None:
+        self.files = files
+        self._next: Any = RawValue("q", 0)
+        self._lock = ctx.Lock()
+
+    def take(self, slot: int, board: Board) -> int | None:
+        with self._lock:
+            file = int(self._next.value)
+            if file >= self.files:
+                return None
+            self._next.value = file + 1
+            board.set_file(file, FileField.READER, slot + 1)
+        return file
+
+
 class ReaderJob(NamedTuple):
-    file: int
-    path: str
+    slot: int
     chunk_bytes: int
-    start_seq: int
-    start_offset: int
-    generation: int
+    resume: list[tuple[int, int, int]]
+    """(file, first chunk, its offset) of files a dead reader had taken, read first."""
+    generation: int  # 0 for the first reader of a slot, where test failpoints fire
 
 
-def read_file(job: ReaderJob, work_queue: Any, board: Board, credits: Any) -> None:
-    """The reader process body: send every chunk of one file, the last one flagged."""
-    kill_at = _failpoints.chunk_point("reader_kill")
-    if kill_at is not None and (kill_at[0] != job.file or job.generation > 0):
-        kill_at = None
-    board.set_file(job.file, FileField.STATE, FileState.READING)
-    seq = job.start_seq
-
-    def send(piece: Piece, last: bool) -> None:
-        nonlocal seq
-        if kill_at is not None and seq == kill_at[1]:
-            _failpoints.kill_self()
-        flags = (FLAG_LAST if last else 0) | (FLAG_TRUNCATED if piece.truncated else 0)
-        if _take_credit(job.file, board, credits):
-            flags |= FLAG_CREDIT
-        work_queue.put(Chunk(job.file, seq, piece.offset, piece.end, flags))
-        board.set_file(job.file, FileField.BYTES_READ, piece.end)
-        seq += 1
-
-    with open(job.path, "rb") as handle:
-        held: Piece | None = None
-        for piece in iter_chunks(handle, job.chunk_bytes, job.start_offset, with_data=False):
-            if held is not None:
-                send(held, last=False)
-            held = piece
-        if held is None:  # an empty file, or resumed at its very end
-            held = Piece(job.start_offset, job.start_offset, b"", False)
-        send(held, last=True)
-    board.set_file(job.file, FileField.STATE, FileState.READ)
+def read_files(
+    job: ReaderJob, files: list[InputFile], file_queue: FileQueue, work_queue: Any, board: Board, credits: Any
+) -> None:
+    """The reader process body: the files to resume, then the next file in
+    input order until none is left; each chunk is sent, the last one flagged."""
+    kill_at = _failpoints.chunk_point("reader_kill") if job.generation == 0 else None
+    for index, seq, offset in job.resume:
+        _read_file(files[index], job.chunk_bytes, seq, offset, kill_at, work_queue, board, credits)
+    while (taken := file_queue.take(job.slot, board)) is not None:
+        _read_file(files[taken], job.chunk_bytes, 0, 0, kill_at, work_queue, board, credits)
     # Let the queue's feeder thread finish sending before the process ends.
     work_queue.close()
     work_queue.join_thread()
 
 
-def _take_credit(file: int, board: Board, credits: Any) -> bool:
-    """Wait until ``file`` is being written or a credit is free; True if one was taken."""
-    while board.collector(CollectorField.HEAD) != file:
+def _read_file(
+    info: InputFile,
+    chunk_bytes: int,
+    seq: int,
+    offset: int,
+    kill_at: tuple[int, int] | None,
+    work_queue: Any,
+    board: Board,
+    credits: Any,
+) -> None:
+    """Send every chunk of one file from chunk ``seq`` at ``offset``, the last one flagged.
+
+    The file is read as it was listed at start-up (its size then): a worker
+    that finds it changed fails the run.
+    """
+    file = info.index
+    setproctitle.setproctitle(f"mpevents: reader {info.name}")
+    board.set_file(file, FileField.STATE, FileState.READING)
+
+    def send(piece: Piece, last: bool) -> None:
+        nonlocal seq
+        if kill_at == (file, seq):
+            _failpoints.kill_self()
+        flags = (FLAG_LAST if last else 0) | (FLAG_TRUNCATED if piece.truncated else 0)
+        units = credit_units(piece.offset, piece.end, flags)
+        if _take_credits(file, units, board, credits):
+            flags |= FLAG_CREDIT
+        work_queue.put(Chunk(file, seq, piece.offset, piece.end, flags))
+        board.set_file(file, FileField.BYTES_READ, piece.end)
+        seq += 1
+
+    if info.size - offset <= chunk_bytes:  # one chunk, or none left: nothing to look for
+        send(Piece(offset, info.size, b"", False), last=True)
+    else:
+        with open(info.path, "rb") as handle:
+            held: Piece | None = None
+            for piece in iter_chunks(handle, chunk_bytes, offset, info.size, with_data=False):
+                if held is not None:
+                    send(held, last=False)
+                held = piece
+            assert held is not None  # the range is longer than a chunk
+            send(held, last=True)
+    board.set_file(file, FileField.STATE, FileState.READ)
+
+
+def _take_credits(file: int, units: int, board: Board, credits: Any) -> int:
+    """Take ``units`` credits, or none once ``file`` is being written; how many were taken.
+
+    Credits are taken one at a time; a reader whose file's turn comes while it
+    waits gives back those it holds, so readers waiting with some in hand can
+    never hold up the file being written.
+    """
+    taken = 0
+    while taken < units:
+        if board.collector(CollectorField.HEAD) == file:
+            for _ in range(taken):
+                credits.release()
+            return 0
         if credits.acquire(timeout=_CREDIT_POLL_S):
-            return True
-    return False
+            taken += 1
+    return taken

@@ -341,24 +341,13 @@ def _bad_shapes(skeleton: bytes) -> list[tuple[int, int]]:
         pos = end + 1
 
 
-_SLOTS_BY_LINES: dict[int, list[bytes]] = {}
-"""Template lists kept for reuse, by their number of lines: slicing
-_TEMPLATE anew for every window cost a tenth of the conversion."""
-_KEPT_TEMPLATES: Final = 32
-
-
 def _convert(pieces: list[bytes]) -> bytes:
     """The NDJSON records of plain lines given as aligned pieces."""
-    lines = len(pieces) // _FIELDS
-    slots = _SLOTS_BY_LINES.get(lines)
-    if slots is None:
-        slots = _TEMPLATE[: _SLOTS * lines + 1]
-        slots[0] = b'{"id":'  # no record before the first
-        slots[-1] = b"}\n"  # in place of the next line's first separator
-        if len(_SLOTS_BY_LINES) < _KEPT_TEMPLATES:
-            _SLOTS_BY_LINES[lines] = slots
+    slots = _TEMPLATE[: _SLOTS * (len(pieces) // _FIELDS) + 1]
     for column in range(_FIELDS):
         slots[1 + 2 * column :: _SLOTS] = pieces[column::_FIELDS]
+    slots[0] = b'{"id":'  # no record before the first
+    slots[-1] = b"}\n"  # in place of the next line's first separator
     return b"".join(slots)
 
 

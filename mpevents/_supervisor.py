@@ -1,12 +1,15 @@
 """Supervisor: the main process's side of a run.
 
-Owns the processes and the queues: starts the collector, the workers and up
-to ``--readers`` readers at a time, then waits on all their sentinels at once
-(``multiprocessing.connection.wait``), so a child's death is seen at once,
-never through a timeout on a queue. On a death it decides:
+Owns the processes and the queues: starts ``--readers`` readers (each takes
+one input file after another), the workers and the collector, then waits on
+all their sentinels at once (``multiprocessing.connection.wait``), so a
+child's death is seen at once, never through a timeout on a queue. On a death
+it decides:
 
-* a reader crashed: start it again at the first chunk its file has not had
-  written; chunks already sent are dropped by the collector as duplicates;
+* a reader crashed: start a replacement that first reads again every file the
+  dead one had taken and the collector has not finished, each from its first
+  chunk not yet written (chunks already sent are dropped by the collector as
+  duplicates), then takes new files like the others;
 * a worker crashed: start a replacement and hand it the chunks the dead one
   held, as recorded on the scoreboard; a chunk that has killed
   ``--max-retries`` workers fails the run;
@@ -26,6 +29,7 @@ directory, supervise, write ``summary.json``, commit.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -34,7 +38,6 @@ import os
 import queue
 import signal
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -43,11 +46,11 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import setproctitle
 
 from . import _collector, _output, _reader, _worker
-from ._board import Board, CollectorField, FileField, WorkerField
+from ._board import Board, CollectorField, FileField, FileState, WorkerField
 from ._child import EXIT_REPORTED, context, run_child
 from ._config import Config, InputFile, check
 from ._errors import Interrupted, RunError
-from ._messages import Chunk
+from ._messages import Chunk, credit_budget
 from ._profiling import memory_report, merge_cpu_profiles, peak_rss_kib, profiled
 from ._queue import ChunkQueue
 from ._spec import REASONS
@@ -59,8 +62,12 @@ log = logging.getLogger("mpevents")
 
 TICK_S: Final = 0.1
 """Longest wait between two looks at signals and the dashboard (10 per second)."""
+WORK_SLOTS_PER_WORKER: Final = 16
+"""Work queue depth per worker. A chunk on it is only where some lines lie, a
+few dozen bytes, so a deep queue costs nothing, and it keeps workers fed when
+the chunks are small files that each take a reader a moment to frame."""
 QUEUE_SLOTS_PER_WORKER: Final = 2
-"""Queue depth per worker: one chunk being taken while one waits keeps every
+"""Result queue depth per worker: one chunk being taken while one waits keeps every
 worker busy; more would only hold memory."""
 STALL_S: Final = 3.0
 """After a crash, this long without any progress means a queue was left broken
@@ -101,15 +108,17 @@ class Pipeline:
         self.reader_restarts = 0
         self.data_plane_restarts = 0
         self._chunk_deaths: dict[tuple[int, int], int] = {}
-        self._reader_generation = [0] * len(files)
+        self._reader_generation = [0] * len(files)  # restarts of each file
+        self._slot_generation = [0] * min(config.readers, len(files))  # replacements of each reader
         self._worker_generation = [0] * config.workers
         self._processes: dict[int, tuple[multiprocessing.process.BaseProcess, str, int]] = {}
         # made afresh for each attempt (a restart of the data plane):
         self.work_queue: Any = None
         self.result_queue: Any = None
-        self.report_queue: Any = None
+        self.report: Any = None  # the receiving end of the collector's report pipe
         self.errors: Any = None
         self.credits: Any = None
+        self.file_queue: Any = None
 
     # --- the run -----------------------------------------------------------
 
@@ -136,24 +145,29 @@ class Pipeline:
     def _attempt(self) -> dict[str, Any]:
         ctx, config = self.ctx, self.config
         depth = QUEUE_SLOTS_PER_WORKER * config.workers
-        self.work_queue = ChunkQueue(depth, ctx=ctx)
+        self.work_queue = ChunkQueue(WORK_SLOTS_PER_WORKER * config.workers, ctx=ctx)
         self.result_queue = ChunkQueue(depth, ctx=ctx)
-        self.report_queue = ctx.Queue(maxsize=1)
+        # A pipe that main waits on beside the sentinels: a report too big for
+        # a pipe's buffer (the counts of 20,000 files) is taken while the
+        # collector is still sending it, never after it has exited.
+        self.report, report_end = ctx.Pipe(duplex=False)
         self.errors = ctx.Queue(maxsize=ERROR_SLOTS)
-        self.credits = ctx.Semaphore(depth + 2)
+        self.credits = ctx.Semaphore(credit_budget(depth + 2, config.chunk_bytes))
+        self.file_queue = _reader.FileQueue(ctx, len(self.files))
         self._processes = {}
-        to_read = deque(range(len(self.files)))
-        reading: set[int] = set()
         # Upstream first: a reader has its first chunk ready by the time a
         # worker is up, and the collector is needed last.
-        self._start_readers(to_read, reading)
+        for slot in range(len(self._slot_generation)):
+            self._start_reader(slot, [])
         for slot in range(config.workers):
             self._start_worker(slot, [])
         self._start(
             "collector", 0, "collector", _collector.collect,
             self.files, self.temp, config.max_open_files,
-            self.result_queue, self.report_queue, self.board, self.credits,
+            self.result_queue, report_end, self.board, self.credits,
         )  # fmt: skip
+        report_end.close()  # the collector's copy is the only writer
+        report: dict[str, Any] | None = None
         suspect = False
         last_progress = self.board.progress()
         last_move = time.monotonic()
@@ -162,15 +176,17 @@ class Pipeline:
         while True:
             if self.signal is not None:
                 raise Interrupted(self.signal)
-            self._start_readers(to_read, reading)
             sentinels = {process.sentinel: process for process, _, _ in self._processes.values()}
-            for sentinel in multiprocessing.connection.wait(list(sentinels), timeout=TICK_S):
-                process = sentinels[sentinel]  # type: ignore[index]
-                if self._on_exit(process, reading):
-                    try:
-                        report: dict[str, Any] = self.report_queue.get(timeout=JOIN_S)
-                    except queue.Empty:
-                        raise RunError("the collector finished without sending its counts") from None
+            waitables: list[Any] = [*sentinels, self.report] if report is None else list(sentinels)
+            for ready in multiprocessing.connection.wait(waitables, timeout=TICK_S):
+                if ready is self.report:
+                    with contextlib.suppress(EOFError):  # the collector died: its exit says so
+                        report = self._receive_report()
+                    continue
+                process = sentinels[ready]  # type: ignore[index]
+                if self._on_exit(process):
+                    if report is None:
+                        raise RunError("the collector finished without sending its counts")
                     self._finish()
                     return report
                 suspect = suspect or process.exitcode != 0
@@ -182,6 +198,10 @@ class Pipeline:
                 last_progress, last_move = progress, now
             elif suspect and now - last_move > STALL_S:
                 raise _Stalled
+
+    def _receive_report(self) -> dict[str, Any]:
+        report: dict[str, Any] = self.report.recv()
+        return report
 
     # --- starting children -------------------------------------------------
 
@@ -205,28 +225,17 @@ class Pipeline:
             self.work_queue, self.result_queue, self.board, first,
         )  # fmt: skip
 
-    def _start_readers(self, to_read: deque[int], reading: set[int]) -> None:
-        """Start readers of the files in ``to_read`` while fewer than --readers run."""
-        while to_read and len(reading) < self.config.readers:
-            file = to_read.popleft()
-            reading.add(file)
-            self._start_reader(file)
-
-    def _start_reader(self, file: int) -> None:
-        info = self.files[file]
-        seq = offset = 0
-        if self._reader_generation[file]:  # resume after the chunks already written
-            seq = self.board.file(file, FileField.WRITTEN_SEQ)
-            offset = self.board.file(file, FileField.WRITTEN_OFFSET)
-        generation = self._reader_generation[file] + self.data_plane_restarts
-        job = _reader.ReaderJob(file, str(info.path), self.config.chunk_bytes, seq, offset, generation)
+    def _start_reader(self, slot: int, resume: list[tuple[int, int, int]]) -> None:
+        generation = self._slot_generation[slot] + self.data_plane_restarts
+        job = _reader.ReaderJob(slot, self.config.chunk_bytes, resume, generation)
         self._start(
-            "reader", file, f"reader {info.name}", _reader.read_file, job, self.work_queue, self.board, self.credits
-        )
+            "reader", slot, f"reader {slot + 1}", _reader.read_files,
+            job, self.files, self.file_queue, self.work_queue, self.board, self.credits,
+        )  # fmt: skip
 
     # --- deaths ------------------------------------------------------------
 
-    def _on_exit(self, process: multiprocessing.process.BaseProcess, reading: set[int]) -> bool:
+    def _on_exit(self, process: multiprocessing.process.BaseProcess) -> bool:
         """Deal with one child's exit; True when the collector has finished."""
         process.join()
         assert process.pid is not None
@@ -239,15 +248,8 @@ class Pipeline:
                 return True
             raise RunError(f"the collector died ({_describe(code)}); nothing was written")
         if role == "reader":
-            if code == 0:
-                reading.discard(index)
-                return False
-            self._reader_generation[index] += 1
-            self.reader_restarts += 1
-            if self._reader_generation[index] > self.config.max_retries:
-                raise RunError(f"the reader of {self.files[index].name} died {self._reader_generation[index]} times")
-            log.warning("reader of %s died (%s); restarting it", self.files[index].name, _describe(code))
-            self._start_reader(index)
+            if code != 0:
+                self._replace_reader(index, code)
             return False
         # a worker: it only exits by itself at the very end, so this is a crash
         held = self.board.held(index)
@@ -265,6 +267,24 @@ class Pipeline:
         log.warning("worker %d died (%s); a replacement takes over its chunks", index + 1, _describe(code))
         self._start_worker(index, first)
         return False
+
+    def _replace_reader(self, slot: int, code: int | None) -> None:
+        """Start a replacement for reader ``slot``: it reads again every file
+        the dead one took that is not written yet, from its first unwritten chunk."""
+        board = self.board
+        resume = []
+        for file in range(len(self.files)):  # once per death, never per chunk
+            if board.file(file, FileField.READER) != slot + 1 or board.file(file, FileField.STATE) == FileState.WRITTEN:
+                continue
+            self._reader_generation[file] += 1
+            if self._reader_generation[file] > self.config.max_retries:
+                raise RunError(f"the reader of {self.files[file].name} died {self._reader_generation[file]} times")
+            resume.append((file, board.file(file, FileField.WRITTEN_SEQ), board.file(file, FileField.WRITTEN_OFFSET)))
+        self._slot_generation[slot] += 1
+        self.reader_restarts += 1
+        names = ", ".join(self.files[file].name for file, _, _ in resume) or "no file"
+        log.warning("reader %d died (%s) while on %s; restarting it", slot + 1, _describe(code), names)
+        self._start_reader(slot, resume)
 
     def _reported(self, role: str, index: int) -> str:
         try:
@@ -300,16 +320,19 @@ class Pipeline:
         for process, _, _ in self._processes.values():
             process.join(JOIN_S)
         self._processes = {}
-        for q in (self.work_queue, self.result_queue, self.report_queue, self.errors):
+        for q in (self.work_queue, self.result_queue, self.errors):
             if q is not None:
                 q.close()
                 q.cancel_join_thread()
+        if self.report is not None:
+            self.report.close()
+            self.report = None
 
     def queue_depths(self) -> list[tuple[str, float]]:
         """How full the work and result queues are, as shares of their size."""
-        depth = QUEUE_SLOTS_PER_WORKER * self.config.workers
+        work, results = (slots * self.config.workers for slots in (WORK_SLOTS_PER_WORKER, QUEUE_SLOTS_PER_WORKER))
         try:
-            return [("work", self.work_queue.qsize() / depth), ("result", self.result_queue.qsize() / depth)]
+            return [("work", self.work_queue.qsize() / work), ("result", self.result_queue.qsize() / results)]
         except (NotImplementedError, AttributeError, OSError):  # qsize is not available everywhere
             return []
 

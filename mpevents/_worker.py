@@ -45,7 +45,7 @@ def work(
         info = files[chunk.file]
         result = process_chunk(read_chunk(str(info.path), chunk, info.identity), file_start=chunk.offset == 0)
         board.set_worker(slot, WorkerField.STATE, WorkerState.SENDING)
-        result_queue.put(Result(chunk.file, chunk.seq, chunk.end, chunk.flags, result))
+        result_queue.put(Result(chunk.file, chunk.seq, chunk.offset, chunk.end, chunk.flags, result))
         board.add_worker(slot, WorkerField.CHUNKS, 1)
         board.add_worker(slot, WorkerField.LINES, result.lines)
         board.add_worker(slot, WorkerField.BUSY_NS, time.perf_counter_ns() - started)

@@ -63,33 +63,56 @@ class Program:
 
 @dataclass(frozen=True)
 class Corpus:
-    """A benchmark input: ``mix`` as genlog.sh's --mix, ``lines`` in all."""
+    """A benchmark input, named ``MIX-SIZE[-FILESf]``: ``mix`` as genlog.sh's
+    --mix, ``lines`` in all, in files of 500,000 lines or in ``files`` files
+    (``real-2M-2000f``: 2,000 files of 1,000 lines)."""
 
     name: str
     mix: str
     lines: int
+    files: int
 
     @classmethod
     def parse(cls, name: str) -> Corpus:
-        mix, _, size = name.partition("-")
-        if mix not in MIXES or not size.upper().endswith("M") or not size[:-1].isdigit():
+        mix, size, *rest = name.split("-")
+        files = rest[0] if rest else ""
+        valid = (
+            mix in MIXES
+            and size.upper().endswith("M")
+            and size[:-1].isdigit()
+            and len(rest) <= 1
+            and (not rest or (files.endswith("f") and files[:-1].isdigit() and int(files[:-1]) > 0))
+        )
+        if not valid:
             raise SystemExit(
-                f"bench: a corpus is MIX-SIZE with MIX one of {', '.join(MIXES)} and SIZE like 2M, not {name!r}"
+                f"bench: a corpus is MIX-SIZE[-FILESf] with MIX one of {', '.join(MIXES)}, SIZE like 2M "
+                f"and FILES a count, not {name!r}"
             )
-        return cls(name, mix, int(size[:-1]) * 1_000_000)
+        lines = int(size[:-1]) * 1_000_000
+        return cls(name, mix, lines, int(files[:-1]) if rest else max(1, lines // LINES_PER_FILE))
 
     def build(self) -> Path:
-        """A directory of genlog.sh files of 500,000 lines, made once."""
+        """The corpus's directory, made once: genlog.sh files of 500,000 lines,
+        cut into ``files`` files of equal line counts where more are asked for."""
         directory = WORK / f"corpus-{self.name}"
         marker = directory / ".complete"
         if not marker.exists():
             shutil.rmtree(directory, ignore_errors=True)
             directory.mkdir(parents=True)
-            for index in range(max(1, self.lines // LINES_PER_FILE)):
+            parts = max(1, self.lines // LINES_PER_FILE)
+            for index in range(parts):
                 env = {**os.environ, "GENLOG_SEED": str(index + 1)}
                 path = directory / f"part-{index:03d}.log"
                 command = [str(REPO / "scripts" / "genlog.sh"), "--mix", self.mix, str(path), str(LINES_PER_FILE)]
                 subprocess.run(command, check=True, env=env)
+            if self.files != parts:
+                for index in range(parts):
+                    path = directory / f"part-{index:03d}.log"
+                    prefix = str(directory / f"part-{index:03d}-")
+                    per_file = self.lines // self.files
+                    subprocess.run(["split", "-l", str(per_file), "-d", "-a", "6", "--additional-suffix=.log",
+                                    str(path), prefix], check=True)  # fmt: skip
+                    path.unlink()
             marker.touch()
         return directory
 

@@ -20,8 +20,8 @@ def make_results(file: int, chunks: list[bytes]) -> list[Result]:
     offset = 0
     for seq, data in enumerate(chunks):
         flags = FLAG_LAST if seq == len(chunks) - 1 else 0
+        results.append(Result(file, seq, offset, offset + len(data), flags, process_chunk(data)))
         offset += len(data)
-        results.append(Result(file, seq, offset, flags, process_chunk(data)))
     return results
 
 
