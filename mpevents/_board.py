@@ -66,6 +66,11 @@ class WorkerState(enum.IntEnum):
     SENDING = 2  # its result is on its way to the collector
 
 
+class ReaderField(enum.IntEnum):
+    FILE = 0  # the file being read, plus one (0: none)
+    BYTES = 1  # bytes framed so far, all files together
+
+
 class CollectorField(enum.IntEnum):
     RESULTS = 0
     RECORDS = 1
@@ -75,7 +80,8 @@ class CollectorField(enum.IntEnum):
     HEAD = 5  # index of the file being written
     GROUPS = 6  # distinct groups so far
     BUSY_NS = 7  # time spent ordering and writing
-    REASONS = 8  # len(REASONS) cells, then TOP_GROUPS (group id, count) pairs
+    BYTES = 8  # input bytes whose lines are written
+    REASONS = 9  # len(REASONS) cells, then TOP_GROUPS (group id, count) pairs
 
 
 _PREV_FIELDS: Final = (
@@ -87,18 +93,25 @@ _PREV_FIELDS: Final = (
 )
 _FILE_WIDTH: Final = len(FileField)
 _WORKER_WIDTH: Final = len(WorkerField)
+_READER_WIDTH: Final = len(ReaderField)
 _TOP_START: Final = CollectorField.REASONS + len(REASONS)
 _COLLECTOR_WIDTH: Final = _TOP_START + 2 * TOP_GROUPS
 
 
 class Board:
-    """Shared int64 counters for ``files`` input files and ``workers`` slots."""
+    """Shared int64 counters for ``files`` input files, ``workers`` worker
+    slots and ``readers`` reader slots. What main reads on every tick (the
+    progress, the dashboard's totals) is kept per slot or in the collector's
+    cells, never summed over the files, so a tick costs the same for 4 files
+    as for 20,000."""
 
-    def __init__(self, files: int, workers: int) -> None:
+    def __init__(self, files: int, workers: int, readers: int = 1) -> None:
         self.n_files = files
         self.n_workers = workers
+        self.n_readers = readers
         self._files: Any = RawArray("q", files * _FILE_WIDTH)
         self._workers: Any = RawArray("q", workers * _WORKER_WIDTH)
+        self._readers: Any = RawArray("q", readers * _READER_WIDTH)
         self._collector: Any = RawArray("q", _COLLECTOR_WIDTH)
 
     # files
@@ -148,6 +161,19 @@ class Board:
             chunks.append(tuple(self.worker(slot, src) for src, _ in _PREV_FIELDS))
         return chunks  # type: ignore[return-value]
 
+    # readers
+    def reader(self, slot: int, field: ReaderField) -> int:
+        return int(self._readers[slot * _READER_WIDTH + field])
+
+    def set_reader(self, slot: int, field: ReaderField, value: int) -> None:
+        self._readers[slot * _READER_WIDTH + field] = value
+
+    def add_reader(self, slot: int, field: ReaderField, value: int) -> None:
+        self._readers[slot * _READER_WIDTH + field] += value
+
+    def read_bytes(self) -> int:
+        return sum(self.reader(slot, ReaderField.BYTES) for slot in range(self.n_readers))
+
     # collector
     def collector(self, field: CollectorField) -> int:
         return int(self._collector[field])
@@ -177,7 +203,7 @@ class Board:
     def reset(self) -> None:
         """Zero every counter but the worker restart counts (for a fresh attempt)."""
         restarts = [self.worker(slot, WorkerField.RESTARTS) for slot in range(self.n_workers)]
-        for cells in (self._files, self._workers, self._collector):
+        for cells in (self._files, self._workers, self._readers, self._collector):
             for i in range(len(cells)):
                 cells[i] = 0
         for slot, count in enumerate(restarts):
@@ -186,7 +212,7 @@ class Board:
     def progress(self) -> tuple[int, ...]:
         """A value that changes whenever any stage moves (for stall detection)."""
         return (
-            sum(self.file(i, FileField.BYTES_READ) for i in range(self.n_files)),
+            self.read_bytes(),
             sum(self.worker(k, WorkerField.CHUNKS) for k in range(self.n_workers)),
             self.collector(CollectorField.RESULTS),
         )

@@ -182,6 +182,7 @@ class Collector:
         board.set_collector(CollectorField.REJECTED, board.collector(CollectorField.REJECTED) + rejected)
         board.set_collector(CollectorField.BLANK, board.collector(CollectorField.BLANK) + blank)
         board.set_collector(CollectorField.LINES, board.collector(CollectorField.LINES) + lines)
+        board.set_collector(CollectorField.BYTES, board.collector(CollectorField.BYTES) + item.end - item.offset)
         now = time.monotonic()
         if now - self._top_at >= _TOP_EVERY_S or self.head + 1 >= len(self.files):
             self._top_at = now

@@ -25,7 +25,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ._board import CollectorField, FileField, FileState, WorkerField
+from ._board import CollectorField, FileField, FileState, ReaderField, WorkerField
 from ._config import Config
 
 if TYPE_CHECKING:
@@ -35,6 +35,13 @@ if TYPE_CHECKING:
 REFRESH_S: Final = 0.2
 """Five redraws a second: smooth to the eye, and well under the 10 a second
 the dashboard may use, so drawing costs under 1% of one core."""
+MAX_FILE_ROWS: Final = 10
+"""Up to this many input files the dashboard shows a row for each; beyond,
+a row for each file being read and a line of counts, so that thousands of
+files never push the rest off the screen."""
+SUMMARY_FILE_ROWS: Final = 20
+"""Files the final summary lists by name, most rejects first, then most lines;
+summary.json lists every file."""
 PLAIN_EVERY_S: Final = 3.0
 """Without a terminal, one progress line this often: enough to see it move."""
 
@@ -79,18 +86,26 @@ class View:
     top_groups: list[tuple[int, int]]
     groups: int
     note: str = ""  # a line from the engine (Dask: tasks and workers)
+    file_counts: tuple[int, int, int] | None = None
+    """With many files: (done, reading, waiting); ``files`` then holds only those being read."""
+    byte_counts: tuple[int, int, int] | None = None
+    """With many files: (total, read, written) input bytes, which ``files`` no longer sums."""
+
+    @property
+    def file_total(self) -> int:
+        return len(self.files) if self.file_counts is None else sum(self.file_counts)
 
     @property
     def total_bytes(self) -> int:
-        return sum(file.size for file in self.files)
+        return sum(file.size for file in self.files) if self.byte_counts is None else self.byte_counts[0]
 
     @property
     def read_bytes(self) -> int:
-        return sum(file.read for file in self.files)
+        return sum(file.read for file in self.files) if self.byte_counts is None else self.byte_counts[1]
 
     @property
     def written_bytes(self) -> int:
-        return sum(file.written for file in self.files)
+        return sum(file.written for file in self.files) if self.byte_counts is None else self.byte_counts[2]
 
     @property
     def fraction(self) -> float:
@@ -115,19 +130,31 @@ class View:
 
 
 def view_of(pipeline: Pipeline | DaskRun) -> View:
-    """Read the scoreboard of a running pipeline."""
+    """Read the scoreboard of a running pipeline: in time independent of the
+    number of files once there are more than MAX_FILE_ROWS."""
     board = pipeline.board
     elapsed = time.monotonic() - pipeline.started
-    files = [
-        FileView(
+
+    def file_view(index: int) -> FileView:
+        info = pipeline.files[index]
+        return FileView(
             info.name,
             info.size,
-            board.file(info.index, FileField.BYTES_READ),
-            _STATE_NAMES[FileState(board.file(info.index, FileField.STATE))],
-            board.file(info.index, FileField.WRITTEN_OFFSET),
+            board.file(index, FileField.BYTES_READ),
+            _STATE_NAMES[FileState(board.file(index, FileField.STATE))],
+            board.file(index, FileField.WRITTEN_OFFSET),
         )
-        for info in pipeline.files
-    ]
+
+    file_counts = byte_counts = None
+    if len(pipeline.files) <= MAX_FILE_ROWS:
+        files = [file_view(index) for index in range(len(pipeline.files))]
+    else:
+        being_read = sorted({board.reader(slot, ReaderField.FILE) - 1 for slot in range(board.n_readers)} - {-1})
+        files = [file_view(index) for index in being_read]
+        done = board.collector(CollectorField.HEAD)
+        waiting = len(pipeline.files) - pipeline.files_taken()
+        file_counts = (done, max(0, len(pipeline.files) - done - waiting), waiting)
+        byte_counts = (pipeline.total_bytes, board.read_bytes(), board.collector(CollectorField.BYTES))
     workers = [
         WorkerView(
             slot + 1,
@@ -150,6 +177,8 @@ def view_of(pipeline: Pipeline | DaskRun) -> View:
         top_groups=board.top_groups(),
         groups=board.collector(CollectorField.GROUPS),
         note=pipeline.note(),
+        file_counts=file_counts,
+        byte_counts=byte_counts,
     )
 
 
@@ -199,13 +228,16 @@ def render(view: View) -> Text:
     out = Text()
     out.append("mpevents", style="bold blue")
     engine = f"{len(view.workers)} workers" if view.workers else "dask engine"
-    out.append(f"  {len(view.files)} files, {engine}\n\n")
+    out.append(f"  {view.file_total:,} files, {engine}\n\n")
     for file in view.files:
         fraction = 1.0 if file.size == 0 else file.read / file.size
         name = file.name if len(file.name) <= _NAME_WIDTH else "…" + file.name[-_NAME_WIDTH + 1 :]
         out.append(f"{name:<{_NAME_WIDTH}} ")
         _bar(out, fraction, 30, "green" if file.state == "done" else "cyan")
         out.append(f" {_bytes(file.read):>10} / {_bytes(file.size):<10} {file.state}\n")
+    if view.file_counts is not None:
+        done, reading, waiting = view.file_counts
+        out.append(f"{'':<{_NAME_WIDTH}} {done:,} done, {reading:,} reading, {waiting:,} waiting\n")
     out.append(f"\n{'all files':<{_NAME_WIDTH}} ", style="bold")
     _bar(out, view.fraction, 30, "magenta")
     out.append(f" {view.fraction:6.1%}", style="bold")
@@ -320,8 +352,15 @@ def summary_table(summary: dict[str, Any]) -> RenderableType:
     files.add_column("file")
     for column in ("lines", "valid", "rejected", "blank"):
         files.add_column(column, justify="right")
-    for name, counts in summary["files"].items():
+    shown = summary["files"]
+    if len(shown) > SUMMARY_FILE_ROWS:
+        ranked = sorted(shown.items(), key=lambda item: (-item[1]["rejected"], -item[1]["lines"]))
+        shown = dict(ranked[:SUMMARY_FILE_ROWS])
+    for name, counts in shown.items():
         files.add_row(name, *(f"{counts[key]:,}" for key in ("lines", "valid", "rejected", "blank")))
+    if len(shown) < len(summary["files"]):
+        more = len(summary["files"]) - len(shown)
+        files.add_row(Text(f"… {more:,} more files, listed in summary.json", style="italic"), "", "", "", "")
     totals = summary["totals"]
     files.add_row(
         Text("total", style="bold"),

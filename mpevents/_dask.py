@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Final, NamedTuple
 
 from . import _failpoints
-from ._board import Board, FileField, FileState
+from ._board import Board, FileField, FileState, ReaderField
 from ._collector import Collector
 from ._config import Config, InputFile
 from ._errors import Interrupted, RunError, UsageError
@@ -116,6 +116,7 @@ class DaskRun:
         self.files = files
         self.temp = temp
         self.board = Board(len(files), 0)
+        self.total_bytes = sum(info.size for info in files)
         self.started = time.monotonic()
         self.signal: int | None = None
         self.worker_restarts = self.reader_restarts = self.data_plane_restarts = 0
@@ -124,6 +125,7 @@ class DaskRun:
         self.in_flight = 0
         self.limit = 1
         self.dask_workers = 0
+        self._files_taken = 0
         self._client: Any = None
         self._cluster: Any = None
 
@@ -177,6 +179,7 @@ class DaskRun:
                     retries=config.max_retries, pure=False,
                 )  # fmt: skip
                 running[future] = task
+                self._files_taken = max(self._files_taken, task.file + 1)
                 if self.board.file(task.file, FileField.STATE) == FileState.WAITING:
                     self.board.set_file(task.file, FileField.STATE, FileState.READING)
                 if len(running) >= self.limit:
@@ -194,6 +197,7 @@ class DaskRun:
                 collector.add(Result(task.file, task.seq, task.start, end, FLAG_LAST if task.last else 0, result))
                 read = max(end, self.board.file(task.file, FileField.BYTES_READ))  # tasks end out of order
                 self.board.set_file(task.file, FileField.BYTES_READ, read)
+                self.board.add_reader(0, ReaderField.BYTES, end - task.start)
                 self.tasks_done += 1
             if observer is not None:
                 observer.tick()
@@ -212,6 +216,10 @@ class DaskRun:
 
     def queue_depths(self) -> list[tuple[str, float]]:
         return [("in flight", self.in_flight / max(1, self.limit))]
+
+    def files_taken(self) -> int:
+        """Files with a task submitted; tasks are submitted in input order."""
+        return self._files_taken
 
     def note(self) -> str:
         return (

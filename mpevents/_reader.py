@@ -40,7 +40,7 @@ from typing import Any, BinaryIO, Final, NamedTuple
 import setproctitle
 
 from . import _failpoints
-from ._board import Board, CollectorField, FileField, FileState
+from ._board import Board, CollectorField, FileField, FileState, ReaderField
 from ._config import InputFile
 from ._messages import FLAG_CREDIT, FLAG_LAST, FLAG_TRUNCATED, Chunk, credit_units
 from ._spec import MAX_LINE_BYTES
@@ -186,6 +186,9 @@ class FileQueue:
         self._next: Any = RawValue("q", 0)
         self._lock = ctx.Lock()
 
+    def taken(self) -> int:
+        return min(int(self._next.value), self.files)
+
     def take(self, slot: int, board: Board) -> int | None:
         with self._lock:
             file = int(self._next.value)
@@ -210,10 +213,12 @@ def read_files(
     """The reader process body: the files to resume, then the next file in
     input order until none is left; each chunk is sent, the last one flagged."""
     kill_at = _failpoints.chunk_point("reader_kill") if job.generation == 0 else None
+    slot = job.slot
     for index, seq, offset in job.resume:
-        _read_file(files[index], job.chunk_bytes, seq, offset, kill_at, work_queue, board, credits)
-    while (taken := file_queue.take(job.slot, board)) is not None:
-        _read_file(files[taken], job.chunk_bytes, 0, 0, kill_at, work_queue, board, credits)
+        _read_file(files[index], slot, job.chunk_bytes, seq, offset, kill_at, work_queue, board, credits)
+    while (taken := file_queue.take(slot, board)) is not None:
+        _read_file(files[taken], slot, job.chunk_bytes, 0, 0, kill_at, work_queue, board, credits)
+    board.set_reader(slot, ReaderField.FILE, 0)
     # Let the queue's feeder thread finish sending before the process ends.
     work_queue.close()
     work_queue.join_thread()
@@ -221,6 +226,7 @@ def read_files(
 
 def _read_file(
     info: InputFile,
+    slot: int,
     chunk_bytes: int,
     seq: int,
     offset: int,
@@ -237,6 +243,7 @@ def _read_file(
     file = info.index
     setproctitle.setproctitle(f"mpevents: reader {info.name}")
     board.set_file(file, FileField.STATE, FileState.READING)
+    board.set_reader(slot, ReaderField.FILE, file + 1)
 
     def send(piece: Piece, last: bool) -> None:
         nonlocal seq
@@ -248,6 +255,7 @@ def _read_file(
             flags |= FLAG_CREDIT
         work_queue.put(Chunk(file, seq, piece.offset, piece.end, flags))
         board.set_file(file, FileField.BYTES_READ, piece.end)
+        board.add_reader(slot, ReaderField.BYTES, piece.end - piece.offset)
         seq += 1
 
     if info.size - offset <= chunk_bytes:  # one chunk, or none left: nothing to look for

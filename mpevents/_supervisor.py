@@ -100,7 +100,8 @@ class Pipeline:
         self.files = files
         self.temp = temp
         self.observer = observer
-        self.board = Board(len(files), config.workers)
+        self.board = Board(len(files), config.workers, min(config.readers, len(files)) or 1)
+        self.total_bytes = sum(info.size for info in files)
         self.ctx = context()
         self.started = time.monotonic()
         self.signal: int | None = None
@@ -339,6 +340,10 @@ class Pipeline:
     def note(self) -> str:
         """A line about the engine for the dashboard; the local one needs none."""
         return ""
+
+    def files_taken(self) -> int:
+        """How many input files readers have taken so far."""
+        return self.file_queue.taken() if self.file_queue is not None else 0
 
     def kill_all(self) -> None:
         for process, _, _ in self._processes.values():
