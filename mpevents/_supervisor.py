@@ -186,6 +186,9 @@ class Pipeline:
                     continue
                 process = sentinels[ready]  # type: ignore[index]
                 if self._on_exit(process):
+                    if report is None and self._report_waiting():  # sent, and seen in the same wait as the exit
+                        with contextlib.suppress(EOFError):
+                            report = self._receive_report()
                     if report is None:
                         raise RunError("the collector finished without sending its counts")
                     self._finish()
@@ -199,6 +202,9 @@ class Pipeline:
                 last_progress, last_move = progress, now
             elif suspect and now - last_move > STALL_S:
                 raise _Stalled
+
+    def _report_waiting(self) -> bool:
+        return bool(self.report.poll())
 
     def _receive_report(self) -> dict[str, Any]:
         report: dict[str, Any] = self.report.recv()

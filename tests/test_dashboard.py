@@ -136,8 +136,8 @@ def test_the_live_dashboard_in_a_terminal(tmp_path: Path) -> None:
                 break
             screen += data
     _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
     text = screen.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text[-2000:]
     assert "\x1b[" in text  # a live terminal display
     assert "first.log" in text and "second.log" in text
     assert "%" in text and "lines/s" in text
