@@ -23,6 +23,7 @@ import os
 import resource
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
@@ -99,7 +100,7 @@ class Collector:
     """Puts results in order and writes them; pure bookkeeping, no queues."""
 
     def __init__(
-        self, files: list[InputFile], directory: Path, max_open_files: int, board: Board, credits: Any
+        self, files: Sequence[InputFile], directory: Path, max_open_files: int, board: Board, credits: Any
     ) -> None:
         self.files = files
         self.board = board
@@ -204,7 +205,7 @@ class Collector:
 
 
 def collect(
-    files: list[InputFile],
+    files: Sequence[InputFile],
     directory: Path,
     max_open_files: int,
     result_queue: Any,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
@@ -65,7 +66,7 @@ class Task(NamedTuple):
     last: bool
 
 
-def plan(files: list[InputFile], task_bytes: int) -> list[Task]:
+def plan(files: Sequence[InputFile], task_bytes: int) -> list[Task]:
     """Cut every file into byte ranges, in input order; an empty file gets one."""
     tasks = []
     for info in files:
@@ -110,7 +111,7 @@ def _maybe_die(path: str, start: int) -> None:
 class DaskRun:
     """One run on a Dask cluster; the same face to the supervisor as Pipeline."""
 
-    def __init__(self, config: Config, files: list[InputFile], temp: Path, observer: Any = None) -> None:
+    def __init__(self, config: Config, files: Sequence[InputFile], temp: Path, observer: Any = None) -> None:
         self.config = config
         self.observer = observer
         self.files = files

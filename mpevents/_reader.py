@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from multiprocessing.sharedctypes import RawValue
 from typing import Any, BinaryIO, Final, NamedTuple
 
@@ -208,7 +208,7 @@ class ReaderJob(NamedTuple):
 
 
 def read_files(
-    job: ReaderJob, files: list[InputFile], file_queue: FileQueue, work_queue: Any, board: Board, credits: Any
+    job: ReaderJob, files: Sequence[InputFile], file_queue: FileQueue, work_queue: Any, board: Board, credits: Any
 ) -> None:
     """The reader process body: the files to resume, then the next file in
     input order until none is left; each chunk is sent, the last one flagged."""

@@ -38,7 +38,7 @@ import os
 import queue
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -48,7 +48,7 @@ import setproctitle
 from . import _collector, _output, _reader, _worker
 from ._board import Board, CollectorField, FileField, FileState, WorkerField
 from ._child import EXIT_REPORTED, context, run_child
-from ._config import Config, InputFile, check
+from ._config import Config, FileList, InputFile, check
 from ._errors import Interrupted, RunError
 from ._messages import Chunk, credit_budget
 from ._profiling import memory_report, merge_cpu_profiles, peak_rss_kib, profiled
@@ -95,7 +95,7 @@ class _Stalled(Exception):
 class Pipeline:
     """The processes and queues of one run, and the decisions on their deaths."""
 
-    def __init__(self, config: Config, files: list[InputFile], temp: Path, observer: Observer | None) -> None:
+    def __init__(self, config: Config, files: Sequence[InputFile], temp: Path, observer: Observer | None) -> None:
         self.config = config
         self.files = files
         self.temp = temp
@@ -377,7 +377,7 @@ def _describe(code: int | None) -> str:
 # --- the whole job ------------------------------------------------------------
 
 
-def run(config: Config, observer: Observer | None = None, files: list[InputFile] | None = None) -> dict[str, Any]:
+def run(config: Config, observer: Observer | None = None, files: Sequence[InputFile] | None = None) -> dict[str, Any]:
     """Run mpevents with ``config``; return the summary that was written.
 
     Raises :class:`UsageError`, :class:`RunError` or :class:`Interrupted`;
@@ -385,7 +385,7 @@ def run(config: Config, observer: Observer | None = None, files: list[InputFile]
     """
     setproctitle.setproctitle("mpevents: main")
     started = time.monotonic()
-    files = check(config) if files is None else files
+    files = check(config) if files is None else FileList.of(files)
     temp = _output.make_temp(config.output_dir)
     pipeline: Pipeline | DaskRun
     if config.engine == "dask":
@@ -413,7 +413,7 @@ def run(config: Config, observer: Observer | None = None, files: list[InputFile]
 
 
 def build_summary(
-    config: Config, files: list[InputFile], report: dict[str, Any], elapsed: float, pipeline: Pipeline | DaskRun
+    config: Config, files: Sequence[InputFile], report: dict[str, Any], elapsed: float, pipeline: Pipeline | DaskRun
 ) -> dict[str, Any]:
     keys = ("lines", "valid", "rejected", "blank")
     per_file = {info.name: dict(zip(keys, counts)) for info, counts in zip(files, report["files"])}

@@ -10,6 +10,7 @@ hands the chunk to its replacement. All the rules live in ``_spec.py``.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from . import _failpoints
@@ -23,7 +24,7 @@ from ._spec import process_chunk
 def work(
     slot: int,
     generation: int,
-    files: list[InputFile],
+    files: Sequence[InputFile],
     work_queue: Any,
     result_queue: Any,
     board: Board,

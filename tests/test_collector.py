@@ -27,7 +27,7 @@ def make_results(file: int, chunks: list[bytes]) -> list[Result]:
 
 @pytest.fixture
 def files(tmp_path: Path) -> list[InputFile]:
-    return [InputFile(0, "a.log", tmp_path / "a.log", 0), InputFile(1, "b.log", tmp_path / "b.log", 0)]
+    return [InputFile(0, "a.log", str(tmp_path / "a.log"), 0), InputFile(1, "b.log", str(tmp_path / "b.log"), 0)]
 
 
 def test_results_in_any_order_are_written_in_input_order(tmp_path: Path, files: list[InputFile]) -> None:

@@ -26,9 +26,9 @@ def local_output(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
 
 def test_plan_covers_every_file_in_order(tmp_path: Path) -> None:
     files = [
-        InputFile(0, "a", tmp_path / "a", 100),
-        InputFile(1, "b", tmp_path / "b", 0),
-        InputFile(2, "c", tmp_path / "c", 30),
+        InputFile(0, "a", str(tmp_path / "a"), 100),
+        InputFile(1, "b", str(tmp_path / "b"), 0),
+        InputFile(2, "c", str(tmp_path / "c"), 30),
     ]
     tasks = plan(files, 40)
     assert [(t.file, t.seq, t.start, t.stop, t.last) for t in tasks] == [

@@ -68,7 +68,7 @@ def test_a_killed_reader_with_many_files_queued_changes_nothing(many: Path, tmp_
 
 def fake_pipeline(files: int, reading: list[int], done: int) -> SimpleNamespace:
     """A pipeline as view_of sees it: files, a scoreboard, counts."""
-    infos = [InputFile(i, f"host-{i:05d}.log", Path(f"host-{i:05d}.log"), 1_000) for i in range(files)]
+    infos = [InputFile(i, f"host-{i:05d}.log", f"host-{i:05d}.log", 1_000) for i in range(files)]
     board = Board(files, 2, 4)
     for slot, file in enumerate(reading):
         board.set_reader(slot, ReaderField.FILE, file + 1)
