@@ -209,6 +209,13 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
                 out[f"{name}: memory N=2 / {peer}"] = round(two["peak_pss_mib"] / rows[peer]["peak_pss_mib"], 2)
         if one is not None:
             out[f"{name}: scaling wall N=1 / N=2"] = round(one["wall_s"] / two["wall_s"], 2)
+    for name, rows in results.items():  # many files against the same lines in files of 500,000
+        base = results.get(name.rsplit("-", 1)[0], {}) if name.endswith("f") else {}
+        if "mpevents N=2" in rows and "mpevents N=2" in base:
+            many, few = rows["mpevents N=2"]["wall_s"], base["mpevents N=2"]["wall_s"]
+            out[f"{name}: wall N=2 / same lines in few files"] = round(many / few, 2)
+            files = int(name.rsplit("-", 1)[1][:-1])
+            out[f"{name}: ms of wall per file beyond its lines"] = round((many - few) / files * 1000, 3)
     for mix in MIXES:
         big, small = results.get(f"{mix}-10M", {}), results.get(f"{mix}-2M", {})
         if "mpevents N=2" in big and "mpevents N=2" in small:
