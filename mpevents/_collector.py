@@ -22,6 +22,7 @@ import heapq
 import os
 import resource
 import time
+from array import array
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +42,8 @@ _RESERVED_FDS: Final = 16
 _TOP_EVERY_S: Final = 0.25
 """How often the largest groups are republished for the dashboard."""
 _WRITE_BUFFER: Final = 1 << 16
+_COUNTS: Final = 4
+"""Counts kept per file: lines, valid, rejected, blank."""
 
 
 def group_file_name(group: bytes) -> str:
@@ -106,9 +109,11 @@ class Collector:
         self.board = board
         self.credits = credits
         self.head = 0  # the file being written
-        self._held: list[dict[int, Result]] = [{} for _ in files]
-        self._next_seq = [0] * len(files)
-        self._counts = [[0, 0, 0, 0] for _ in files]  # lines, valid, rejected, blank
+        # Per-file state in flat int64 arrays, and held results only for files
+        # that have some: a few dozen bytes per file, for 20,000 files too.
+        self._held: dict[int, dict[int, Result]] = {}
+        self._next_seq = array("q", bytes(8 * len(files)))
+        self._counts = array("q", bytes(8 * _COUNTS * len(files)))  # lines, valid, rejected, blank of each file
         self._group_counts: dict[bytes, int] = {}
         self._groups = GroupFiles(directory, max_open_files)
         self._rejects = open(directory / REJECTS_NAME, "wb")  # noqa: SIM115
@@ -126,21 +131,25 @@ class Collector:
     def add(self, result: Result) -> None:
         """Take one result; write it and whatever it unblocks."""
         file, seq = result.file, result.seq
-        if file < self.head or seq < self._next_seq[file] or seq in self._held[file]:
+        if file < self.head or seq < self._next_seq[file] or seq in self._held.get(file, ()):
             return  # a duplicate after a restart
-        self._held[file][seq] = result
+        self._held.setdefault(file, {})[seq] = result
         while self.head < len(self.files):
-            ready = self._held[self.head].pop(self._next_seq[self.head], None)
+            held = self._held.get(self.head)
+            ready = held.pop(self._next_seq[self.head], None) if held else None
             if ready is None:
                 break
+            if not held:
+                del self._held[self.head]
             self._write(ready)
 
     def _write(self, item: Result) -> None:
         if self._fail_after is not None and self._results >= self._fail_after:
             raise OSError(28, os.strerror(28), str(self._rejects.name))
         file, result = item.file, item.result
-        counts = self._counts[file]
-        base = counts[0]
+        counts = self._counts
+        at = _COUNTS * file
+        base = counts[at]
         valid = 0
         group_counts = self._group_counts
         for group, (count, data) in result.groups.items():
@@ -156,10 +165,10 @@ class Collector:
                 buffer.extend(b"\n")
                 self.board.add_reason(REASON_INDEX[reject.reason], 1)
             self._rejects.write(buffer)
-        counts[0] += result.lines
-        counts[1] += valid
-        counts[2] += len(result.rejects)
-        counts[3] += result.blank
+        counts[at] += result.lines
+        counts[at + 1] += valid
+        counts[at + 2] += len(result.rejects)
+        counts[at + 3] += result.blank
         self._next_seq[file] += 1
         self._results += 1
         self._publish(item, valid, len(result.rejects), result.blank, result.lines)
@@ -177,7 +186,7 @@ class Collector:
         board = self.board
         board.set_file(item.file, FileField.WRITTEN_SEQ, self._next_seq[item.file])
         board.set_file(item.file, FileField.WRITTEN_OFFSET, item.end)
-        board.set_file(item.file, FileField.LINES, self._counts[item.file][0])
+        board.set_file(item.file, FileField.LINES, self._counts[_COUNTS * item.file])
         board.set_collector(CollectorField.RESULTS, self._results)
         board.set_collector(CollectorField.RECORDS, board.collector(CollectorField.RECORDS) + valid)
         board.set_collector(CollectorField.REJECTED, board.collector(CollectorField.REJECTED) + rejected)
@@ -198,7 +207,7 @@ class Collector:
     def report(self) -> dict[str, Any]:
         """The counts main needs for summary.json."""
         return {
-            "files": [list(counts) for counts in self._counts],
+            "files": [list(self._counts[at : at + _COUNTS]) for at in range(0, len(self._counts), _COUNTS)],
             "reasons": list(self.board.reasons().values()),  # counted on the board, in REASONS order
             "groups": {group.decode("ascii"): count for group, count in self._group_counts.items()},
         }

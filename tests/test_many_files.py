@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import random
 from io import StringIO
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from rich.console import Console
 
 from mpevents._board import Board, CollectorField, FileField, FileState, ReaderField
-from mpevents._config import InputFile
+from mpevents._config import FileList, InputFile
 from mpevents._dashboard import MAX_FILE_ROWS, render, summary_table, view_of
 from tests.conftest import run_cli, tree
 from tests.test_cli import expected_output
@@ -126,3 +127,18 @@ def test_the_summary_lists_the_files_with_most_rejects_first() -> None:
     assert rows[1].split()[1] == "f99.log"  # then most lines
     assert len(rows) == 20
     assert "80 more files" in draw(summary_table(summary))
+
+
+def test_the_file_list_travels_as_columns_and_comes_back_whole() -> None:
+    infos = [
+        InputFile(0, "a.log", "/logs/a.log", 5, (1, 2)),
+        InputFile(1, "b\\xff.log", "/logs/b\udcff.log", 0),  # a name that is not UTF-8, no identity
+        InputFile(2, "c.log", "/elsewhere/c.log", 7, (3, 4)),
+    ]
+    files = FileList.of(infos)
+    again = pickle.loads(pickle.dumps(files))
+    assert list(again) == infos
+    assert again[-1] == infos[-1] and again[1:] == infos[1:]
+    assert (
+        len(pickle.dumps(FileList.of(InputFile(i, f"{i}.log", f"/l/{i}.log", i, (1, i)) for i in range(1000)))) < 40_000
+    )
