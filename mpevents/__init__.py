@@ -7,15 +7,16 @@ multiprocessing.Queue (``_queue``) carrying one message per chunk of whole lines
     | cli -> supervisor: starts children, waits on their sentinels, replaces  |
     | the dead; dashboard: reads the shared scoreboard; output: atomic commit |
     +-------------------------------------------------------------------------+
-          | starts at most --readers at once
-    a.log -> [reader a] --+                                      +-> group-<id>.jsonl
-    b.log -> [reader b] --+-> work queue --> [worker 1] --+      |
-    c.log -> [reader c] --+    (Chunk)   --> [worker N] --+-> result queue --> [collector] -+-> rejected.jsonl
-                                                              (Result)          |
-                                                       counts for summary.json -+-> main
+          | starts --readers readers, each taking the next file as it finishes one
+    a.log, d.log -> [reader 1] --+                                      +-> group-<id>.jsonl
+    b.log, e.log -> [reader 2] --+-> work queue --> [worker 1] --+      |
+    c.log, ...   -> [reader K] --+    (Chunk)   --> [worker N] --+-> result queue --> [collector] -+-> rejected.jsonl
+                                                                     (Result)          |
+                                                              counts for summary.json -+-> main
 
-* reader (``_reader``): cuts one file into chunks of whole lines; does not
-  parse. A chunk on the work queue says where its lines lie in the file.
+* reader (``_reader``): takes the next input file in input order and cuts it
+  into chunks of whole lines; does not parse. A chunk on the work queue says
+  where its lines lie in the file.
 * worker (``_worker``): reads each chunk from its file, checks every line
   against the spec (``_spec``) and encodes valid records as JSON, per group;
   rejects carry their reason.
