@@ -3,10 +3,16 @@
 Talks to: nothing of ours; readers put chunks and workers get them, workers
 put results and the collector gets them, each through a :class:`ChunkQueue`.
 
-It is a ``multiprocessing.Queue`` in every way that matters (feeder thread,
-bound, locks, pickling, the framing of messages on the pipe) with two changes
-for messages of megabytes:
+It is a ``multiprocessing.Queue`` in every way that matters (bound, locks,
+pickling, the framing of messages on the pipe) with three changes:
 
+* ``put_direct()`` pickles and writes a small message in the calling thread,
+  where ``put()`` hands it to a feeder thread. A worker's feeder thread has
+  to win the GIL from the worker's own main thread, busy checking the next
+  chunk, before a result can leave: with small chunks (a file each) results
+  queued up behind it and the workers waited on a full result queue (2,000
+  files of 1,000 lines: 2.5-2.7 s, then 2.2-2.4 s). A large message still
+  goes through the feeder, whose write overlaps the next chunk's work;
 * its pipe is widened to 1 MiB, so a chunk takes a turn or two of writer and
   reader instead of a dozen;
 * a blocking ``get()`` reads each message straight into one buffer that the
@@ -48,7 +54,9 @@ class ChunkQueue(multiprocessing.queues.Queue):  # type: ignore[type-arg]
 
     # The base class's own attributes, which typeshed does not declare.
     _reader: multiprocessing.connection.Connection
+    _writer: multiprocessing.connection.Connection
     _rlock: Any
+    _wlock: Any
     _sem: Any
     _closed: bool
     _inbox: bytearray  # this process's receive buffer; never pickled
@@ -59,6 +67,15 @@ class ChunkQueue(multiprocessing.queues.Queue):  # type: ignore[type-arg]
         # the queue keeps its default pipe.
         with contextlib.suppress(OSError, AttributeError):
             fcntl.fcntl(self._reader.fileno(), _F_SETPIPE_SZ, PIPE_BYTES)
+
+    def put_direct(self, obj: Any) -> None:
+        """Put a small message now, from this thread; blocks while the queue is full."""
+        if self._closed:
+            raise ValueError(f"Queue {self!r} is closed")
+        self._sem.acquire()
+        message = ForkingPickler.dumps(obj)
+        with self._wlock:
+            self._writer.send_bytes(message)
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         if not block or timeout is not None or self._closed:

@@ -253,7 +253,7 @@ def _read_file(
         units = credit_units(piece.offset, piece.end, flags)
         if _take_credits(file, units, board, credits):
             flags |= FLAG_CREDIT
-        work_queue.put(Chunk(file, seq, piece.offset, piece.end, flags))
+        work_queue.put_direct(Chunk(file, seq, piece.offset, piece.end, flags))
         board.set_file(file, FileField.BYTES_READ, piece.end)
         board.add_reader(slot, ReaderField.BYTES, piece.end - piece.offset)
         seq += 1

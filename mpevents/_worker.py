@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from . import _failpoints
 from ._board import Board, WorkerField, WorkerState
@@ -19,6 +19,10 @@ from ._config import InputFile
 from ._messages import Chunk, Result
 from ._reader import read_chunk
 from ._spec import process_chunk
+
+DIRECT_RESULT_BYTES: Final = 1 << 18
+"""Results smaller than this are written to the result queue by the worker
+itself; larger ones by its feeder thread, while it checks the next chunk."""
 
 
 def work(
@@ -46,7 +50,11 @@ def work(
         info = files[chunk.file]
         result = process_chunk(read_chunk(str(info.path), chunk, info.identity), file_start=chunk.offset == 0)
         board.set_worker(slot, WorkerField.STATE, WorkerState.SENDING)
-        result_queue.put(Result(chunk.file, chunk.seq, chunk.offset, chunk.end, chunk.flags, result))
+        message = Result(chunk.file, chunk.seq, chunk.offset, chunk.end, chunk.flags, result)
+        if sum(len(data) for _, data in result.groups.values()) < DIRECT_RESULT_BYTES:
+            result_queue.put_direct(message)
+        else:
+            result_queue.put(message)
         board.add_worker(slot, WorkerField.CHUNKS, 1)
         board.add_worker(slot, WorkerField.LINES, result.lines)
         board.add_worker(slot, WorkerField.BUSY_NS, time.perf_counter_ns() - started)
