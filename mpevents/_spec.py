@@ -304,10 +304,9 @@ def _bad_lines(pieces: list[bytes]) -> set[int]:
             except ValueError:
                 break
     lines = len(pieces) // _FIELDS
-    unsigned = [b""] * (3 * lines + 2)  # '|', then the id, group and timestamp of each line, then '|'
-    for slot, column in enumerate((0, 5, 6), start=1):
-        unsigned[slot : 3 * lines + 1 : 3] = pieces[column::_FIELDS]
-    bad.update(field // 3 for field in _bad_numbers(b"|".join(unsigned)))
+    # The ids, then the groups, then the timestamps, each column in line order.
+    unsigned = b"|".join(pieces[0::_FIELDS] + pieces[5::_FIELDS] + pieces[6::_FIELDS])
+    bad.update(field % lines for field in _bad_numbers(b"|" + unsigned + b"|"))
     bad.update(_bad_numbers(b"|" + b"|".join(pieces[4::_FIELDS]) + b"|", signed=True))
     return bad
 
