@@ -7,7 +7,9 @@ may see a value a moment old, which is all a dashboard needs.
 
 The worker slots double as the supervisor's ledger: a worker records the
 chunk it holds before working on it, so when it dies main knows exactly what
-to hand to its replacement.
+to hand to its replacement. Likewise each file records the reader slot that
+took it, so a dead reader's files can be read again, and each reader slot the
+file it is on, for the dashboard.
 """
 
 from __future__ import annotations

@@ -11,13 +11,13 @@ bytes of the valid records, plus the rejects and the counts.
 
 Two paths give the same bytes:
 
-* the bulk path, for windows of "plain" lines (printable ASCII strings
-  without quote or backslash, canonical numbers of at most 18 digits, which
-  can never overflow int64). For those the JSON is the input fields placed in
-  a fixed template, so a window of about a thousand lines is checked and
-  converted column by column with a few C-level calls, not a Python loop per
-  line. A window that is not all plain goes line by line: a regular
-  expression takes the plain lines before the first other one;
+* the bulk path, for "plain" lines: valid UTF-8 without control characters,
+  no empty field, canonical numbers of at most 18 digits (which can never
+  overflow int64). For those the JSON is the input fields placed in a fixed
+  template, '"' and '\\' escaped, so a window of a few hundred lines is
+  checked and converted column by column with a few C-level calls, not a
+  Python loop per line. A line that is not plain is found from where its
+  column's check failed and taken out of the window;
 * the exact path, :func:`check_line`, for every other line: it applies each
   rule of the spec in turn and encodes with msgspec.
 

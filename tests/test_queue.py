@@ -71,3 +71,15 @@ def test_the_pipe_is_widened() -> None:
     q = ChunkQueue(1, ctx=context())
     f_getpipe_sz = 1032
     assert fcntl.fcntl(q._reader.fileno(), f_getpipe_sz) == PIPE_BYTES
+
+
+def test_put_direct_sends_from_the_calling_thread_and_keeps_the_bound() -> None:
+    q = ChunkQueue(2, ctx=context())
+    q.put_direct(message(10))
+    q.put(message(PIPE_BYTES + 7))  # through the feeder thread, after the direct one
+    with pytest.raises(queue.Full):
+        q.put(message(1), block=False)  # the bound counts direct messages too
+    assert q.get() == message(10)
+    assert q.get() == message(PIPE_BYTES + 7)
+    q.close()
+    q.join_thread()
