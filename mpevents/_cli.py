@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         default=DEFAULT_READERS,
         metavar="K",
-        help=f"input files read at the same time, one process each (default: {DEFAULT_READERS})",
+        help=f"reader processes, each on one input file at a time (default: {DEFAULT_READERS})",
     )
     add(
         "--chunk-bytes",
