@@ -219,9 +219,6 @@ def read_files(
     while (taken := file_queue.take(slot, board)) is not None:
         _read_file(files[taken], slot, job.chunk_bytes, 0, 0, kill_at, work_queue, board, credits)
     board.set_reader(slot, ReaderField.FILE, 0)
-    # Let the queue's feeder thread finish sending before the process ends.
-    work_queue.close()
-    work_queue.join_thread()
 
 
 def _read_file(
@@ -253,9 +250,11 @@ def _read_file(
         units = credit_units(piece.offset, piece.end, flags)
         if _take_credits(file, units, board, credits):
             flags |= FLAG_CREDIT
-        work_queue.put_direct(Chunk(file, seq, piece.offset, piece.end, flags))
+        # Counted before the put, which waits while the work queue is full: the
+        # dashboard shows the chunk as framed while it waits, not as unread.
         board.set_file(file, FileField.BYTES_READ, piece.end)
         board.add_reader(slot, ReaderField.BYTES, piece.end - piece.offset)
+        work_queue.put_direct(Chunk(file, seq, piece.offset, piece.end, flags))
         seq += 1
 
     if info.size - offset <= chunk_bytes:  # one chunk, or none left: nothing to look for

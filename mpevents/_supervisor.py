@@ -429,7 +429,7 @@ def build_summary(
         "engine": config.engine,
         "elapsed_s": round(elapsed, 3),
         "lines_per_s": round(totals["lines"] / elapsed) if elapsed > 0 else 0,
-        "bytes_read": sum(info.size for info in files),
+        "bytes_read": pipeline.total_bytes,
         "stages": stage_shares(pipeline.board, elapsed),
         "restarts": {
             "workers": pipeline.worker_restarts,
