@@ -1,15 +1,13 @@
 """The scoreboard: counters in shared memory, written by children, read by main.
 
 Progress never travels as messages: each child bumps plain int64 cells in a
-``multiprocessing.RawArray`` that main (supervisor and dashboard) reads
+``multiprocessing.RawArray`` that main (the dashboard and the summary) reads
 whenever it likes. Each cell has one writer, so no lock is needed; a reader
 may see a value a moment old, which is all a dashboard needs.
 
-The worker slots double as the supervisor's ledger: a worker records the
-chunk it holds before working on it, so when it dies main knows exactly what
-to hand to its replacement. Likewise each file records the reader slot that
-took it, so a dead reader's files can be read again, and each reader slot the
-file it is on, for the dashboard.
+It only counts. What recovery needs (the span each worker holds, where each
+file resumes, credits) is the ledger's (``_ledger``); the counts in
+``summary.json`` come from the collector's report, not from here.
 """
 
 from __future__ import annotations
@@ -25,12 +23,10 @@ TOP_GROUPS: Final = 5
 
 
 class FileField(enum.IntEnum):
-    BYTES_READ = 0
+    BYTES_READ = 0  # bytes framed by its reader
     STATE = 1  # FileState
-    WRITTEN_SEQ = 2  # chunks written, in order, by the collector
-    WRITTEN_OFFSET = 3  # file offset where the next unwritten chunk starts
-    LINES = 4  # lines written
-    READER = 5  # the reader slot that took it, plus one (0: none yet)
+    WRITTEN = 2  # bytes whose lines the collector has written
+    LINES = 3  # lines written
 
 
 class FileState(enum.IntEnum):
@@ -41,31 +37,10 @@ class FileState(enum.IntEnum):
 
 
 class WorkerField(enum.IntEnum):
-    STATE = 0  # WorkerState
-    FILE = 1  # the chunk held: file index,
-    SEQ = 2  # its sequence number,
-    OFFSET = 3  # where it starts and ends in its file,
-    END = 4
-    FLAGS = 5  # and its flags
-    CHUNKS = 6
-    LINES = 7
-    BUSY_NS = 8
-    RESTARTS = 9
-    # the chunk sent before, whose result may still sit in this worker's
-    # queue feeder: a replacement redoes it too, and the collector drops it
-    # if it did arrive
-    PREV_SET = 10
-    PREV_FILE = 11
-    PREV_SEQ = 12
-    PREV_OFFSET = 13
-    PREV_END = 14
-    PREV_FLAGS = 15
-
-
-class WorkerState(enum.IntEnum):
-    IDLE = 0
-    BUSY = 1  # holds the chunk named in its slot
-    SENDING = 2  # its result is on its way to the collector
+    CHUNKS = 0
+    LINES = 1
+    BUSY_NS = 2
+    RESTARTS = 3
 
 
 class ReaderField(enum.IntEnum):
@@ -79,20 +54,13 @@ class CollectorField(enum.IntEnum):
     REJECTED = 2
     BLANK = 3
     LINES = 4
-    HEAD = 5  # index of the file being written
+    HEAD = 5  # files written (the index of the file being written)
     GROUPS = 6  # distinct groups so far
     BUSY_NS = 7  # time spent ordering and writing
     BYTES = 8  # input bytes whose lines are written
     REASONS = 9  # len(REASONS) cells, then TOP_GROUPS (group id, count) pairs
 
 
-_PREV_FIELDS: Final = (
-    (WorkerField.FILE, WorkerField.PREV_FILE),
-    (WorkerField.SEQ, WorkerField.PREV_SEQ),
-    (WorkerField.OFFSET, WorkerField.PREV_OFFSET),
-    (WorkerField.END, WorkerField.PREV_END),
-    (WorkerField.FLAGS, WorkerField.PREV_FLAGS),
-)
 _FILE_WIDTH: Final = len(FileField)
 _WORKER_WIDTH: Final = len(WorkerField)
 _READER_WIDTH: Final = len(ReaderField)
@@ -133,36 +101,6 @@ class Board:
     def add_worker(self, slot: int, field: WorkerField, value: int) -> None:
         self._workers[slot * _WORKER_WIDTH + field] += value
 
-    def hold(self, slot: int, file: int, seq: int, offset: int, end: int, flags: int) -> None:
-        """Record the chunk a worker now holds; the state is written last."""
-        base = slot * _WORKER_WIDTH
-        cells = self._workers
-        cells[base + WorkerField.FILE] = file
-        cells[base + WorkerField.SEQ] = seq
-        cells[base + WorkerField.OFFSET] = offset
-        cells[base + WorkerField.END] = end
-        cells[base + WorkerField.FLAGS] = flags
-        cells[base + WorkerField.STATE] = WorkerState.BUSY
-
-    def sent(self, slot: int) -> None:
-        """The held chunk's result is queued: remember it as the previous one."""
-        base = slot * _WORKER_WIDTH
-        cells = self._workers
-        cells[base + WorkerField.PREV_SET] = 0
-        for src, dst in _PREV_FIELDS:
-            cells[base + dst] = cells[base + src]
-        cells[base + WorkerField.PREV_SET] = 1
-        cells[base + WorkerField.STATE] = WorkerState.IDLE
-
-    def held(self, slot: int) -> list[tuple[int, int, int, int, int]]:
-        """The chunks a dead worker may not have delivered: (file, seq, offset, end, flags)."""
-        chunks = []
-        if self.worker(slot, WorkerField.PREV_SET):
-            chunks.append(tuple(self.worker(slot, field) for _, field in _PREV_FIELDS))
-        if self.worker(slot, WorkerField.STATE) != WorkerState.IDLE:
-            chunks.append(tuple(self.worker(slot, src) for src, _ in _PREV_FIELDS))
-        return chunks  # type: ignore[return-value]
-
     # readers
     def reader(self, slot: int, field: ReaderField) -> int:
         return int(self._readers[slot * _READER_WIDTH + field])
@@ -187,8 +125,8 @@ class Board:
         base = CollectorField.REASONS
         return {reason: int(self._collector[base + i]) for i, reason in enumerate(REASONS)}
 
-    def add_reason(self, index: int, count: int) -> None:
-        self._collector[CollectorField.REASONS + index] += count
+    def set_reason(self, index: int, count: int) -> None:
+        self._collector[CollectorField.REASONS + index] = count
 
     def top_groups(self) -> list[tuple[int, int]]:
         cells = self._collector

@@ -211,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # pipeline while this process imports the supervisor.
             start_fork_server()
         _setup_logging("ERROR" if args.quiet else args.log_level)  # --quiet: errors only
-        from ._supervisor import run
+        from ._run import run
 
         observer = None
         if config.progress == "auto":  # rich is imported only when there is something to draw

@@ -1,12 +1,13 @@
 """Collector: the one process that writes the output, in input order.
 
 Talks to: the result queue (takes :class:`Result`), the temporary output
-directory (group files and ``rejected.jsonl``), the scoreboard (what it has
-written), the credit semaphore (returns readers' credits), and at the end the
-report pipe (the counts for ``summary.json``).
+directory (group files and ``rejected.jsonl``), the ledger (each file's first
+unwritten span; it returns readers' credits), the scoreboard (what it has
+written, for the dashboard), and at the end the report pipe (the
+:class:`Report` behind ``summary.json``).
 
-Results arrive in any order; the collector writes chunk ``s`` of file ``f``
-only after every earlier chunk, so each group file and the rejects follow
+Results arrive in any order; the collector writes span ``s`` of file ``f``
+only after every earlier span, so each group file and the rejects follow
 (file name, line number) whatever the worker count or chunk size. It holds
 back only what arrives early, which the bounded queues and the readers'
 credits keep small. A result it has already written or holds, as after a
@@ -33,8 +34,10 @@ import msgspec
 from . import _failpoints
 from ._board import TOP_GROUPS, Board, CollectorField, FileField, FileState
 from ._config import InputFile
-from ._messages import FLAG_CREDIT, FLAG_LAST, Result, credit_units
-from ._spec import REASON_INDEX
+from ._framing import Flag
+from ._ledger import Ledger
+from ._messages import FileCounts, Report, Result
+from ._spec import REASON_INDEX, REASONS
 
 REJECTS_NAME: Final = "rejected.jsonl"
 _RESERVED_FDS: Final = 16
@@ -103,17 +106,18 @@ class Collector:
     """Puts results in order and writes them; pure bookkeeping, no queues."""
 
     def __init__(
-        self, files: Sequence[InputFile], directory: Path, max_open_files: int, board: Board, credits: Any
+        self, files: Sequence[InputFile], directory: Path, max_open_files: int, board: Board, ledger: Ledger
     ) -> None:
         self.files = files
         self.board = board
-        self.credits = credits
+        self.ledger = ledger
         self.head = 0  # the file being written
         # Per-file state in flat int64 arrays, and held results only for files
         # that have some: a few dozen bytes per file, for 20,000 files too.
         self._held: dict[int, dict[int, Result]] = {}
         self._next_seq = array("q", bytes(8 * len(files)))
         self._counts = array("q", bytes(8 * _COUNTS * len(files)))  # lines, valid, rejected, blank of each file
+        self._reasons = [0] * len(REASONS)
         self._group_counts: dict[bytes, int] = {}
         self._groups = GroupFiles(directory, max_open_files)
         self._rejects = open(directory / REJECTS_NAME, "wb")  # noqa: SIM115
@@ -130,9 +134,10 @@ class Collector:
 
     def add(self, result: Result) -> None:
         """Take one result; write it and whatever it unblocks."""
-        file, seq = result.file, result.seq
+        file, seq = result.span.file, result.span.seq
         if file < self.head or seq < self._next_seq[file] or seq in self._held.get(file, ()):
-            return  # a duplicate after a restart
+            self.ledger.dropped(result.span)  # a repeat after a restart
+            return
         self._held.setdefault(file, {})[seq] = result
         while self.head < len(self.files):
             held = self._held.get(self.head)
@@ -146,7 +151,8 @@ class Collector:
     def _write(self, item: Result) -> None:
         if self._fail_after is not None and self._results >= self._fail_after:
             raise OSError(28, os.strerror(28), str(self._rejects.name))
-        file, result = item.file, item.result
+        span, result = item
+        file = span.file
         counts = self._counts
         at = _COUNTS * file
         base = counts[at]
@@ -163,7 +169,7 @@ class Collector:
             for reject in result.rejects:
                 self._encoder.encode_into(RejectLine(name, base + reject.line, reject.reason, reject.raw), buffer, -1)
                 buffer.extend(b"\n")
-                self.board.add_reason(REASON_INDEX[reject.reason], 1)
+                self._reasons[REASON_INDEX[reject.reason]] += 1
             self._rejects.write(buffer)
         counts[at] += result.lines
         counts[at + 1] += valid
@@ -171,11 +177,9 @@ class Collector:
         counts[at + 3] += result.blank
         self._next_seq[file] += 1
         self._results += 1
+        self.ledger.written(span)
         self._publish(item, valid, len(result.rejects), result.blank, result.lines)
-        if item.flags & FLAG_CREDIT:
-            for _ in range(credit_units(item.offset, item.end, item.flags)):
-                self.credits.release()
-        if item.flags & FLAG_LAST:
+        if span.flags & Flag.LAST:
             self.head += 1
             self.board.set_file(file, FileField.STATE, FileState.WRITTEN)
             self.board.set_collector(CollectorField.HEAD, self.head)
@@ -183,16 +187,19 @@ class Collector:
             _failpoints.kill_self()
 
     def _publish(self, item: Result, valid: int, rejected: int, blank: int, lines: int) -> None:
-        board = self.board
-        board.set_file(item.file, FileField.WRITTEN_SEQ, self._next_seq[item.file])
-        board.set_file(item.file, FileField.WRITTEN_OFFSET, item.end)
-        board.set_file(item.file, FileField.LINES, self._counts[_COUNTS * item.file])
+        """Show what was written on the scoreboard, for the dashboard."""
+        board, span = self.board, item.span
+        board.set_file(span.file, FileField.WRITTEN, span.end)
+        board.set_file(span.file, FileField.LINES, self._counts[_COUNTS * span.file])
         board.set_collector(CollectorField.RESULTS, self._results)
         board.set_collector(CollectorField.RECORDS, board.collector(CollectorField.RECORDS) + valid)
         board.set_collector(CollectorField.REJECTED, board.collector(CollectorField.REJECTED) + rejected)
         board.set_collector(CollectorField.BLANK, board.collector(CollectorField.BLANK) + blank)
         board.set_collector(CollectorField.LINES, board.collector(CollectorField.LINES) + lines)
-        board.set_collector(CollectorField.BYTES, board.collector(CollectorField.BYTES) + item.end - item.offset)
+        board.set_collector(CollectorField.BYTES, board.collector(CollectorField.BYTES) + span.end - span.start)
+        if rejected:
+            for index, count in enumerate(self._reasons):
+                board.set_reason(index, count)
         now = time.monotonic()
         if now - self._top_at >= _TOP_EVERY_S or self.head + 1 >= len(self.files):
             self._top_at = now
@@ -204,13 +211,14 @@ class Collector:
         self._groups.close()
         self._rejects.close()
 
-    def report(self) -> dict[str, Any]:
+    def report(self) -> Report:
         """The counts main needs for summary.json."""
-        return {
-            "files": [list(self._counts[at : at + _COUNTS]) for at in range(0, len(self._counts), _COUNTS)],
-            "reasons": list(self.board.reasons().values()),  # counted on the board, in REASONS order
-            "groups": {group.decode("ascii"): count for group, count in self._group_counts.items()},
-        }
+        counts = self._counts
+        return Report(
+            files=[FileCounts(*counts[at : at + _COUNTS]) for at in range(0, len(counts), _COUNTS)],
+            reasons=list(self._reasons),
+            groups={group.decode("ascii"): count for group, count in self._group_counts.items()},
+        )
 
 
 def collect(
@@ -220,10 +228,10 @@ def collect(
     result_queue: Any,
     report: Any,
     board: Board,
-    credits: Any,
+    ledger: Ledger,
 ) -> None:
     """The collector process body: write every result, then report the counts."""
-    collector = Collector(files, directory, max_open_files, board, credits)
+    collector = Collector(files, directory, max_open_files, board, ledger)
     slow = _failpoints.number("collector_slow")
     try:
         while not collector.done:

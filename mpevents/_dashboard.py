@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+import msgspec
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
@@ -29,8 +30,8 @@ from ._board import CollectorField, FileField, FileState, ReaderField, WorkerFie
 from ._config import Config
 
 if TYPE_CHECKING:
-    from ._dask import DaskRun
-    from ._supervisor import Pipeline
+    from ._engine import Engine
+    from ._summary import Summary
 
 REFRESH_S: Final = 0.2
 """Five redraws a second: smooth to the eye, and well under the 10 a second
@@ -129,7 +130,7 @@ class View:
         return max(0.0, (self.total_bytes - self.written_bytes) / rate)
 
 
-def view_of(pipeline: Pipeline | DaskRun) -> View:
+def view_of(pipeline: Engine) -> View:
     """Read the scoreboard of a running pipeline: in time independent of the
     number of files once there are more than MAX_FILE_ROWS."""
     board = pipeline.board
@@ -142,7 +143,7 @@ def view_of(pipeline: Pipeline | DaskRun) -> View:
             info.size,
             board.file(index, FileField.BYTES_READ),
             _STATE_NAMES[FileState(board.file(index, FileField.STATE))],
-            board.file(index, FileField.WRITTEN_OFFSET),
+            board.file(index, FileField.WRITTEN),
         )
 
     file_counts = byte_counts = None
@@ -277,10 +278,10 @@ class LiveDashboard:
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console()
         self._live: Live | None = None
-        self._pipeline: Pipeline | DaskRun | None = None
+        self._pipeline: Engine | None = None
         self._drawn = 0.0
 
-    def start(self, pipeline: Pipeline | DaskRun) -> None:
+    def start(self, pipeline: Engine) -> None:
         self._pipeline = pipeline
         if self._live is None:
             self._live = Live(console=self.console, auto_refresh=False, transient=False)
@@ -308,10 +309,10 @@ class PlainProgress:
 
     def __init__(self, stream: Any = None) -> None:
         self.stream = stream or sys.stderr
-        self._pipeline: Pipeline | DaskRun | None = None
+        self._pipeline: Engine | None = None
         self._written = 0.0
 
-    def start(self, pipeline: Pipeline | DaskRun) -> None:
+    def start(self, pipeline: Engine) -> None:
         self._pipeline = pipeline
         self._written = time.monotonic()
 
@@ -346,45 +347,44 @@ def make_observer(config: Config) -> LiveDashboard | PlainProgress | None:
 # --- the final summary -------------------------------------------------------------
 
 
-def summary_table(summary: dict[str, Any]) -> RenderableType:
+def summary_table(summary: Summary) -> RenderableType:
     """The end-of-run report: the same figures as summary.json."""
     files = Table(title="mpevents summary", title_justify="left")
     files.add_column("file")
-    for column in ("lines", "valid", "rejected", "blank"):
+    for column in _COUNT_FIELDS:
         files.add_column(column, justify="right")
-    shown = summary["files"]
+    shown = summary.files
     if len(shown) > SUMMARY_FILE_ROWS:
-        ranked = sorted(shown.items(), key=lambda item: (-item[1]["rejected"], -item[1]["lines"]))
+        ranked = sorted(shown.items(), key=lambda item: (-item[1].rejected, -item[1].lines))
         shown = dict(ranked[:SUMMARY_FILE_ROWS])
     for name, counts in shown.items():
-        files.add_row(name, *(f"{counts[key]:,}" for key in ("lines", "valid", "rejected", "blank")))
-    if len(shown) < len(summary["files"]):
-        more = len(summary["files"]) - len(shown)
+        files.add_row(name, *(f"{getattr(counts, key):,}" for key in _COUNT_FIELDS))
+    if len(shown) < len(summary.files):
+        more = len(summary.files) - len(shown)
         files.add_row(Text(f"… {more:,} more files, listed in summary.json", style="italic"), "", "", "", "")
-    totals = summary["totals"]
+    totals = summary.totals
     files.add_row(
-        Text("total", style="bold"),
-        *(Text(f"{totals[key]:,}", style="bold") for key in ("lines", "valid", "rejected", "blank")),
+        Text("total", style="bold"), *(Text(f"{getattr(totals, key):,}", style="bold") for key in _COUNT_FIELDS)
     )
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")
     facts.add_column()
-    elapsed = summary["elapsed_s"]
-    facts.add_row("elapsed", f"{elapsed:.2f} s with {summary['workers']} worker(s)")
+    elapsed = summary.elapsed_s
+    facts.add_row("elapsed", f"{elapsed:.2f} s with {summary.workers} worker(s)")
     facts.add_row(
         "throughput",
-        f"{_count(summary['lines_per_s'])} lines/s, {_bytes(summary['bytes_read'] / elapsed if elapsed else 0)}/s",
+        f"{_count(summary.lines_per_s)} lines/s, {_bytes(summary.bytes_read / elapsed if elapsed else 0)}/s",
     )
-    reasons = {reason: count for reason, count in summary["rejected_by_reason"].items() if count}
+    reasons = {reason: count for reason, count in summary.rejected_by_reason.items() if count}
     facts.add_row("rejected", ", ".join(f"{reason} {count:,}" for reason, count in reasons.items()) or "none")
-    groups = summary["groups"]
+    groups = summary.groups
     largest = sorted(groups.items(), key=lambda item: item[1], reverse=True)[:5]
-    shown = ", ".join(f"{group}: {count:,}" for group, count in largest)
-    facts.add_row("groups", f"{len(groups):,}" + (f" (largest {shown})" if groups else ""))
-    restarts = summary.get("restarts", {})
+    shown_groups = ", ".join(f"{group}: {count:,}" for group, count in largest)
+    facts.add_row("groups", f"{len(groups):,}" + (f" (largest {shown_groups})" if groups else ""))
+    restarts = msgspec.structs.asdict(summary.restarts)
     if any(restarts.values()):
         facts.add_row("restarts", ", ".join(f"{role} {count}" for role, count in restarts.items() if count))
-    memory = summary.get("memory")
+    memory = summary.memory
     if memory:
         peaks = ", ".join(
             f"{name} {_bytes(facts_['peak_rss_kib'] * 1024)}" for name, facts_ in memory["processes"].items()
@@ -395,5 +395,8 @@ def summary_table(summary: dict[str, Any]) -> RenderableType:
     return Group(files, facts)
 
 
-def print_summary(summary: dict[str, Any], config: Config, console: Console | None = None) -> None:
+_COUNT_FIELDS: Final = ("lines", "valid", "rejected", "blank")
+
+
+def print_summary(summary: Summary, config: Config, console: Console | None = None) -> None:
     (console or Console()).print(summary_table(summary))

@@ -15,9 +15,10 @@ rejects with line numbers relative to its range, and its counts. The
 collector makes the numbers absolute and writes results in order as they
 arrive, with at most ``TASKS_PER_WORKER`` tasks per Dask worker in flight.
 
-Failures: a task retries up to ``--max-retries`` times, and Dask recomputes
-the tasks of a lost worker; results are pure functions of their range, so
-the output is byte-identical to the local engine's.
+Failures: a failed task is submitted again, charged to the run's retry
+budget like a local span (``--max-retries``), and Dask recomputes the tasks
+of a lost worker (counted as a worker restart); results are pure functions of
+their range, so the output is byte-identical to the local engine's.
 """
 
 from __future__ import annotations
@@ -27,15 +28,17 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 from . import _failpoints
-from ._board import Board, FileField, FileState, ReaderField
+from ._board import Board, CollectorField, FileField, FileState, ReaderField
 from ._collector import Collector
 from ._config import Config, InputFile
-from ._errors import Interrupted, RunError, UsageError
-from ._messages import FLAG_LAST, Result
-from ._reader import iter_chunks, line_start
+from ._engine import Restarts, RetryBudget
+from ._errors import UsageError
+from ._framing import Flag, Span, frames, line_start, read_chunk
+from ._ledger import Ledger
+from ._messages import Report, Result
 from ._spec import ChunkResult, concat, process_chunk
 
 INSTALL_HINT: Final = "pip install 'mpevents[dask]'"
@@ -45,7 +48,6 @@ costs little per line, small enough to spread a file over many workers."""
 TASKS_PER_WORKER: Final = 2
 """In flight per Dask worker: one running while the next is sent, as the
 local engine's queues; more would only hold results in memory."""
-TICK_S: Final = 0.1
 
 
 def import_distributed() -> Any:
@@ -57,40 +59,38 @@ def import_distributed() -> Any:
     return distributed
 
 
-class Task(NamedTuple):
-    file: int
-    seq: int
-    path: str
-    start: int
-    stop: int
-    last: bool
+def plan(files: Sequence[InputFile], task_bytes: int) -> list[Span]:
+    """Cut every file into byte ranges, in input order; an empty file gets one.
 
-
-def plan(files: Sequence[InputFile], task_bytes: int) -> list[Task]:
-    """Cut every file into byte ranges, in input order; an empty file gets one."""
+    A task's span is a raw byte range, not yet on line boundaries: its lines
+    are those that start in it (:func:`process_range`).
+    """
     tasks = []
     for info in files:
         count = max(1, -(-info.size // task_bytes))
         for seq in range(count):
             start, stop = seq * task_bytes, min(info.size, (seq + 1) * task_bytes)
-            tasks.append(Task(info.index, seq, str(info.path), start, stop, seq == count - 1))
+            tasks.append(Span(info.index, seq, start, stop, Flag.LAST if seq == count - 1 else Flag.NONE))
     return tasks
 
 
-def process_range(path: str, start: int, stop: int, size: int, chunk_bytes: int) -> tuple[int, ChunkResult]:
-    """The task: check and encode the lines that start in ``[start, stop)``.
+def process_range(info: InputFile, task: Span, chunk_bytes: int) -> tuple[int, ChunkResult, int]:
+    """The task: check and encode the lines that start in the task's byte range.
 
-    Returns where the range's lines end in the file, and their result.
+    Returns where the range's lines end in the file, their result, and the
+    nanoseconds it took (for the summary's stages).
     """
-    _maybe_die(path, start)
-    with open(path, "rb") as handle:
-        first = line_start(handle, start)
-        end = size if stop >= size else line_start(handle, stop)
+    started = time.perf_counter_ns()
+    _maybe_die(info.path, task.start)
+    size = info.size
+    with open(info.path, "rb") as handle:
+        first = line_start(handle, task.start)
+        end = size if task.end >= size else line_start(handle, task.end)
         results = [
-            process_chunk(piece.data, file_start=piece.offset == 0)
-            for piece in iter_chunks(handle, chunk_bytes, first, end)
+            process_chunk(read_chunk(info.path, span, info.identity), file_start=span.start == 0)
+            for span in frames(handle, info.index, size, chunk_bytes, first, stop=end)
         ]
-    return end, concat(results)
+    return end, concat(results), time.perf_counter_ns() - started
 
 
 def _maybe_die(path: str, start: int) -> None:
@@ -108,35 +108,90 @@ def _maybe_die(path: str, start: int) -> None:
         _failpoints.kill_self()
 
 
-class DaskRun:
-    """One run on a Dask cluster; the same face to the supervisor as Pipeline."""
+class DaskEngine:
+    """The Dask engine; see the module docstring and ``_engine.Engine``."""
 
-    def __init__(self, config: Config, files: Sequence[InputFile], temp: Path, observer: Any = None) -> None:
+    def __init__(self, config: Config, files: Sequence[InputFile], temp: Path, budget: RetryBudget) -> None:
         self.config = config
-        self.observer = observer
         self.files = files
         self.temp = temp
+        self.budget = budget
         self.board = Board(len(files), 0)
+        self.restarts = Restarts()
         self.total_bytes = sum(info.size for info in files)
         self.started = time.monotonic()
-        self.signal: int | None = None
-        self.worker_restarts = self.reader_restarts = self.data_plane_restarts = 0
         self.tasks_done = 0
         self.tasks_total = 0
-        self.in_flight = 0
         self.limit = 1
         self.dask_workers = 0
+        self._task_ns = 0
+        self._seen_workers: set[str] = set()
         self._files_taken = 0
         self._client: Any = None
         self._cluster: Any = None
+        self._distributed: Any = None
+        self._collector: Collector | None = None
+        self._waiting: list[Span] = []  # in reverse input order: the next task is popped from the end
+        self._running: dict[Any, Span] = {}
 
-    def run(self) -> dict[str, Any]:
-        distributed = import_distributed()
-        self._connect(distributed)
+    # --- the engine interface ------------------------------------------------
+
+    def start(self) -> None:
+        self._distributed = import_distributed()
+        self._connect(self._distributed)
+        self._collector = Collector(
+            self.files, self.temp, self.config.max_open_files, self.board, Ledger(len(self.files), 0)
+        )
+        tasks = plan(self.files, TASK_CHUNKS * self.config.chunk_bytes)
+        self.tasks_total = len(tasks)
+        self._waiting = tasks[::-1]
+
+    def poll(self, timeout: float) -> Report | None:
+        assert self._collector is not None
+        self._watch_workers()
+        self._submit()
+        if not self._running:
+            self._collector.close()
+            return self._collector.report()
         try:
-            return self._run(distributed, self.observer)
-        finally:
-            self.kill_all()
+            done, _ = self._distributed.wait(list(self._running), timeout=timeout, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            done = []
+        for future in done:
+            task = self._running.pop(future)
+            outcome = self._outcome(future, task)
+            if outcome is None:  # failed, and charged: submit it again
+                self._waiting.append(task)
+                continue
+            end, result, busy_ns = outcome
+            started = time.perf_counter_ns()
+            self._collector.add(Result(task._replace(end=end), result))
+            board = self.board
+            board.set_collector(
+                CollectorField.BUSY_NS, board.collector(CollectorField.BUSY_NS) + time.perf_counter_ns() - started
+            )
+            board.set_file(task.file, FileField.BYTES_READ, max(end, board.file(task.file, FileField.BYTES_READ)))
+            board.add_reader(0, ReaderField.BYTES, end - task.start)
+            self._task_ns += busy_ns
+            self.tasks_done += 1
+        return None
+
+    def stop(self) -> None:
+        """Close the client, and the local cluster if this run made one."""
+        for resource in (self._client, self._cluster):
+            if resource is not None:
+                try:
+                    resource.close()
+                except Exception:  # closing a broken cluster must not hide the real error
+                    logging.getLogger("mpevents").debug("closing Dask failed", exc_info=True)
+        self._client = self._cluster = None
+        if self._collector is not None:
+            self._collector.close()
+
+    def busy(self) -> tuple[float, float]:
+        return self._task_ns / max(1, self.dask_workers) / 1e9, self.board.collector(CollectorField.BUSY_NS) / 1e9
+
+    # --- the cluster ----------------------------------------------------------
 
     def _connect(self, distributed: Any) -> None:
         config = self.config
@@ -159,64 +214,42 @@ class DaskRun:
         except OSError as exc:
             raise UsageError(f"cannot reach the Dask scheduler {config.scheduler}: {exc}") from exc
 
-    def _run(self, distributed: Any, observer: Any) -> dict[str, Any]:
-        config, client = self.config, self._client
-        collector = Collector(self.files, self.temp, config.max_open_files, self.board, None)
-        tasks = plan(self.files, TASK_CHUNKS * config.chunk_bytes)
-        self.tasks_total = len(tasks)
-        sizes = {info.index: info.size for info in self.files}
-        waiting = iter(tasks)
-        running: dict[Any, Task] = {}
-        if observer is not None:
-            observer.start(self)
-        while True:
-            if self.signal is not None:
-                raise Interrupted(self.signal)
-            self.dask_workers = len(client.scheduler_info().get("workers", {})) or 1
-            self.limit = TASKS_PER_WORKER * self.dask_workers
-            for task in waiting:
-                future = client.submit(
-                    process_range, task.path, task.start, task.stop, sizes[task.file], config.chunk_bytes,
-                    retries=config.max_retries, pure=False,
-                )  # fmt: skip
-                running[future] = task
-                self._files_taken = max(self._files_taken, task.file + 1)
-                if self.board.file(task.file, FileField.STATE) == FileState.WAITING:
-                    self.board.set_file(task.file, FileField.STATE, FileState.READING)
-                if len(running) >= self.limit:
-                    break
-            self.in_flight = len(running)
-            if not running:
-                break
-            try:
-                done, _ = distributed.wait(list(running), timeout=TICK_S, return_when="FIRST_COMPLETED")
-            except TimeoutError:
-                done = []
-            for future in done:
-                task = running.pop(future)
-                end, result = self._result(future, task)
-                collector.add(Result(task.file, task.seq, task.start, end, FLAG_LAST if task.last else 0, result))
-                read = max(end, self.board.file(task.file, FileField.BYTES_READ))  # tasks end out of order
-                self.board.set_file(task.file, FileField.BYTES_READ, read)
-                self.board.add_reader(0, ReaderField.BYTES, end - task.start)
-                self.tasks_done += 1
-            if observer is not None:
-                observer.tick()
-        collector.close()
-        return collector.report()
+    def _watch_workers(self) -> None:
+        """Count the Dask workers, and those lost since the last look as restarts."""
+        workers = set(self._client.scheduler_info().get("workers", {}))
+        self.restarts.workers += len(self._seen_workers - workers)
+        self._seen_workers = workers
+        self.dask_workers = len(workers) or 1
+        self.limit = TASKS_PER_WORKER * self.dask_workers
 
-    def _result(self, future: Any, task: Task) -> tuple[int, ChunkResult]:
+    def _submit(self) -> None:
+        """Submit tasks, in input order, until ``limit`` are in flight."""
+        while self._waiting and len(self._running) < self.limit:
+            task = self._waiting.pop()
+            info = self.files[task.file]
+            future = self._client.submit(process_range, info, task, self.config.chunk_bytes, retries=0, pure=False)
+            self._running[future] = task
+            self._files_taken = max(self._files_taken, task.file + 1)
+            if self.board.file(task.file, FileField.STATE) == FileState.WAITING:
+                self.board.set_file(task.file, FileField.STATE, FileState.READING)
+
+    def _outcome(self, future: Any, task: Span) -> tuple[int, ChunkResult, int] | None:
+        """A task's value, or None when it failed and may be tried again."""
         try:
-            value: tuple[int, ChunkResult] = future.result()
+            value: tuple[int, ChunkResult, int] = future.result()
         except Exception as exc:
             name = self.files[task.file].name
-            raise RunError(
-                f"the task for bytes {task.start}-{task.stop} of {name} failed: {type(exc).__name__}: {exc}"
-            ) from exc
+            what = f"the task for bytes {task.start}-{task.end} of {name}"
+            why = f"{type(exc).__name__}: {exc}"
+            self.budget.charge(("task", task.file, task.seq), what + " failed {times} times: " + why)
+            logging.getLogger("mpevents").warning("%s failed (%s); trying it again", what, exc)
+            return None
         return value
 
+    # --- for the dashboard ------------------------------------------------------
+
     def queue_depths(self) -> list[tuple[str, float]]:
-        return [("in flight", self.in_flight / max(1, self.limit))]
+        return [("in flight", len(self._running) / max(1, self.limit))]
 
     def files_taken(self) -> int:
         """Files with a task submitted; tasks are submitted in input order."""
@@ -224,16 +257,6 @@ class DaskRun:
 
     def note(self) -> str:
         return (
-            f"dask: {self.tasks_done}/{self.tasks_total} tasks done, {self.in_flight} in flight, "
+            f"dask: {self.tasks_done}/{self.tasks_total} tasks done, {len(self._running)} in flight, "
             f"{self.dask_workers} Dask workers"
         )
-
-    def kill_all(self) -> None:
-        """Close the client, and the local cluster if this run made one."""
-        for resource in (self._client, self._cluster):
-            if resource is not None:
-                try:
-                    resource.close()
-                except Exception:  # closing a broken cluster must not hide the real error
-                    logging.getLogger("mpevents").debug("closing Dask failed", exc_info=True)
-        self._client = self._cluster = None

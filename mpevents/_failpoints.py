@@ -5,9 +5,12 @@ The variable holds comma-separated ``name=value`` items, for example
 process at a chosen moment, deterministically. Unset, nothing here costs more
 than a dictionary lookup per chunk.
 
-    worker_kill=F:S         a first-generation worker SIGKILLs itself holding chunk S of file F
-    worker_kill_always=F:S  every worker holding that chunk does (exhausts --max-retries)
-    reader_kill=F:S         the first reader of file F SIGKILLs itself before sending chunk S
+    worker_kill=F:S[:N]     a worker of the first N generations of its slot (1 if not given)
+                            SIGKILLs itself holding span S of file F
+    worker_kill_always=F:S  every worker holding that span does (exhausts --max-retries)
+    reader_kill=F:S[:N]     a reader of the first N generations of its slot SIGKILLs
+                            itself before sending span S of file F
+    stall_s=SECONDS         after a crash, this long without progress is a stall (instead of 3 s)
     collector_kill=N        the collector SIGKILLs itself after writing N results
     collector_slow=SECONDS  the collector sleeps this long before each result
     collector_write_error=N the collector's write fails with ENOSPC after N results
@@ -32,12 +35,15 @@ def _parse(text: str) -> dict[str, str]:
 POINTS = _parse(os.environ.get(ENV, ""))
 
 
-def chunk_point(name: str) -> tuple[int, int] | None:
-    """The (file, seq) a chunk failpoint names, if it is set."""
+def chunk_point(name: str, generation: int = 0) -> tuple[int, int] | None:
+    """The (file, seq) a span failpoint names, if it is set and fires in
+    ``generation`` (a slot's first process is generation 0)."""
     value = POINTS.get(name)
     if value is None:
         return None
-    file, _, seq = value.partition(":")
+    file, seq, *times = value.split(":")
+    if generation >= (int(times[0]) if times else 1):
+        return None
     return int(file), int(seq)
 
 

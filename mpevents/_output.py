@@ -20,7 +20,7 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 
@@ -116,8 +116,7 @@ def remove(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def write_summary(temp: Path, summary: dict[str, Any]) -> None:
-    data = msgspec.json.format(msgspec.json.encode(summary), indent=2) + b"\n"
+def write_summary(temp: Path, data: bytes) -> None:
     (temp / SUMMARY_NAME).write_bytes(data)
 
 

@@ -1,10 +1,11 @@
 """Worker: N processes that check and encode chunks.
 
-Talks to: the work queue (takes :class:`Chunk`), the input files (reads each
-chunk's bytes), the result queue (puts one :class:`Result` per chunk) and its
-slot on the scoreboard, where it records the chunk it holds before working
-on it. If it dies, main reads that slot and
-hands the chunk to its replacement. All the rules live in ``_spec.py``.
+Talks to: the work queue (takes :class:`~mpevents._framing.Span`), the input
+files (reads each span's bytes), the result queue (puts one :class:`Result`
+per span), its slot in the ledger, where it records the span it holds before
+working on it (if it dies, main reads that slot and hands the span to its
+replacement), and its counters on the scoreboard. All the rules live in
+``_spec.py``.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from . import _failpoints
-from ._board import Board, WorkerField, WorkerState
+from ._board import Board, WorkerField
 from ._config import InputFile
-from ._messages import Chunk, Result
-from ._reader import read_chunk
+from ._framing import Span, read_chunk
+from ._ledger import Ledger
+from ._messages import Result
 from ._spec import process_chunk
 
 DIRECT_RESULT_BYTES: Final = 1 << 18
@@ -32,25 +34,25 @@ def work(
     work_queue: Any,
     result_queue: Any,
     board: Board,
-    first: list[Chunk],
+    ledger: Ledger,
+    first: list[Span],
 ) -> None:
-    """The worker process body: ``first`` (a dead predecessor's chunks), then
-    chunks from the work queue until a ``None`` arrives; ``files[i]`` is file i."""
-    kill_at = _failpoints.chunk_point("worker_kill") if generation == 0 else None
-    kill_always = _failpoints.chunk_point("worker_kill_always")
+    """The worker process body: ``first`` (a dead predecessor's spans), then
+    spans from the work queue until a ``None`` arrives; ``files[i]`` is file i."""
+    kill_at = _failpoints.chunk_point("worker_kill", generation)
+    kill_always = _failpoints.chunk_point("worker_kill_always", 0)
     pending = list(first)
     while True:
-        chunk: Chunk | None = pending.pop(0) if pending else work_queue.get()
-        if chunk is None:
+        span: Span | None = pending.pop(0) if pending else work_queue.get()
+        if span is None:
             break
         started = time.perf_counter_ns()
-        board.hold(slot, chunk.file, chunk.seq, chunk.offset, chunk.end, chunk.flags)
-        if (chunk.file, chunk.seq) in (kill_at, kill_always):
+        ledger.hold(slot, span)
+        if (span.file, span.seq) in (kill_at, kill_always):
             _failpoints.kill_self()
-        info = files[chunk.file]
-        result = process_chunk(read_chunk(str(info.path), chunk, info.identity), file_start=chunk.offset == 0)
-        board.set_worker(slot, WorkerField.STATE, WorkerState.SENDING)
-        message = Result(chunk.file, chunk.seq, chunk.offset, chunk.end, chunk.flags, result)
+        info = files[span.file]
+        result = process_chunk(read_chunk(info.path, span, info.identity), file_start=span.start == 0)
+        message = Result(span, result)
         if sum(len(data) for _, data in result.groups.values()) < DIRECT_RESULT_BYTES:
             result_queue.put_direct(message)
         else:
@@ -58,7 +60,7 @@ def work(
         board.add_worker(slot, WorkerField.CHUNKS, 1)
         board.add_worker(slot, WorkerField.LINES, result.lines)
         board.add_worker(slot, WorkerField.BUSY_NS, time.perf_counter_ns() - started)
-        board.sent(slot)
+        ledger.sent(slot)
     # Let the queue's feeder thread finish sending before the process ends.
     result_queue.close()
     result_queue.join_thread()

@@ -12,9 +12,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from mpevents._profiling import process_tree
+from mpevents._summary import Summary
 
 REPO = Path(__file__).resolve().parents[1]
 # The reference parser lives in scripts/sequential.py (it is also the sequential baseline).
@@ -66,6 +68,15 @@ def start_cli(*args: str | Path, env: dict[str, str] | None = None) -> subproces
         env=full_env,
         cwd=REPO,
     )
+
+
+def make_summary(**fields: object) -> Summary:
+    """A summary with ``fields`` and plain defaults for the rest (for drawing it)."""
+    base: dict[str, object] = {
+        "tool": "mpevents", "totals": {}, "files": {}, "rejected_by_reason": {}, "groups": {}, "workers": 1,
+        "engine": "local", "elapsed_s": 1.0, "lines_per_s": 0, "bytes_read": 0, "stages": {}, "restarts": {},
+    }  # fmt: skip
+    return msgspec.convert({**base, **fields}, Summary)
 
 
 def genlog(path: Path, lines: int, groups: int = 3, seed: int = 1) -> Path:

@@ -11,16 +11,18 @@ import pytest
 from mpevents._board import Board, CollectorField
 from mpevents._collector import Collector, GroupFiles
 from mpevents._config import InputFile
-from mpevents._messages import FLAG_CREDIT, FLAG_LAST, Result
-from mpevents._spec import process_chunk
+from mpevents._framing import Flag, Span
+from mpevents._ledger import Ledger
+from mpevents._messages import FileCounts, Result
+from mpevents._spec import REASONS, process_chunk
 
 
 def make_results(file: int, chunks: list[bytes]) -> list[Result]:
     results = []
     offset = 0
     for seq, data in enumerate(chunks):
-        flags = FLAG_LAST if seq == len(chunks) - 1 else 0
-        results.append(Result(file, seq, offset, offset + len(data), flags, process_chunk(data)))
+        flags = Flag.LAST if seq == len(chunks) - 1 else Flag.NONE
+        results.append(Result(Span(file, seq, offset, offset + len(data), flags), process_chunk(data)))
         offset += len(data)
     return results
 
@@ -36,7 +38,8 @@ def test_results_in_any_order_are_written_in_input_order(tmp_path: Path, files: 
     a = make_results(0, [b"1|a|b|c|1|1|1\nbad\n", b"2|a|b|c|1|1|1\n", b"3|a|b|c|1|2|1\n\nbad2\n"])
     b = make_results(1, [b"4|a|b|c|1|1|1\n", b"bad3\n"])
     board = Board(2, 1)
-    collector = Collector(files, out, 16, board, threading.Semaphore(0))
+    ledger = Ledger(2, 1)
+    collector = Collector(files, out, 16, board, ledger)
     for result in [b[1], a[2], b[0], a[2], a[1], a[0], b[1]]:  # shuffled, with duplicates
         collector.add(result)
     assert collector.done
@@ -46,18 +49,23 @@ def test_results_in_any_order_are_written_in_input_order(tmp_path: Path, files: 
     rejects = [json.loads(row) for row in (out / "rejected.jsonl").read_text().splitlines()]
     assert [(r["file"], r["line"]) for r in rejects] == [("a.log", 2), ("a.log", 6), ("b.log", 2)]
     report = collector.report()
-    assert report["files"] == [[6, 3, 2, 1], [2, 1, 1, 0]]
+    assert report.files == [FileCounts(6, 3, 2, 1), FileCounts(2, 1, 1, 0)]
+    assert dict(zip(REASONS, report.reasons))["field_count"] == 3 and sum(report.reasons) == 3
     assert board.collector(CollectorField.HEAD) == 2
+    assert ledger.head() == 2 and ledger.resume_point(1) == (2, b[1].span.end)
 
 
-def test_credits_come_back_when_written(tmp_path: Path, files: list[InputFile]) -> None:
+def test_credits_come_back_when_written_and_when_dropped(tmp_path: Path, files: list[InputFile]) -> None:
     credits = threading.Semaphore(0)
-    collector = Collector(files[:1], tmp_path, 16, Board(1, 1), credits)
+    collector = Collector(files[:1], tmp_path, 16, Board(1, 1), Ledger(1, 1, credits))
     result = make_results(0, [b"1|a|b|c|1|1|1\n"])[0]
-    collector.add(result._replace(flags=result.flags | FLAG_CREDIT))
-    collector.close()
+    credited = result._replace(span=result.span._replace(flags=result.span.flags | Flag.CREDIT))
+    collector.add(credited)
     assert credits.acquire(blocking=False)
     assert not credits.acquire(blocking=False)
+    collector.add(credited)  # a repeat from a restarted reader
+    collector.close()
+    assert credits.acquire(blocking=False)
 
 
 def test_group_files_stay_under_their_limit_and_append(tmp_path: Path) -> None:

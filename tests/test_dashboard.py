@@ -18,7 +18,7 @@ import pytest
 from rich.console import Console
 
 from mpevents._dashboard import FileView, View, WorkerView, progress_line, render, summary_table
-from tests.conftest import REPO, genlog, run_cli
+from tests.conftest import REPO, genlog, make_summary, run_cli
 
 pytestmark = pytest.mark.usefixtures("clean_processes")
 
@@ -66,17 +66,17 @@ def test_progress_line_is_plain_text() -> None:
 
 
 def test_summary_table_shows_the_summary_figures() -> None:
-    summary = {
-        "files": {"a.log": {"lines": 10, "valid": 7, "rejected": 2, "blank": 1}},
-        "totals": {"lines": 10, "valid": 7, "rejected": 2, "blank": 1},
-        "rejected_by_reason": {"field_count": 2, "bad_id": 0},
-        "groups": {"1": 4, "2": 3},
-        "workers": 2,
-        "elapsed_s": 0.5,
-        "lines_per_s": 20,
-        "bytes_read": 400,
-        "restarts": {"workers": 1, "readers": 0, "pipeline": 0},
-    }
+    summary = make_summary(
+        files={"a.log": {"lines": 10, "valid": 7, "rejected": 2, "blank": 1}},
+        totals={"lines": 10, "valid": 7, "rejected": 2, "blank": 1},
+        rejected_by_reason={"field_count": 2, "bad_id": 0},
+        groups={"1": 4, "2": 3},
+        workers=2,
+        elapsed_s=0.5,
+        lines_per_s=20,
+        bytes_read=400,
+        restarts={"workers": 1, "readers": 0, "pipeline": 0},
+    )
     text = draw(summary_table(summary))
     for expected in ("a.log", "total", "field_count 2", "0.50 s with 2 worker(s)", "20 lines/s", "1: 4", "workers 1"):
         assert expected in text

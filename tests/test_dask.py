@@ -9,6 +9,7 @@ import pytest
 
 from mpevents._config import InputFile
 from mpevents._dask import plan
+from mpevents._framing import Flag
 from tests.conftest import genlog, run_cli, temp_dirs, tree
 
 pytest.importorskip("distributed", reason="the dask extra is not installed")
@@ -31,7 +32,7 @@ def test_plan_covers_every_file_in_order(tmp_path: Path) -> None:
         InputFile(2, "c", str(tmp_path / "c"), 30),
     ]
     tasks = plan(files, 40)
-    assert [(t.file, t.seq, t.start, t.stop, t.last) for t in tasks] == [
+    assert [(t.file, t.seq, t.start, t.end, bool(t.flags & Flag.LAST)) for t in tasks] == [
         (0, 0, 0, 40, False), (0, 1, 40, 80, False), (0, 2, 80, 100, True), (1, 0, 0, 0, True), (2, 0, 0, 30, True),
     ]  # fmt: skip
 
@@ -66,6 +67,7 @@ def test_a_lost_dask_worker_still_gives_the_local_output(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     assert marker.exists()  # a Dask worker process really died mid-run
     assert tree(out) == tree(local)
+    assert json.loads((out / "summary.json").read_bytes())["restarts"]["workers"] >= 1
 
 
 def test_dask_engine_without_the_extra_exits_2(corpus: Path, tmp_path: Path) -> None:

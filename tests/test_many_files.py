@@ -15,7 +15,7 @@ from rich.console import Console
 from mpevents._board import Board, CollectorField, FileField, FileState, ReaderField
 from mpevents._config import FileList, InputFile
 from mpevents._dashboard import MAX_FILE_ROWS, render, summary_table, view_of
-from tests.conftest import run_cli, tree
+from tests.conftest import make_summary, run_cli, tree
 from tests.test_cli import expected_output
 
 FILES = 3_000
@@ -94,7 +94,7 @@ def draw(renderable: object) -> str:
 
 def test_the_dashboard_with_thousands_of_files_shows_the_ones_being_read() -> None:
     pipeline = fake_pipeline(FILES, reading=[1_500, 1_501, 1_502, 1_503], done=1_500)
-    screen = draw(render(view_of(pipeline)))  # type: ignore[arg-type]
+    screen = draw(render(view_of(pipeline)))
     assert "3,000 files" in screen
     assert all(f"host-{i:05d}.log" in screen for i in range(1_500, 1_504))
     assert "host-01499.log" not in screen  # no wall of finished files
@@ -104,7 +104,7 @@ def test_the_dashboard_with_thousands_of_files_shows_the_ones_being_read() -> No
 
 def test_the_dashboard_with_a_few_files_shows_every_one() -> None:
     pipeline = fake_pipeline(MAX_FILE_ROWS, reading=[3], done=3)
-    screen = draw(render(view_of(pipeline)))  # type: ignore[arg-type]
+    screen = draw(render(view_of(pipeline)))
     assert all(f"host-{i:05d}.log" in screen for i in range(MAX_FILE_ROWS))
     assert "waiting\n" in screen and " done, " not in screen
 
@@ -112,16 +112,16 @@ def test_the_dashboard_with_a_few_files_shows_every_one() -> None:
 def test_the_summary_lists_the_files_with_most_rejects_first() -> None:
     files = {f"f{i}.log": {"lines": 10 + i, "valid": 10 + i, "rejected": 0, "blank": 0} for i in range(100)}
     files["f7.log"]["rejected"] = 3
-    summary = {
-        "files": files,
-        "totals": {"lines": 1, "valid": 1, "rejected": 3, "blank": 0},
-        "rejected_by_reason": {"field_count": 3},
-        "groups": {"1": 1},
-        "workers": 2,
-        "elapsed_s": 1.0,
-        "lines_per_s": 1,
-        "bytes_read": 1,
-    }
+    summary = make_summary(
+        files=files,
+        totals={"lines": 1, "valid": 1, "rejected": 3, "blank": 0},
+        rejected_by_reason={"field_count": 3},
+        groups={"1": 1},
+        workers=2,
+        elapsed_s=1.0,
+        lines_per_s=1,
+        bytes_read=1,
+    )
     rows = [line for line in draw(summary_table(summary)).splitlines() if ".log" in line]
     assert rows[0].split()[1] == "f7.log"  # most rejects
     assert rows[1].split()[1] == "f99.log"  # then most lines

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from mpevents import Config, run
+from mpevents import Config, Summary, run
 from mpevents._dashboard import LiveDashboard
 from tests.conftest import genlog
 
@@ -36,7 +36,7 @@ def workers(request: pytest.FixtureRequest) -> int:
     return int(request.config.getoption("--worker-number"))
 
 
-def run_once(corpus: Path, output: Path, workers: int, dashboard: bool = False) -> dict[str, Any]:
+def run_once(corpus: Path, output: Path, workers: int, dashboard: bool = False) -> Summary:
     observer = LiveDashboard(Console(file=StringIO(), force_terminal=True, width=120)) if dashboard else None
     return run(Config(input_dir=corpus, output_dir=output, workers=workers, progress="off"), observer)
 
@@ -44,7 +44,7 @@ def run_once(corpus: Path, output: Path, workers: int, dashboard: bool = False) 
 @pytest.mark.benchmark(group="pipeline")
 def test_pipeline(benchmark: Any, big_corpus: Path, tmp_path: Path, workers: int) -> None:
     summary = benchmark.pedantic(run_once, args=(big_corpus, tmp_path / "out", workers), rounds=3, iterations=1)
-    assert summary["totals"]["valid"] == 4 * LINES_PER_FILE
+    assert summary.totals.valid == 4 * LINES_PER_FILE
     benchmark.extra_info["workers"] = workers
     benchmark.extra_info["lines_per_s"] = round(4 * LINES_PER_FILE / benchmark.stats.stats.median)
 
@@ -55,4 +55,4 @@ def test_dashboard_cost(benchmark: Any, big_corpus: Path, tmp_path: Path, worker
     summary = benchmark.pedantic(
         run_once, args=(big_corpus, tmp_path / "out", workers, dashboard), rounds=5, iterations=1
     )
-    assert summary["totals"]["lines"] == 4 * LINES_PER_FILE
+    assert summary.totals.lines == 4 * LINES_PER_FILE

@@ -1,0 +1,175 @@
+"""Framing: how a run of whole lines in a file is named, cut and read back.
+
+Owns the one byte-range type of the pipeline, :class:`Span`, and the pure
+functions around it. Readers cut files into spans (:func:`frames`), workers
+read a span's bytes (:func:`read_chunk`), the collector orders results by a
+span's (file, seq), and a Dask task finds where its byte range's lines begin
+(:func:`line_start`). Nothing here starts a process or touches a queue, so
+all of it is tested on its own (``tests/test_framing.py``).
+
+A span is a pure function of where it starts: from offset ``o`` it holds the
+whole lines within ``[o, o + chunk_bytes)``, or the one line starting at ``o``
+if that line is longer. So a reader restarted at any span boundary cuts
+exactly the spans its predecessor would have, and the collector can drop the
+ones it already has by their sequence number.
+
+A line too long for the spec (over 65,536 bytes) is never held whole: it is
+kept to KEEP_BYTES, enough for the worker to reject it as ``line_too_long``
+and to quote its first 1,024 bytes, and the rest is skipped while framing.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import os
+from collections.abc import Iterator
+from typing import BinaryIO, Final, NamedTuple
+
+from ._spec import MAX_LINE_BYTES
+
+KEEP_BYTES: Final = MAX_LINE_BYTES + 2
+"""Of an over-long line, this much is kept: after one '\\r' is removed it is
+still longer than the limit, so it is still rejected as too long."""
+
+_SKIP_BLOCK: Final = 1 << 20
+_TAIL_BYTES: Final = 1 << 16
+"""Where a span's last line end is looked for first: the last 64 KiB of its
+window, which holds a line end unless a line is longer than that."""
+
+
+class Flag(enum.IntFlag):
+    """What a span's ``flags`` say about it."""
+
+    NONE = 0
+    LAST = 1
+    """The last span of its file (an empty file has one empty last span)."""
+    CREDIT = 2
+    """Sent ahead of its file's turn: it holds credits, which the collector returns (``_ledger``)."""
+    TRUNCATED = 4
+    """A single over-long line, kept only as far as the spec needs to reject it."""
+    REDO = 8
+    """Handed again to a replacement worker: whatever credits it holds were taken for an earlier copy."""
+
+
+class Span(NamedTuple):
+    """Whole lines of one input file: bytes ``[start, end)``, its ``seq``-th span."""
+
+    file: int
+    seq: int
+    start: int
+    end: int
+    flags: Flag = Flag.NONE
+
+
+def frames(
+    handle: BinaryIO, file: int, size: int, chunk_bytes: int, start: int = 0, seq: int = 0, stop: int | None = None
+) -> Iterator[Span]:
+    """Cut the lines of ``handle`` between the line starts ``start`` and ``stop`` into spans.
+
+    ``size`` is the file's size and ``stop`` None means it. The span ending at
+    ``size`` is flagged LAST; when ``start`` is already the end of the file
+    (an empty file, or a file resumed after its last span) one empty LAST
+    span says so. Only where spans start and end is found here: whoever
+    processes one reads it (:func:`read_chunk`).
+    """
+    end = size if stop is None else stop
+    if stop is None and start >= size:
+        yield Span(file, seq, start, size, Flag.LAST)
+        return
+    offset = start
+    while offset < end:
+        span = _span(handle, file, seq, offset, chunk_bytes, end, size)
+        yield span
+        offset, seq = span.end, seq + 1
+
+
+def _span(handle: BinaryIO, file: int, seq: int, offset: int, chunk_bytes: int, end: int, size: int) -> Span:
+    """The span that starts at ``offset``, in a range that ends at ``end``.
+
+    The last line end is looked for in the window's tail first, so that the
+    span's bytes are read once, by whoever processes it.
+    """
+    if end - offset <= chunk_bytes:  # the rest of the range, whole
+        return Span(file, seq, offset, end, Flag.LAST if end == size else Flag.NONE)
+    window_end = offset + chunk_bytes
+    tail_start = max(offset, window_end - _TAIL_BYTES)
+    cut = _read_at(handle, tail_start, window_end - tail_start).rfind(b"\n") + 1
+    if cut:
+        return Span(file, seq, offset, tail_start + cut, Flag.NONE)
+    if tail_start > offset:  # no line ends in the tail: look in the whole window
+        cut = _read_at(handle, offset, chunk_bytes).rfind(b"\n") + 1
+        if cut:
+            return Span(file, seq, offset, offset + cut, Flag.NONE)
+    return _long_line(handle, file, seq, offset, window_end, end, size)
+
+
+def _long_line(handle: BinaryIO, file: int, seq: int, offset: int, search_from: int, end: int, size: int) -> Span:
+    """A line that starts at ``offset`` and fills a whole window: the span
+    that holds it and its newline, flagged TRUNCATED when it is longer than
+    what a worker keeps of it."""
+    position = search_from
+    line_end, length = end, end - offset  # the range's last line, without a newline, unless one is found
+    while position < end:
+        block = _read_at(handle, position, min(_SKIP_BLOCK, end - position))
+        newline = block.find(b"\n")
+        if newline >= 0:
+            line_end = position + newline + 1
+            length = line_end - 1 - offset
+            break
+        position += len(block)
+    flags = (Flag.TRUNCATED if length > KEEP_BYTES else Flag.NONE) | (Flag.LAST if line_end == size else Flag.NONE)
+    return Span(file, seq, offset, line_end, flags)
+
+
+def _read_at(handle: BinaryIO, position: int, size: int) -> bytes:
+    handle.seek(position)
+    data = handle.read(size)
+    if len(data) != size:
+        raise OSError(errno.EIO, "the file changed while it was being read", getattr(handle, "name", None))
+    return data
+
+
+def line_start(handle: BinaryIO, position: int) -> int:
+    """The first line start at or after ``position``: where a byte range's
+    lines begin, a line belonging to the range in which it starts."""
+    if position == 0:
+        return 0
+    handle.seek(position - 1)
+    while True:
+        block = handle.read(_SKIP_BLOCK)
+        if not block:
+            return handle.tell()
+        newline = block.find(b"\n")
+        if newline >= 0:
+            return handle.tell() - len(block) + newline + 1
+
+
+def read_chunk(path: str, span: Span, identity: tuple[int, int] | None = None) -> bytes:
+    """The bytes of a span, read from its place in its file (what a worker works on).
+
+    A TRUNCATED span gives KEEP_BYTES of its line and the newline it ends
+    with. The reader saw a line end where the span ends (or the end of the
+    file); a file that has changed since no longer shows it, and fails the
+    run rather than giving lines that were never there. So does another file
+    put in its place, when ``identity`` (device, inode) is given.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if identity is not None:
+            stat = os.fstat(fd)
+            if (stat.st_dev, stat.st_ino) != identity:
+                raise OSError(errno.EIO, "the file was replaced while it was being read", path)
+        if span.flags & Flag.TRUNCATED:
+            kept = os.pread(fd, KEEP_BYTES, span.start)
+            ends_line = os.pread(fd, 1, span.end - 1) == b"\n"
+            data, whole = (kept + b"\n" if ends_line else kept), len(kept) == KEEP_BYTES
+        else:
+            data = os.pread(fd, span.end - span.start, span.start)
+            whole = len(data) == span.end - span.start
+            ends_line = data.endswith(b"\n") or not data
+        if not whole or not (ends_line or span.flags & Flag.LAST):
+            raise OSError(errno.EIO, "the file changed while it was being read", path)
+        return data
+    finally:
+        os.close(fd)

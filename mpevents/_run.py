@@ -1,0 +1,130 @@
+"""Run: the whole job around an engine, the same for every engine.
+
+Talks to: the command line or a library caller (:func:`run`), the config
+checks, the output directory (``_output``: staging and the atomic commit),
+an engine (``_engine``: the local processes or Dask), the observer (the
+dashboard) and the summary (``_summary``).
+
+    check config and inputs -> staging directory -> engine.start()
+    -> poll until the report (signals, dashboard ticks) -> summary.json -> commit
+
+Signals: the first SIGINT or SIGTERM ends the run as interrupted, with the
+previous output left as it was; a second one kills every child at once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any, Final, Protocol
+
+import setproctitle
+
+from . import _output
+from ._config import Config, FileList, InputFile, check
+from ._engine import Engine, RetryBudget
+from ._errors import Interrupted, RunError
+from ._messages import Report
+from ._profiling import memory_report, merge_cpu_profiles, peak_rss_kib, profiled
+from ._summary import Summary, build_summary, encode
+
+TICK_S: Final = 0.1
+"""Longest wait between two looks at signals and the dashboard (10 per second)."""
+
+
+class Observer(Protocol):
+    """What the run tells the dashboard; see ``_dashboard.py``."""
+
+    def start(self, engine: Engine) -> None: ...
+    def tick(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+def run(config: Config, observer: Observer | None = None, files: Sequence[InputFile] | None = None) -> Summary:
+    """Run mpevents with ``config``; return the summary that was written.
+
+    Raises :class:`UsageError`, :class:`RunError` or :class:`Interrupted`;
+    in every case but success the previous output is left as it was.
+    """
+    setproctitle.setproctitle("mpevents: main")
+    started = time.monotonic()
+    files = check(config) if files is None else FileList.of(files)
+    temp = _output.make_temp(config.output_dir)
+    engine = make_engine(config, files, temp)
+    interrupt = _Interrupt(engine, temp)
+    try:
+        with profiled(config, "main", 1):
+            report = drive(engine, observer, interrupt)
+        summary = build_summary(config, files, report, time.monotonic() - started, engine)
+        if config.cpu_profile:
+            merged = merge_cpu_profiles(config.profile_dir)
+            summary.cpu_profile = str(merged) if merged else None
+        if config.mem_profile:
+            memory = memory_report(config.profile_dir)
+            memory["processes"]["main-1"] = {"peak_rss_kib": peak_rss_kib()}
+            summary.memory = memory
+        _output.write_summary(temp, encode(summary))
+        _output.commit(temp, config.output_dir)
+        return summary
+    except OSError as exc:
+        raise RunError(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)) from exc
+    finally:
+        engine.stop()
+        _output.remove(temp)
+        interrupt.restore()
+        if observer is not None:
+            observer.stop()
+
+
+def make_engine(config: Config, files: Sequence[InputFile], temp: Any) -> Engine:
+    """The engine ``--engine`` names, with the run's one retry budget."""
+    budget = RetryBudget(config.max_retries)
+    if config.engine == "dask":
+        from ._dask import DaskEngine, import_distributed
+
+        import_distributed()  # fail early, before any work, when the extra is missing
+        return DaskEngine(config, files, temp, budget)
+    from ._supervisor import LocalEngine
+
+    return LocalEngine(config, files, temp, budget)
+
+
+def drive(engine: Engine, observer: Observer | None, interrupt: _Interrupt | None = None) -> Report:
+    """The one polling loop: until the engine reports, look at signals and
+    tick the dashboard at least every TICK_S."""
+    engine.start()
+    if observer is not None:
+        observer.start(engine)
+    while True:
+        if interrupt is not None and interrupt.signal is not None:
+            raise Interrupted(interrupt.signal)
+        report = engine.poll(TICK_S)
+        if report is not None:
+            return report
+        if observer is not None:
+            observer.tick()
+
+
+class _Interrupt:
+    """SIGINT and SIGTERM handlers for the length of a run: the first one is
+    noted (the loop ends the run cleanly), a second one kills everything now."""
+
+    def __init__(self, engine: Engine, temp: Any) -> None:
+        self.signal: int | None = None
+        self._engine, self._temp = engine, temp
+        self._previous = {signum: signal.signal(signum, self._handle) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signal is None:
+            self.signal = signum
+            return
+        self._engine.stop()
+        _output.remove(self._temp)
+        os._exit(128 + signum)
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)

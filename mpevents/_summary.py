@@ -1,0 +1,98 @@
+"""Summary: what ``summary.json`` holds, typed, and how it is built from a run.
+
+Talks to: the run (``_run``), which builds it from the collector's
+:class:`~mpevents._messages.Report` and the engine; the dashboard, which
+prints it. Field order is the key order of the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+import msgspec
+
+from ._config import Config, InputFile
+from ._engine import Engine, Restarts
+from ._messages import FileCounts, Report
+from ._output import TOOL
+from ._spec import REASONS
+
+LIMIT_SHARE: Final = 0.6
+"""A stage busy for more than this share of the run is the one that limits it."""
+
+
+class Stages(msgspec.Struct):
+    """How busy each stage was, as shares of the run's wall time, and which one limited it."""
+
+    workers_busy: float = 0.0
+    collector_busy: float = 0.0
+    limited_by: str = "reading or start-up"
+
+
+class Summary(msgspec.Struct):
+    """The whole of ``summary.json``."""
+
+    tool: str
+    totals: FileCounts
+    files: dict[str, FileCounts]
+    rejected_by_reason: dict[str, int]
+    groups: dict[str, int]
+    workers: int
+    engine: str
+    elapsed_s: float
+    lines_per_s: int
+    bytes_read: int
+    stages: Stages
+    restarts: Restarts
+    cpu_profile: str | msgspec.UnsetType | None = msgspec.UNSET
+    """With --cpu-profile: the merged profile (None when no process wrote one)."""
+    memory: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
+    """With --mem-profile: the peak memory of every process."""
+
+
+def build_summary(
+    config: Config, files: Sequence[InputFile], report: Report, elapsed: float, engine: Engine
+) -> Summary:
+    totals = FileCounts()
+    for counts in report.files:
+        totals.lines += counts.lines
+        totals.valid += counts.valid
+        totals.rejected += counts.rejected
+        totals.blank += counts.blank
+    return Summary(
+        tool=TOOL,
+        totals=totals,
+        files={info.name: counts for info, counts in zip(files, report.files)},
+        rejected_by_reason=dict(zip(REASONS, report.reasons)),
+        groups=dict(sorted(report.groups.items(), key=lambda item: int(item[0]))),
+        workers=config.workers,
+        engine=config.engine,
+        elapsed_s=round(elapsed, 3),
+        lines_per_s=round(totals.lines / elapsed) if elapsed > 0 else 0,
+        bytes_read=sum(info.size for info in files),
+        stages=stage_shares(*engine.busy(), elapsed),
+        restarts=engine.restarts,
+    )
+
+
+def stage_shares(worker_s: float, collector_s: float, elapsed: float) -> Stages:
+    """Which stage limited the run: the workers (checking and encoding), the
+    collector (writing), or neither, when reading or start-up dominated.
+    ``worker_s`` is the average worker's busy time."""
+    if elapsed <= 0:
+        return Stages()
+    worker_share, collector_share = worker_s / elapsed, collector_s / elapsed
+    limit = "workers" if worker_share >= collector_share else "collector"
+    if max(worker_share, collector_share) < LIMIT_SHARE:
+        limit = "reading or start-up"
+    return Stages(round(worker_share, 3), round(collector_share, 3), limit)
+
+
+def encode(summary: Summary) -> bytes:
+    """summary.json's bytes: indented JSON and a final newline."""
+    return msgspec.json.format(msgspec.json.encode(summary), indent=2) + b"\n"
+
+
+def decode(data: bytes) -> Summary:
+    return msgspec.json.decode(data, type=Summary)
