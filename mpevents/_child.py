@@ -94,7 +94,13 @@ def context() -> multiprocessing.context.ForkServerContext:
     return ctx
 
 
-def start_fork_server() -> None:
+FORKED_SERVER_PYTHONS: Final[tuple[tuple[int, int], ...]] = ((3, 11), (3, 12), (3, 13))
+"""The Python versions whose fork server and resource tracker internals
+:func:`start_fork_server` was tested against (tests/test_child.py); on any
+other, the standard start is used."""
+
+
+def start_fork_server() -> str:
     """Start the fork server now, by forking this process (the command line's way).
 
     The stdlib starts its fork server and its resource tracker as fresh
@@ -106,18 +112,20 @@ def start_fork_server() -> None:
     once. Each runs the stdlib's own loop; only the start differs. A library
     caller (:func:`run`) gets the stdlib's start, since its process may have
     threads that make a fork unsafe.
+
+    Returns how the server was started: "forked", "standard" (another Python
+    version, or internals not as expected) or "running" (already started).
     """
     context()
     server: Any = getattr(forkserver, "_forkserver", None)
     tracker: Any = getattr(resource_tracker, "_resource_tracker", None)
-    if (
-        not all(hasattr(server, name) for name in _SERVER_STATE)
-        or not all(hasattr(tracker, name) for name in _TRACKER_STATE)
-        or server._forkserver_pid is not None
-        or tracker._fd is not None
+    if sys.version_info[:2] not in FORKED_SERVER_PYTHONS or not (
+        all(hasattr(server, name) for name in _SERVER_STATE) and all(hasattr(tracker, name) for name in _TRACKER_STATE)
     ):
-        forkserver.ensure_running()  # an interpreter whose internals differ, or already running
-        return
+        forkserver.ensure_running()  # an interpreter whose internals may differ
+        return "standard"
+    if server._forkserver_pid is not None or tracker._fd is not None:
+        return "running"
     sys.stdout.flush()  # or the forked copies could write what this process has buffered
     sys.stderr.flush()
     gc.freeze()  # all here lives to the end: no later collection, here or in a copy, walks it again
@@ -139,6 +147,7 @@ def start_fork_server() -> None:
         server._forkserver_address = address
         server._forkserver_alive_fd = alive_w
         server._forkserver_pid = pid
+    return "forked"
 
 
 _SERVER_STATE: Final = ("_lock", "_forkserver_address", "_forkserver_alive_fd", "_forkserver_pid")

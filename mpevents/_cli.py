@@ -26,6 +26,7 @@ from ._config import (
     DEFAULT_READERS,
     Config,
     check,
+    parse_size,
 )
 from ._errors import EXIT_FAILURE, EXIT_OK, EXIT_SIGINT, Interrupted, MpeventsError, UsageError
 
@@ -46,13 +47,10 @@ def _positive(text: str) -> int:
 
 
 def _size(text: str) -> int:
-    """A byte count, optionally with a K, M or G suffix (powers of 1,024)."""
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    scale = units.get(text[-1:].lower(), 1)
-    number = text[:-1] if scale > 1 else text
-    if number.lower().endswith("i"):
-        number = number[:-1]
-    return _positive(number) * scale if number else _positive(text)
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -108,8 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_size,
         default=DEFAULT_CHUNK_BYTES,
         metavar="B",
-        help="size of the chunks of whole lines passed between processes; accepts K, M, G "
-        f"(default: {DEFAULT_CHUNK_BYTES >> 20}M)",
+        help="size of the chunks of whole lines passed between processes: bytes, or with K, KiB, M, MiB, G "
+        f"or GiB (powers of 1,024) (default: {DEFAULT_CHUNK_BYTES >> 20}MiB)",
     )
     add(
         "--pattern",

@@ -126,6 +126,25 @@ class Config:
         return self.cpu_profile or self.mem_profile
 
 
+SIZE_UNITS: Final = {"": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gib": 1 << 30}
+"""What a size option accepts after its number (any case): powers of 1,024 only,
+so that 1M and 1MiB are the same and nothing is left to guess."""
+
+
+def parse_size(text: str) -> int:
+    """A positive byte count from ``text``: a whole number, optionally followed
+    by K, KiB, M, MiB, G or GiB. Raises ValueError quoting ``text`` otherwise."""
+    stripped = text.strip()
+    number = stripped.rstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    unit = SIZE_UNITS.get(stripped[len(number) :].lower())
+    if unit is None or not number.isdigit() or not number.isascii():
+        raise ValueError(f"{text!r} is not a size: give a whole number of bytes, or one with K, KiB, M, MiB, G or GiB")
+    value = int(number) * unit
+    if value < 1:
+        raise ValueError(f"must be at least 1, got {text!r}")
+    return value
+
+
 def find_inputs(config: Config) -> Sequence[InputFile]:
     """The regular files directly in the input directory matching the pattern.
 

@@ -10,6 +10,9 @@ than a dictionary lookup per chunk.
     worker_kill_always=F:S  every worker holding that span does (exhausts --max-retries)
     reader_kill=F:S[:N]     a reader of the first N generations of its slot SIGKILLs
                             itself before sending span S of file F
+    worker_break_queue=F:S  a first-generation worker sends span S of file F's result only in
+                            part, then SIGKILLs itself: the collector waits for the rest
+                            forever, and the pipeline stalls
     stall_s=SECONDS         after a crash, this long without progress is a stall (instead of 3 s)
     collector_kill=N        the collector SIGKILLs itself after writing N results
     collector_slow=SECONDS  the collector sleeps this long before each result

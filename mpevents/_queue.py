@@ -77,6 +77,14 @@ class ChunkQueue(multiprocessing.queues.Queue):  # type: ignore[type-arg]
         with self._wlock:
             self._writer.send_bytes(message)
 
+    def break_mid_transfer(self) -> None:
+        """Test failpoint: start a message and never finish it, as a process
+        killed in the middle of a put does (the caller then kills itself). The
+        reader of the queue is left waiting for the rest, with its lock held."""
+        self._sem.acquire()
+        self._wlock.acquire()
+        os.write(self._writer.fileno(), _LENGTH.pack(1 << 20) + b"cut short")
+
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         if not block or timeout is not None or self._closed:
             return super().get(block, timeout)

@@ -41,6 +41,7 @@ def work(
     spans from the work queue until a ``None`` arrives; ``files[i]`` is file i."""
     kill_at = _failpoints.chunk_point("worker_kill", generation)
     kill_always = _failpoints.chunk_point("worker_kill_always", 0)
+    break_at = _failpoints.chunk_point("worker_break_queue", generation)
     pending = list(first)
     while True:
         span: Span | None = pending.pop(0) if pending else work_queue.get()
@@ -53,6 +54,9 @@ def work(
         info = files[span.file]
         result = process_chunk(read_chunk(info.path, span, info.identity), file_start=span.start == 0)
         message = Result(span, result)
+        if (span.file, span.seq) == break_at:
+            result_queue.break_mid_transfer()
+            _failpoints.kill_self()
         if sum(len(data) for _, data in result.groups.values()) < DIRECT_RESULT_BYTES:
             result_queue.put_direct(message)
         else:

@@ -8,6 +8,9 @@ import sys
 
 import pytest
 
+from mpevents._child import FORKED_SERVER_PYTHONS
+from tests.conftest import REPO
+
 # Allocate, free and allocate again 8 MiB, as a worker does for each chunk;
 # print the page faults of the second allocation.
 _REUSE = """
@@ -34,3 +37,16 @@ def test_a_child_reuses_freed_memory_instead_of_faulting_it_in_again() -> None:
     pages = (8 << 20) // 4096
     assert faults("default") > pages // 2  # glibc's defaults: handed back, faulted in again
     assert faults("keep") < pages // 20
+
+
+@pytest.mark.parametrize("python", ["this-python", "other-python"])
+def test_both_ways_of_starting_the_fork_server_start_children(python: str) -> None:
+    if python == "this-python" and sys.version_info[:2] not in FORKED_SERVER_PYTHONS:
+        pytest.skip("the forked fork server is used only on the versions it was tested on")
+    command = [sys.executable, "-m", "tests._fork_probe", python]
+    run = subprocess.run(command, check=False, capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert run.returncode == 0, run.stderr
+    how, parent_title = run.stdout.split("\n")[:2]
+    assert how == ("forked" if python == "this-python" else "standard")
+    # The forked server carries its title; the standard one is a fresh interpreter.
+    assert ("mpevents: fork server" in parent_title) == (python == "this-python")

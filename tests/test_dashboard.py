@@ -1,16 +1,12 @@
-"""The dashboard, the plain progress lines, the final summary and the profiles."""
+"""The dashboard, the plain progress lines and the final summary."""
 
 from __future__ import annotations
 
-import json
 import os
-import pstats
 import pty
 import select
-import subprocess
 import sys
 import time
-import tracemalloc
 from io import StringIO
 from pathlib import Path
 
@@ -143,55 +139,6 @@ def test_the_live_dashboard_in_a_terminal(tmp_path: Path) -> None:
     assert "%" in text and "lines/s" in text
     assert "workers" in text and "queues" in text and "collector" in text
     assert "mpevents summary" in text
-
-
-def test_cpu_profiles_load_with_pstats(corpus: Path, tmp_path: Path) -> None:
-    profiles = tmp_path / "profiles"
-    result = run_cli("--input", corpus, "--output", tmp_path / "out", "-n", "2", "-q", "--cpu-profile",
-                     "--profile-dir", profiles)  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    names = {path.name for path in profiles.glob("cpu-*.prof")}
-    assert {
-        "cpu-main-1.prof",
-        "cpu-collector-1.prof",
-        "cpu-worker-2.prof",
-        "cpu-worker-1.prof",
-        "cpu-all.prof",
-    } <= names
-    assert any(name.startswith("cpu-reader-") for name in names)
-    merged = pstats.Stats(str(profiles / "cpu-all.prof"))
-    functions = {function for _, _, function in merged.stats}  # type: ignore[attr-defined]
-    assert "process_chunk" in functions and "collect" in functions
-
-
-def test_memory_profiles_load_and_peaks_reach_the_summary(corpus: Path, tmp_path: Path) -> None:
-    profiles = tmp_path / "profiles"
-    out = tmp_path / "out"
-    result = run_cli("--input", corpus, "--output", out, "-n", "2", "--mem-profile", "--profile-dir", profiles)
-    assert result.returncode == 0, result.stderr
-    snapshots = sorted(profiles.glob("mem-*.snapshot"))
-    assert {path.name for path in snapshots} >= {"mem-worker-1.snapshot", "mem-collector-1.snapshot"}
-    for path in snapshots:
-        assert tracemalloc.Snapshot.load(str(path)).traces is not None
-    memory = json.loads((out / "summary.json").read_bytes())["memory"]
-    assert memory["processes"]["worker-1"]["peak_rss_kib"] > 1000
-    assert memory["processes"]["main-1"]["peak_rss_kib"] > 1000
-    assert memory["top_sites"] and "peak RSS" in result.stdout
-
-
-def test_genlog_writes_seed_shaped_lines(tmp_path: Path) -> None:
-    path = genlog(tmp_path / "g.log", 1000, groups=5)
-    lines = path.read_bytes().splitlines()
-    assert len(lines) == 1000
-    assert lines[0].startswith(b"1|log")
-    for line in lines:
-        fields = line.split(b"|")
-        assert len(fields) == 7 and fields[2:4] == [b"appsetup", b"tom"]
-        assert 0 <= int(fields[4]) <= 32767 and 1 <= int(fields[5]) <= 5
-    bad = subprocess.run(
-        [str(REPO / "scripts" / "genlog.sh"), str(tmp_path / "x.log"), "many"], check=False, capture_output=True
-    )
-    assert bad.returncode == 2 and b"LINES" in bad.stderr
 
 
 def test_dashboard_for_the_dask_engine_shows_tasks_instead_of_workers() -> None:

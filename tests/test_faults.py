@@ -7,6 +7,7 @@ directory is left. pytest-timeout and the subprocess timeouts bound every test.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import resource
 import shutil
@@ -15,7 +16,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -25,6 +28,7 @@ from tests.conftest import REPO, genlog, mpevents_processes, run_cli, start_cli,
 pytestmark = pytest.mark.usefixtures("clean_processes")
 
 SMALL_CHUNKS = ("--chunk-bytes", "16K")
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -44,11 +48,19 @@ def undisturbed(logs: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     return tree(out)
 
 
-@pytest.fixture
-def previous(logs: Path, tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
-    """An output directory holding an earlier run's output."""
-    out = tmp_path / "out"
+@pytest.fixture(scope="module")
+def earlier_output(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An earlier run's output, made once for the module."""
+    out = tmp_path_factory.mktemp("earlier") / "out"
     assert run_cli("--input", REPO / "data" / "input", "--output", out, "-q").returncode == 0
+    return out
+
+
+@pytest.fixture
+def previous(earlier_output: Path, tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
+    """An output directory holding an earlier run's output (a copy, for this test)."""
+    out = tmp_path / "out"
+    shutil.copytree(earlier_output, out)
     return out, tree(out)
 
 
@@ -78,6 +90,21 @@ def test_a_killed_worker_or_reader_is_replaced_and_output_is_identical(
     assert tree(out) == undisturbed
     assert summary_of(out)["restarts"][role] == 1  # type: ignore[index]
     assert "died" in result.stderr  # a warning, shown unless --quiet
+    assert temp_dirs(tmp_path) == []
+
+
+def test_a_queue_broken_mid_transfer_restarts_the_data_plane_and_output_is_identical(
+    logs: Path, tmp_path: Path, undisturbed: dict[str, bytes]
+) -> None:
+    out = tmp_path / "out"
+    result = run_cli(
+        "--input", logs, "--output", out, "-n", "2", "--no-progress", *SMALL_CHUNKS,
+        env={"MPEVENTS_FAILPOINTS": "worker_break_queue=1:3,stall_s=0.5"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "stalled" in result.stderr  # the collector waited for a message that never came whole
+    assert tree(out) == undisturbed
+    assert summary_of(out)["restarts"]["pipeline"] == 1  # type: ignore[index]
     assert temp_dirs(tmp_path) == []
 
 
@@ -136,21 +163,38 @@ def start_slowed(logs: Path, out: Path, delay: float) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
-def _wait_for(title: str, process: subprocess.Popen[str], timeout: float = 30) -> int:
+def _wait_until(what: str, found: Callable[[], T | None], process: subprocess.Popen[str], timeout: float = 30) -> T:
+    """Poll ``found`` until it gives something, while the run goes on; at most ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()
-        for pid, cmdline in mpevents_processes():
-            if cmdline.startswith(title):
-                return pid
+        value = found()
+        if value is not None:
+            return value
         time.sleep(0.01)
-    raise AssertionError(f"no process titled {title!r}")
+    raise AssertionError(f"gave up waiting for {what}")
 
 
-def _wait_for_output(process: subprocess.Popen[str]) -> None:
-    """Let the run get well under way."""
-    time.sleep(0.5)
-    assert process.poll() is None
+def _wait_for(title: str, process: subprocess.Popen[str]) -> int:
+    """The pid of the run's process titled ``title``, once there is one."""
+
+    def titled() -> int | None:
+        return next((pid for pid, cmdline in mpevents_processes() if cmdline.startswith(title)), None)
+
+    return _wait_until(f"a process titled {title!r}", titled, process)
+
+
+def _wait_for_output(process: subprocess.Popen[str], parent: Path, lines: int = 1000) -> None:
+    """Wait until the run has written ``lines`` records into its staging directory under ``parent``."""
+
+    def written() -> bool | None:
+        records = 0
+        for staging in temp_dirs(parent):
+            with contextlib.suppress(OSError):  # a group file being created or the directory going away
+                records += sum(path.read_bytes().count(b"\n") for path in staging.glob("group-*.jsonl"))
+        return True if records >= lines else None
+
+    _wait_until(f"{lines} records written", written, process)
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -159,8 +203,7 @@ def test_a_signal_stops_everything_within_5_seconds(
 ) -> None:
     out, before = previous
     process = start_slowed(logs, out, 0.05)
-    _wait_for("mpevents: collector", process)
-    _wait_for_output(process)
+    _wait_for_output(process, tmp_path)
     sent = time.monotonic()
     process.send_signal(signum)
     _, err = process.communicate(timeout=10)
@@ -174,8 +217,7 @@ def test_a_signal_stops_everything_within_5_seconds(
 def test_a_second_ctrl_c_exits_at_once(logs: Path, previous: tuple[Path, dict[str, bytes]], tmp_path: Path) -> None:
     out, before = previous
     process = start_slowed(logs, out, 0.05)
-    _wait_for("mpevents: collector", process)
-    _wait_for_output(process)
+    _wait_for_output(process, tmp_path)
     sent = time.monotonic()
     process.send_signal(signal.SIGINT)
     process.send_signal(signal.SIGINT)
@@ -193,7 +235,7 @@ def test_sigkill_by_process_title_mid_run_gives_identical_output(
     out = tmp_path / "out"
     process = start_slowed(logs, out, 0.01)
     victim = _wait_for(title, process)
-    time.sleep(0.2)
+    _wait_for_output(process, tmp_path)
     subprocess.run(["kill", "-KILL", str(victim)], check=False)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
@@ -209,7 +251,7 @@ def test_sigkill_of_the_collector_by_title_fails_cleanly(
     out, before = previous
     process = start_slowed(logs, out, 0.01)
     victim = _wait_for("mpevents: collector", process)
-    time.sleep(0.3)
+    _wait_for_output(process, tmp_path)
     subprocess.run(["kill", "-KILL", str(victim)], check=False)
     _, err = process.communicate(timeout=30)
     assert process.returncode == 1
@@ -281,8 +323,7 @@ def test_an_input_file_changed_mid_run_fails_the_run_with_one_line(
     inputs = tmp_path / "in"
     shutil.copytree(logs, inputs)
     process = start_slowed(inputs, out, 0.05)
-    _wait_for("mpevents: collector", process)
-    _wait_for_output(process)
+    _wait_for_output(process, tmp_path)
     victim = inputs / "part-3.log"  # the collector reaches it last
     if change == "cut short":
         victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
@@ -317,8 +358,7 @@ def _parent(pid: int) -> int:
 def test_children_exit_when_main_is_killed_and_the_next_run_cleans_up(logs: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     process = start_slowed(logs, out, 0.05)
-    _wait_for("mpevents: collector", process)
-    _wait_for_output(process)
+    _wait_for_output(process, tmp_path)
     process.kill()
     process.wait(timeout=10)
     assert wait_no_processes() == []  # no orphan keeps running
