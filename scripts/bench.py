@@ -56,6 +56,7 @@ That is why no timed round reads memory at all."""
 class Program:
     name: str
     command: list[str]
+    cwd: Path | None = None  # where it runs: ``python -m mpevents`` takes the package found there
     walls: list[float] = field(default_factory=list)
     peaks_kib: list[int] = field(default_factory=list)
     stages: list[dict[str, Any]] = field(default_factory=list)
@@ -120,7 +121,7 @@ class Corpus:
 MIXES = ("template", "real")
 
 
-def compile_bytecode() -> None:
+def compile_bytecode(repo: Path = REPO) -> None:
     """Compile mpevents to bytecode, as an installed package is.
 
     An editable install has none, and where PYTHONDONTWRITEBYTECODE is set (it
@@ -128,14 +129,14 @@ def compile_bytecode() -> None:
     compiles the package's source again: 80 ms per run of mpevents, measured,
     that no installed copy pays.
     """
-    compileall.compile_dir(REPO / "mpevents", quiet=1)
+    compileall.compile_dir(repo / "mpevents", quiet=1)
 
 
 def measure(program: Program, output: Path, *, memory: bool) -> None:
     """Run once; record the wall time, or with ``memory`` the peak process-tree PSS."""
     shutil.rmtree(output, ignore_errors=True)
     started = time.perf_counter()
-    process = subprocess.Popen(program.command, stdout=subprocess.DEVNULL)
+    process = subprocess.Popen(program.command, stdout=subprocess.DEVNULL, cwd=program.cwd)
     peak = 0
     while memory and process.poll() is None:
         peak = max(peak, tree_pss_kib(process.pid))
@@ -161,13 +162,14 @@ def available(module: str) -> bool:
     return True
 
 
-def programs_for(directory: Path, output: Path, workers: list[int], peers: bool, sequential: bool) -> list[Program]:
+def programs_for(
+    directory: Path, output: Path, workers: list[int], peers: bool, sequential: bool, baseline: Path | None = None
+) -> list[Program]:
     python = sys.executable
-    progs = [
-        Program(f"mpevents N={n}", [python, "-m", "mpevents", "--input", str(directory), "--output", str(output),
-                                    "--worker-number", str(n), "--quiet"])
-        for n in workers
-    ]  # fmt: skip
+    command = [python, "-m", "mpevents", "--input", str(directory), "--output", str(output), "--quiet"]
+    progs = [Program(f"mpevents N={n}", [*command, "--worker-number", str(n)], REPO) for n in workers]
+    if baseline is not None:  # another checkout of mpevents (an earlier commit), in the same rounds
+        progs += [Program(f"baseline N={n}", [*command, "--worker-number", str(n)], baseline) for n in workers]
     if sequential:
         progs.append(
             Program("sequential", [python, str(REPO / "scripts" / "sequential.py"), str(directory), str(output)])
@@ -209,6 +211,8 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
                 out[f"{name}: memory N=2 / {peer}"] = round(two["peak_pss_mib"] / rows[peer]["peak_pss_mib"], 2)
         if one is not None:
             out[f"{name}: scaling wall N=1 / N=2"] = round(one["wall_s"] / two["wall_s"], 2)
+        if "baseline N=2" in rows:
+            out[f"{name}: wall N=2 / baseline N=2"] = round(two["wall_s"] / rows["baseline N=2"]["wall_s"], 2)
     for name, rows in results.items():  # many files against the same lines in files of 500,000
         base = results.get(name.rsplit("-", 1)[0], {}) if name.endswith("f") else {}
         if "mpevents N=2" in rows and "mpevents N=2" in base:
@@ -247,6 +251,10 @@ def main() -> int:
     parser.add_argument("--no-peers", action="store_true", help="skip DuckDB and Polars")
     parser.add_argument("--sequential-up-to", default="2M", help="run the slow sequential script up to this size")
     parser.add_argument("--out", type=Path, default=REPO / "bench-results.json")
+    parser.add_argument(
+        "--baseline", type=Path, default=None, metavar="DIR",
+        help="also run the mpevents of another checkout (git worktree add DIR COMMIT) in the same rounds",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.rounds < 1 or args.memory_rounds < 1:
         parser.error("--rounds and --memory-rounds must be at least 1")
@@ -256,11 +264,14 @@ def main() -> int:
     sequential_limit = int(args.sequential_up_to.rstrip("Mm")) * 1_000_000
     console = Console()
     compile_bytecode()
+    if args.baseline is not None:
+        compile_bytecode(args.baseline)
     results: dict[str, dict[str, Any]] = {}
     output = WORK / "out"
     for corpus in corpora:
         directory = corpus.build()
-        programs = programs_for(directory, output, workers, not args.no_peers, corpus.lines <= sequential_limit)
+        sequential = corpus.lines <= sequential_limit
+        programs = programs_for(directory, output, workers, not args.no_peers, sequential, args.baseline)
         for round_ in range(args.memory_rounds):
             for program in programs:
                 measure(program, output, memory=True)

@@ -45,7 +45,10 @@ def test_dask_engine_gives_the_local_output(corpus: Path, tmp_path: Path, local_
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert tree(out) == local_output
-    assert json.loads((out / "summary.json").read_bytes())["engine"] == "dask"
+    summary = json.loads((out / "summary.json").read_bytes())
+    assert summary["engine"] == "dask"
+    assert summary["stages"]["workers_busy"] > 0  # from the time the tasks report
+    assert summary["restarts"] == {"workers": 0, "readers": 0, "pipeline": 0}
     assert "mpevents summary" in result.stdout
     assert temp_dirs(tmp_path) == []
 
