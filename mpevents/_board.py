@@ -23,10 +23,13 @@ TOP_GROUPS: Final = 5
 
 
 class FileField(enum.IntEnum):
+    """Byte counts are of the file on disk, so that compressed files count as they weigh."""
+
     BYTES_READ = 0  # bytes framed by its reader
     STATE = 1  # FileState
-    WRITTEN = 2  # bytes whose lines the collector has written
+    WRITTEN = 2  # bytes whose lines the collector has written (for a compressed file, an estimate)
     LINES = 3  # lines written
+    INFLATED = 4  # a compressed file: the decompressed bytes of what was read
 
 
 class FileState(enum.IntEnum):

@@ -21,7 +21,7 @@ from ._config import (
     DEFAULT_MAX_OPEN_FILES,
     DEFAULT_MAX_RETRIES,
     DEFAULT_OUTPUT,
-    DEFAULT_PATTERN,
+    DEFAULT_PATTERNS,
     DEFAULT_PROFILE_DIR,
     DEFAULT_READERS,
     Config,
@@ -111,9 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--pattern",
-        default=DEFAULT_PATTERN,
+        dest="patterns",
+        action="append",
         metavar="GLOB",
-        help=f"which file names in the input directory to read (default: {DEFAULT_PATTERN!r})",
+        help="which file names in the input directory to read; give it more than once for several; "
+        f"names ending in .gz or .zst are decompressed (default: {' '.join(DEFAULT_PATTERNS)})",
     )
     add(
         "--max-retries",
@@ -183,7 +185,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         workers=args.workers,
         readers=args.readers,
         chunk_bytes=args.chunk_bytes,
-        pattern=args.pattern,
+        patterns=tuple(args.patterns) if args.patterns else DEFAULT_PATTERNS,
         max_retries=args.max_retries,
         max_open_files=args.max_open_files,
         progress=progress,

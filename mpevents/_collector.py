@@ -34,7 +34,7 @@ import msgspec
 from . import _failpoints
 from ._board import TOP_GROUPS, Board, CollectorField, FileField, FileState
 from ._config import InputFile
-from ._framing import Flag
+from ._framing import Flag, Span
 from ._ledger import Ledger
 from ._messages import FileCounts, Report, Result
 from ._spec import REASON_INDEX, REASONS
@@ -117,6 +117,7 @@ class Collector:
         self._held: dict[int, dict[int, Result]] = {}
         self._next_seq = array("q", bytes(8 * len(files)))
         self._counts = array("q", bytes(8 * _COUNTS * len(files)))  # lines, valid, rejected, blank of each file
+        self._ends = array("q", bytes(8 * len(files)))  # where each file's last written span ends
         self._reasons = [0] * len(REASONS)
         self._group_counts: dict[bytes, int] = {}
         self._groups = GroupFiles(directory, max_open_files)
@@ -177,6 +178,7 @@ class Collector:
         counts[at + 3] += result.blank
         self._next_seq[file] += 1
         self._results += 1
+        self._ends[file] = span.end
         self.ledger.written(span)
         self._publish(item, valid, len(result.rejects), result.blank, result.lines)
         if span.flags & Flag.LAST:
@@ -189,14 +191,16 @@ class Collector:
     def _publish(self, item: Result, valid: int, rejected: int, blank: int, lines: int) -> None:
         """Show what was written on the scoreboard, for the dashboard."""
         board, span = self.board, item.span
-        board.set_file(span.file, FileField.WRITTEN, span.end)
+        written = self._on_disk(span)
+        before = board.file(span.file, FileField.WRITTEN)
+        board.set_file(span.file, FileField.WRITTEN, written)
         board.set_file(span.file, FileField.LINES, self._counts[_COUNTS * span.file])
         board.set_collector(CollectorField.RESULTS, self._results)
         board.set_collector(CollectorField.RECORDS, board.collector(CollectorField.RECORDS) + valid)
         board.set_collector(CollectorField.REJECTED, board.collector(CollectorField.REJECTED) + rejected)
         board.set_collector(CollectorField.BLANK, board.collector(CollectorField.BLANK) + blank)
         board.set_collector(CollectorField.LINES, board.collector(CollectorField.LINES) + lines)
-        board.set_collector(CollectorField.BYTES, board.collector(CollectorField.BYTES) + span.end - span.start)
+        board.set_collector(CollectorField.BYTES, board.collector(CollectorField.BYTES) + written - before)
         if rejected:
             for index, count in enumerate(self._reasons):
                 board.set_reason(index, count)
@@ -207,6 +211,18 @@ class Collector:
             top = heapq.nlargest(TOP_GROUPS, self._group_counts.items(), key=lambda pair: pair[1])
             board.set_top_groups([(int(group), count) for group, count in top])
 
+    def _on_disk(self, span: Span) -> int:
+        """How far into its file on disk ``span`` ends: its end, or for a
+        compressed file an estimate from how much its reader's bytes inflated."""
+        info = self.files[span.file]
+        if info.compression is None or span.flags & Flag.LAST:
+            return info.size if span.flags & Flag.LAST else span.end
+        read, inflated = (
+            self.board.file(span.file, FileField.BYTES_READ),
+            self.board.file(span.file, FileField.INFLATED),
+        )
+        return min(info.size, span.end * read // inflated) if inflated else 0
+
     def close(self) -> None:
         self._groups.close()
         self._rejects.close()
@@ -216,6 +232,7 @@ class Collector:
         counts = self._counts
         return Report(
             files=[FileCounts(*counts[at : at + _COUNTS]) for at in range(0, len(counts), _COUNTS)],
+            ends=list(self._ends),
             reasons=list(self._reasons),
             groups={group.decode("ascii"): count for group, count in self._group_counts.items()},
         )

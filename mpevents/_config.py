@@ -14,11 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, overload
 
+from ._compression import check_available, compression_of
 from ._errors import UsageError
 
 DEFAULT_INPUT: Final = Path("data/input")
 DEFAULT_OUTPUT: Final = Path("data/output")
-DEFAULT_PATTERN: Final = "*.log"
+DEFAULT_PATTERNS: Final = ("*.log", "*.log.gz", "*.log.zst")
+"""Plain logs and compressed ones. Numbered rotations (``app.log.1.gz``) need
+their own ``--pattern``, so that a directory's old rotations are never read
+by surprise."""
 DEFAULT_READERS: Final = 4
 # A chunk is the unit of work and of every queue message. 1 MiB holds about
 # 25,000 seed lines: per-message costs vanish, yet a queue slot stays small
@@ -41,6 +45,11 @@ class InputFile:
     size: int
     identity: tuple[int, int] | None = None
     """(device, inode) at start-up: workers refuse a file that was replaced since."""
+
+    @property
+    def compression(self) -> str | None:
+        """ "gzip" or "zstd" by the name's suffix; None for a plain file."""
+        return compression_of(self.name)
 
 
 class FileList(Sequence[InputFile]):
@@ -103,7 +112,7 @@ class Config:
     workers: int = 1
     readers: int = DEFAULT_READERS
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
-    pattern: str = DEFAULT_PATTERN
+    patterns: tuple[str, ...] = DEFAULT_PATTERNS
     max_retries: int = DEFAULT_MAX_RETRIES
     max_open_files: int = DEFAULT_MAX_OPEN_FILES
     progress: str = "auto"  # "auto": dashboard on a terminal, lines otherwise; "off"; "quiet"
@@ -146,7 +155,7 @@ def parse_size(text: str) -> int:
 
 
 def find_inputs(config: Config) -> Sequence[InputFile]:
-    """The regular files directly in the input directory matching the pattern.
+    """The regular files directly in the input directory matching any of the patterns.
 
     Sorted by the bytes of their names. Raises :class:`UsageError` for a
     missing or unreadable directory, an input that is a file, no match, or a
@@ -164,10 +173,12 @@ def find_inputs(config: Config) -> Sequence[InputFile]:
     matches = [
         entry
         for entry in entries
-        if fnmatch.fnmatchcase(entry.name, config.pattern) and entry.is_file(follow_symlinks=True)
+        if any(fnmatch.fnmatchcase(entry.name, pattern) for pattern in config.patterns)
+        and entry.is_file(follow_symlinks=True)
     ]
     if not matches:
-        raise UsageError(f"no file matching {config.pattern!r} in {str(directory)!r}")
+        patterns = ", ".join(map(repr, config.patterns))
+        raise UsageError(f"no file matching {patterns} in {str(directory)!r}")
     matches.sort(key=lambda entry: os.fsencode(entry.name))
     files = []
     for index, entry in enumerate(matches):
@@ -180,6 +191,7 @@ def find_inputs(config: Config) -> Sequence[InputFile]:
         # A name that is not UTF-8 is shown (and written to JSON) with \xNN escapes.
         name = os.fsencode(entry.name).decode("utf-8", "backslashreplace")
         files.append(InputFile(index, name, path, stat.st_size, (stat.st_dev, stat.st_ino)))
+    check_available(info.name for info in files)
     return FileList.of(files)
 
 

@@ -33,10 +33,11 @@ from typing import Any, Final
 from . import _failpoints
 from ._board import Board, CollectorField, FileField, FileState, ReaderField
 from ._collector import Collector
+from ._compression import Decompressed
 from ._config import Config, InputFile
 from ._engine import Restarts, RetryBudget
 from ._errors import UsageError
-from ._framing import Flag, Span, frames, line_start, read_chunk
+from ._framing import Flag, Span, frames, line_start, read_chunk, stream_frames
 from ._ledger import Ledger
 from ._messages import Report, Result
 from ._spec import ChunkResult, concat, process_chunk
@@ -63,11 +64,12 @@ def plan(files: Sequence[InputFile], task_bytes: int) -> list[Span]:
     """Cut every file into byte ranges, in input order; an empty file gets one.
 
     A task's span is a raw byte range, not yet on line boundaries: its lines
-    are those that start in it (:func:`process_range`).
+    are those that start in it (:func:`process_range`). A compressed file is
+    one task: it can only be read from its start.
     """
     tasks = []
     for info in files:
-        count = max(1, -(-info.size // task_bytes))
+        count = 1 if info.compression else max(1, -(-info.size // task_bytes))
         for seq in range(count):
             start, stop = seq * task_bytes, min(info.size, (seq + 1) * task_bytes)
             tasks.append(Span(info.index, seq, start, stop, Flag.LAST if seq == count - 1 else Flag.NONE))
@@ -82,6 +84,13 @@ def process_range(info: InputFile, task: Span, chunk_bytes: int) -> tuple[int, C
     """
     started = time.perf_counter_ns()
     _maybe_die(info.path, task.start)
+    if info.compression is not None:
+        with Decompressed(info.path, info.compression, info.identity, info.size) as stream:
+            results = [
+                process_chunk(data, file_start=span.start == 0)
+                for span, data in stream_frames(stream, info.index, chunk_bytes)
+            ]
+            return stream.position, concat(results), time.perf_counter_ns() - started
     size = info.size
     with open(info.path, "rb") as handle:
         first = line_start(handle, task.start)

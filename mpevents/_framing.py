@@ -24,7 +24,7 @@ import enum
 import errno
 import os
 from collections.abc import Iterator
-from typing import BinaryIO, Final, NamedTuple
+from typing import BinaryIO, Final, NamedTuple, Protocol
 
 from ._spec import MAX_LINE_BYTES
 
@@ -128,6 +128,75 @@ def _read_at(handle: BinaryIO, position: int, size: int) -> bytes:
     if len(data) != size:
         raise OSError(errno.EIO, "the file changed while it was being read", getattr(handle, "name", None))
     return data
+
+
+class Stream(Protocol):
+    """What :func:`stream_frames` reads: bytes, forwards only (a decompressed file)."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+
+_STREAM_BLOCK: Final = 1 << 16
+
+
+def stream_frames(
+    stream: Stream, file: int, chunk_bytes: int, seq: int = 0, start: int = 0
+) -> Iterator[tuple[Span, bytes]]:
+    """Cut a stream already read up to ``start`` into spans and their bytes.
+
+    The same spans :func:`frames` cuts from the same bytes: whole lines within
+    each window, or the one line starting there, kept to KEEP_BYTES and its
+    newline when it is longer; so a reader restarted at a span boundary of a
+    stream it must read again from the start cuts the same spans. The last
+    span is flagged LAST; an empty stream (or one resumed at its end) gives
+    one empty LAST span. At most about two windows are held at once.
+    """
+    buffer = bytearray()
+    offset, ended = start, False
+    while True:
+        while not ended and len(buffer) <= chunk_bytes:
+            block = stream.read(max(_STREAM_BLOCK, chunk_bytes + 1 - len(buffer)))
+            ended = not block
+            buffer += block
+        if ended and len(buffer) <= chunk_bytes:  # the rest of the stream, whole
+            yield Span(file, seq, offset, offset + len(buffer), Flag.LAST), bytes(buffer)
+            return
+        cut = buffer.rfind(b"\n", 0, chunk_bytes) + 1
+        if cut:
+            span, data = Span(file, seq, offset, offset + cut), bytes(buffer[:cut])
+            del buffer[:cut]
+        else:
+            span, data, buffer, ended = _stream_long_line(stream, file, seq, offset, chunk_bytes, buffer, ended)
+        yield span, data
+        if span.flags & Flag.LAST:
+            return
+        offset, seq = span.end, seq + 1
+
+
+def _stream_long_line(
+    stream: Stream, file: int, seq: int, offset: int, search_from: int, buffer: bytearray, ended: bool
+) -> tuple[Span, bytes, bytearray, bool]:
+    """The span of a line that fills a whole window, read on until its end;
+    of its bytes only the first KEEP_BYTES + 1 are held. Returns the span,
+    its bytes, what follows it, and whether the stream has ended."""
+    head, length = bytearray(), 0  # the line's start, and its bytes before ``buffer``
+    while (newline := buffer.find(b"\n", search_from)) < 0 and not ended:
+        head += buffer[: KEEP_BYTES + 1 - len(head)]
+        length += len(buffer)
+        buffer = bytearray(stream.read(_STREAM_BLOCK))
+        ended, search_from = not buffer, 0
+    line = buffer[:newline] if newline >= 0 else buffer
+    head += line[: KEEP_BYTES + 1 - len(head)]
+    length += len(line)
+    rest = buffer[newline + 1 :] if newline >= 0 else bytearray()
+    if not rest and not ended:  # is anything left after this line?
+        rest = bytearray(stream.read(_STREAM_BLOCK))
+        ended = not rest
+    newline_bytes = b"\n" if newline >= 0 else b""
+    truncated = length > KEEP_BYTES
+    flags = (Flag.TRUNCATED if truncated else Flag.NONE) | (Flag.LAST if ended and not rest else Flag.NONE)
+    data = bytes(head[:KEEP_BYTES] if truncated else head) + newline_bytes
+    return Span(file, seq, offset, offset + length + len(newline_bytes), flags), data, rest, ended
 
 
 def line_start(handle: BinaryIO, position: int) -> int:

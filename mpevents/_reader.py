@@ -24,9 +24,11 @@ import setproctitle
 
 from . import _failpoints
 from ._board import Board, FileField, FileState, ReaderField
+from ._compression import Decompressed
 from ._config import InputFile
-from ._framing import Flag, Span, frames
+from ._framing import Flag, Span, frames, stream_frames
 from ._ledger import Ledger
+from ._messages import Carried
 
 
 class FileQueue:
@@ -98,7 +100,9 @@ def _read_file(
     setproctitle.setproctitle(f"mpevents: reader {info.name}")
     board.set_file(file, FileField.STATE, FileState.READING)
     board.set_reader(slot, ReaderField.FILE, file + 1)
-    if info.size - start <= chunk_bytes:  # one span, or none left: nothing to look for
+    if info.compression is not None:
+        _read_compressed(info, slot, chunk_bytes, seq, start, kill_at, work_queue, board, ledger)
+    elif info.size - start <= chunk_bytes:  # one span, or none left: nothing to look for
         _send(Span(file, seq, start, info.size, Flag.LAST), slot, kill_at, work_queue, board, ledger)
     else:
         with open(info.path, "rb") as handle:
@@ -107,14 +111,50 @@ def _read_file(
     board.set_file(file, FileField.STATE, FileState.READ)
 
 
-def _send(
-    span: Span, slot: int, kill_at: tuple[int, int] | None, work_queue: Any, board: Board, ledger: Ledger
+def _read_compressed(
+    info: InputFile,
+    slot: int,
+    chunk_bytes: int,
+    seq: int,
+    start: int,
+    kill_at: tuple[int, int] | None,
+    work_queue: Any,
+    board: Board,
+    ledger: Ledger,
 ) -> None:
+    """Decompress a file from its start, skip to ``start`` (a restarted reader's
+    first unwritten span), and send each span with its bytes."""
+    assert info.compression is not None
+    with Decompressed(info.path, info.compression, info.identity, info.size) as stream:
+        stream.skip(start)
+        read_to = stream.raw_position
+        for span, data in stream_frames(stream, info.index, chunk_bytes, seq, start):
+            # Progress in bytes of the file on disk, as for plain files, and
+            # what they inflate to, for the collector's estimate of its own.
+            board.set_file(info.index, FileField.INFLATED, span.end)
+            read = (read_to, stream.raw_position)
+            read_to = read[1]
+            _send(span, slot, kill_at, work_queue, board, ledger, data, read)
+
+
+def _send(
+    span: Span,
+    slot: int,
+    kill_at: tuple[int, int] | None,
+    work_queue: Any,
+    board: Board,
+    ledger: Ledger,
+    data: bytes | None = None,
+    read: tuple[int, int] | None = None,
+) -> None:
+    """Send a span; for a compressed file, with ``data``, its bytes, for which
+    the file was ``read`` from one offset on disk to another."""
     if kill_at == (span.file, span.seq):
         _failpoints.kill_self()
     span = ledger.take_credits(span)
     # Counted before the put, which waits while the work queue is full: the
     # dashboard shows the span as framed while it waits, not as unread.
-    board.set_file(span.file, FileField.BYTES_READ, span.end)
-    board.add_reader(slot, ReaderField.BYTES, span.end - span.start)
-    work_queue.put_direct(span)
+    read_from, read_to = (span.start, span.end) if read is None else read
+    board.set_file(span.file, FileField.BYTES_READ, read_to)
+    board.add_reader(slot, ReaderField.BYTES, read_to - read_from)
+    work_queue.put_direct(span if data is None else Carried(span, data))

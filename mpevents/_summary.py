@@ -30,12 +30,26 @@ class Stages(msgspec.Struct):
     limited_by: str = "reading or start-up"
 
 
+class FileSummary(msgspec.Struct):
+    """One input file in summary.json: its lines by outcome, and its bytes."""
+
+    lines: int
+    valid: int
+    rejected: int
+    blank: int
+    bytes: int = 0
+    """The bytes of its lines: decompressed, for a compressed file."""
+    size_on_disk: int = 0
+    compression: str = "none"
+    """"none", "gzip" or "zstd"."""
+
+
 class Summary(msgspec.Struct):
     """The whole of ``summary.json``."""
 
     tool: str
     totals: FileCounts
-    files: dict[str, FileCounts]
+    files: dict[str, FileSummary]
     rejected_by_reason: dict[str, int]
     groups: dict[str, int]
     workers: int
@@ -63,7 +77,12 @@ def build_summary(
     return Summary(
         tool=TOOL,
         totals=totals,
-        files={info.name: counts for info, counts in zip(files, report.files)},
+        files={
+            info.name: FileSummary(
+                counts.lines, counts.valid, counts.rejected, counts.blank, end, info.size, info.compression or "none"
+            )
+            for info, counts, end in zip(files, report.files, report.ends)
+        },
         rejected_by_reason=dict(zip(REASONS, report.reasons)),
         groups=dict(sorted(report.groups.items(), key=lambda item: int(item[0]))),
         workers=config.workers,

@@ -16,10 +16,11 @@ from typing import Any, Final
 
 from . import _failpoints
 from ._board import Board, WorkerField
+from ._compression import read_span
 from ._config import InputFile
 from ._framing import Span, read_chunk
 from ._ledger import Ledger
-from ._messages import Result
+from ._messages import Carried, Result
 from ._spec import process_chunk
 
 DIRECT_RESULT_BYTES: Final = 1 << 18
@@ -44,15 +45,21 @@ def work(
     break_at = _failpoints.chunk_point("worker_break_queue", generation)
     pending = list(first)
     while True:
-        span: Span | None = pending.pop(0) if pending else work_queue.get()
-        if span is None:
+        item: Span | Carried | None = pending.pop(0) if pending else work_queue.get()
+        if item is None:
             break
         started = time.perf_counter_ns()
+        span, data = (item.span, item.data) if isinstance(item, Carried) else (item, None)
         ledger.hold(slot, span)
         if (span.file, span.seq) in (kill_at, kill_always):
             _failpoints.kill_self()
         info = files[span.file]
-        result = process_chunk(read_chunk(info.path, span, info.identity), file_start=span.start == 0)
+        if data is None:  # a plain file's span, or a dead worker's span of a compressed file
+            if info.compression is None:
+                data = read_chunk(info.path, span, info.identity)
+            else:
+                data = read_span(info.path, info.compression, span)
+        result = process_chunk(data, file_start=span.start == 0)
         message = Result(span, result)
         if (span.file, span.seq) == break_at:
             result_queue.break_mid_transfer()

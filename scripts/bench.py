@@ -64,18 +64,21 @@ class Program:
 
 @dataclass(frozen=True)
 class Corpus:
-    """A benchmark input, named ``MIX-SIZE[-FILESf]``: ``mix`` as genlog.sh's
-    --mix, ``lines`` in all, in files of 500,000 lines or in ``files`` files
-    (``real-2M-2000f``: 2,000 files of 1,000 lines)."""
+    """A benchmark input, named ``MIX-SIZE[-FILESf][-gz|-zst]``: ``mix`` as
+    genlog.sh's --mix, ``lines`` in all, in files of 500,000 lines or in
+    ``files`` files (``real-2M-2000f``: 2,000 files of 1,000 lines), each
+    compressed with gzip or zstd when asked (``template-2M-gz``)."""
 
     name: str
     mix: str
     lines: int
     files: int
+    suffix: str = ""  # "", ".gz" or ".zst"
 
     @classmethod
     def parse(cls, name: str) -> Corpus:
         mix, size, *rest = name.split("-")
+        suffix = f".{rest.pop()}" if rest and rest[-1] in ("gz", "zst") else ""
         files = rest[0] if rest else ""
         valid = (
             mix in MIXES
@@ -83,28 +86,30 @@ class Corpus:
             and size[:-1].isdigit()
             and len(rest) <= 1
             and (not rest or (files.endswith("f") and files[:-1].isdigit() and int(files[:-1]) > 0))
+            and not (rest and suffix and int(files[:-1]) > max(1, int(size[:-1]) * 1_000_000 // LINES_PER_FILE))
         )
         if not valid:
             raise SystemExit(
-                f"bench: a corpus is MIX-SIZE[-FILESf] with MIX one of {', '.join(MIXES)}, SIZE like 2M "
-                f"and FILES a count, not {name!r}"
+                f"bench: a corpus is MIX-SIZE[-FILESf][-gz|-zst] with MIX one of {', '.join(MIXES)}, SIZE like 2M "
+                f"and FILES a count (with compression, no more than one file per 500,000 lines), not {name!r}"
             )
         lines = int(size[:-1]) * 1_000_000
-        return cls(name, mix, lines, int(files[:-1]) if rest else max(1, lines // LINES_PER_FILE))
+        return cls(name, mix, lines, int(files[:-1]) if rest else max(1, lines // LINES_PER_FILE), suffix)
 
     def build(self) -> Path:
-        """The corpus's directory, made once: genlog.sh files of 500,000 lines,
-        cut into ``files`` files of equal line counts where more are asked for."""
+        """The corpus's directory, made once: genlog.sh files of 500,000 lines
+        (or fewer, longer files where fewer are asked for), cut into ``files``
+        files of equal line counts where more are asked for."""
         directory = WORK / f"corpus-{self.name}"
         marker = directory / ".complete"
         if not marker.exists():
             shutil.rmtree(directory, ignore_errors=True)
             directory.mkdir(parents=True)
-            parts = max(1, self.lines // LINES_PER_FILE)
+            parts = min(self.files, max(1, self.lines // LINES_PER_FILE))
             for index in range(parts):
                 env = {**os.environ, "GENLOG_SEED": str(index + 1)}
-                path = directory / f"part-{index:03d}.log"
-                command = [str(REPO / "scripts" / "genlog.sh"), "--mix", self.mix, str(path), str(LINES_PER_FILE)]
+                path = directory / f"part-{index:03d}.log{self.suffix}"
+                command = [str(REPO / "scripts" / "genlog.sh"), "--mix", self.mix, str(path), str(self.lines // parts)]
                 subprocess.run(command, check=True, env=env)
             if self.files != parts:
                 for index in range(parts):
@@ -163,19 +168,25 @@ def available(module: str) -> bool:
 
 
 def programs_for(
-    directory: Path, output: Path, workers: list[int], peers: bool, sequential: bool, baseline: Path | None = None
+    directory: Path,
+    output: Path,
+    workers: list[int],
+    peers: bool,
+    sequential: bool,
+    baseline: Path | None = None,
+    compressed: bool = False,
 ) -> list[Program]:
     python = sys.executable
     command = [python, "-m", "mpevents", "--input", str(directory), "--output", str(output), "--quiet"]
     progs = [Program(f"mpevents N={n}", [*command, "--worker-number", str(n)], REPO) for n in workers]
     if baseline is not None:  # another checkout of mpevents (an earlier commit), in the same rounds
         progs += [Program(f"baseline N={n}", [*command, "--worker-number", str(n)], baseline) for n in workers]
-    if sequential:
+    if sequential and not compressed:
         progs.append(
             Program("sequential", [python, str(REPO / "scripts" / "sequential.py"), str(directory), str(output)])
         )
     if peers:
-        for peer in ("duckdb", "polars"):
+        for peer in ("duckdb",) if compressed else ("duckdb", "polars"):  # Polars scans no .gz
             if available(peer):
                 progs.append(
                     Program(peer, [python, str(REPO / "scripts" / "peers.py"), peer, str(directory), str(output)])
@@ -220,6 +231,12 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
             out[f"{name}: wall N=2 / same lines in few files"] = round(many / few, 2)
             files = int(name.rsplit("-", 1)[1][:-1])
             out[f"{name}: ms of wall per file beyond its lines"] = round((many - few) / files * 1000, 3)
+    for name, rows in results.items():  # compressed against the same lines plain
+        plain = results.get(name.rsplit("-", 1)[0], {}) if name.endswith(("-gz", "-zst")) else {}
+        if "mpevents N=2" in rows and "mpevents N=2" in plain:
+            out[f"{name}: wall N=2 / plain N=2"] = round(
+                rows["mpevents N=2"]["wall_s"] / plain["mpevents N=2"]["wall_s"], 2
+            )
     for mix in MIXES:
         big, small = results.get(f"{mix}-10M", {}), results.get(f"{mix}-2M", {})
         if "mpevents N=2" in big and "mpevents N=2" in small:
@@ -271,7 +288,9 @@ def main() -> int:
     for corpus in corpora:
         directory = corpus.build()
         sequential = corpus.lines <= sequential_limit
-        programs = programs_for(directory, output, workers, not args.no_peers, sequential, args.baseline)
+        programs = programs_for(
+            directory, output, workers, not args.no_peers, sequential, args.baseline, bool(corpus.suffix)
+        )
         for round_ in range(args.memory_rounds):
             for program in programs:
                 measure(program, output, memory=True)

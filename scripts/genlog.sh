@@ -17,6 +17,9 @@
 #     field, an empty field, a tab in a field, a non-numeric value, a '+' sign,
 #     a 20-digit id, a blank line.
 #
+# A FILE ending in .gz or .zst is written compressed (gzip -6, zstd -3: what
+# logrotate and most shippers use), for the compressed-input benchmarks.
+#
 # The output is deterministic for a given GENLOG_SEED (default 1), so benchmark
 # corpora are reproducible. awk does the work: a bash loop would take minutes
 # for a million lines.
@@ -37,6 +40,15 @@ file=$1 lines=$2 groups=${3:-$default_groups}
 [[ $lines =~ ^[0-9]+$ ]] || { echo "genlog: LINES must be a whole number, got '$lines'" >&2; exit 2; }
 [[ $groups =~ ^[1-9][0-9]*$ ]] || { echo "genlog: GROUPS must be at least 1, got '$groups'" >&2; exit 2; }
 
+# Where the lines go: the file itself, or a compressor writing it.
+emit() {
+    case "$file" in
+        *.gz) gzip -6 -n -c > "$file" ;;
+        *.zst) zstd -3 -q -c > "$file" ;;
+        *) cat > "$file" ;;
+    esac
+}
+
 if [ "$mix" = template ]; then
     LC_ALL=C awk -v n="$lines" -v g="$groups" -v seed="${GENLOG_SEED:-1}" 'BEGIN {
         srand(seed)
@@ -44,7 +56,7 @@ if [ "$mix" = template ]; then
         for (i = 1; i <= n; i++) {
             printf "%d|log%d|appsetup|tom|%d|%d|%d\n", i, int(rand() * 9) + 1, int(rand() * 32768), int(rand() * g) + 1, t + int(i / 7)
         }
-    }' > "$file"
+    }' | emit
     exit 0
 fi
 
@@ -86,4 +98,4 @@ BEGIN {
         }
         printf "%d|%s|%s|%s|%s|%d|%d\n", i, lg, event, user, value, group, t
     }
-}' > "$file"
+}' | emit

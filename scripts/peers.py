@@ -2,7 +2,8 @@
 
     python scripts/peers.py duckdb|polars INPUT_DIR OUTPUT_DIR
 
-Both read every ``*.log`` as pipe-separated columns and write one NDJSON file
+Both read every ``*.log`` as pipe-separated columns (DuckDB also ``*.log.gz``
+and ``*.log.zst``, decompressed by their suffix) and write one NDJSON file
 per group. Neither checks the spec line by line: told to ignore errors, as the
 real-shaped corpus needs, DuckDB drops a line it cannot read and Polars sets
 what it cannot read to null, where mpevents rejects a line with its reason;
@@ -31,7 +32,7 @@ def run_duckdb(source: Path, target: Path) -> None:
 
     columns = ", ".join(f"'{name}': '{kind}'" for name, kind in COLUMNS.items())
     duckdb.connect().execute(
-        f"COPY (SELECT * FROM read_csv('{source}/*.log', delim='|', header=false, quote='', escape='', "
+        f"COPY (SELECT * FROM read_csv('{source}/*.log*', delim='|', header=false, quote='', escape='', "
         f"ignore_errors=true, columns={{{columns}}})) "
         f"TO '{target}' (FORMAT json, PARTITION_BY (group_id), OVERWRITE_OR_IGNORE)"
     )

@@ -55,7 +55,9 @@ def test_output_follows_the_spec(corpus: Path, tmp_path: Path) -> None:
     for counts in summary["files"].values():
         assert counts["lines"] == counts["valid"] + counts["rejected"] + counts["blank"]
     assert set(summary["files"]) == {"a.log", "b.log", "c.log", "d.log", "e.log"}
-    assert summary["files"]["d.log"] == {"lines": 0, "valid": 0, "rejected": 0, "blank": 0}
+    assert summary["files"]["d.log"] == {
+        "lines": 0, "valid": 0, "rejected": 0, "blank": 0, "bytes": 0, "size_on_disk": 0, "compression": "none",
+    }  # fmt: skip
     assert sum(summary["rejected_by_reason"].values()) == totals["rejected"]
     assert summary["groups"] == {g: len(rows) for g, rows in sorted(groups.items(), key=lambda i: int(i[0]))}
     assert summary["workers"] == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -95,3 +96,20 @@ def test_an_unreachable_scheduler_is_a_usage_error(corpus: Path, tmp_path: Path)
     assert "cannot reach the Dask scheduler tcp://127.0.0.1:1" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists() and temp_dirs(tmp_path) == []
+
+
+def test_dask_engine_takes_a_compressed_file_as_one_task(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    genlog(inputs / "x.log", 5_000, groups=4)
+    (inputs / "x.log.gz").write_bytes(gzip.compress((inputs / "x.log").read_bytes()))
+    local, out = tmp_path / "local", tmp_path / "out"
+    assert run_cli("--input", inputs, "--output", local, "-q", "--chunk-bytes", "8K").returncode == 0
+    result = run_cli(
+        "--input", inputs, "--output", out, "-n", "2", "-q", "--engine", "dask", "--chunk-bytes", "8K",
+        timeout=DASK_TIMEOUT_S,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert tree(out) == tree(local)
+    summary = json.loads((out / "summary.json").read_bytes())
+    assert summary["files"]["x.log.gz"]["lines"] == summary["files"]["x.log"]["lines"] == 5_000

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mpevents._framing import KEEP_BYTES, Flag, Span, frames, line_start, read_chunk
+from mpevents._framing import KEEP_BYTES, Flag, Span, frames, line_start, read_chunk, stream_frames
 from mpevents._spec import process_chunk
 
 line_lengths = st.sampled_from([0, 1, 2, 5, 40, KEEP_BYTES - 1, KEEP_BYTES, KEEP_BYTES + 1, 100_000])
@@ -61,6 +61,29 @@ def test_spans_cover_the_file_in_whole_lines_and_read_back_its_lines(
         assert spans_of(content, size, spans[k].start, k) == spans[k:]
         j = data.draw(st.integers(k, len(spans) - 1))
         assert spans_of(content, size, spans[k].start, k, spans[j].end) == spans[k : j + 1]
+
+
+@settings(max_examples=150, deadline=None)
+@given(lines, st.booleans(), chunk_sizes, st.data())
+def test_a_stream_is_cut_into_the_spans_of_the_same_file_with_their_bytes(
+    tmp_path_factory: pytest.TempPathFactory,
+    spec: list[tuple[int, bytes]],
+    cut_end: bool,
+    size: int,
+    data: st.DataObject,
+) -> None:
+    content = build(spec, cut_end)
+    path = tmp_path_factory.mktemp("stream") / "in.log"
+    path.write_bytes(content)
+    spans = spans_of(content, size)
+    streamed = list(stream_frames(io.BytesIO(content), 0, size))
+    assert [span for span, _ in streamed] == spans
+    assert [chunk for _, chunk in streamed] == [read_chunk(str(path), span) for span in spans]
+    # A stream read again up to any span boundary goes on with the same spans.
+    k = data.draw(st.integers(0, len(spans) - 1))
+    stream = io.BytesIO(content)
+    stream.seek(spans[k].start)
+    assert [span for span, _ in stream_frames(stream, 0, size, k, spans[k].start)] == spans[k:]
 
 
 def test_an_overlong_line_is_kept_short_and_still_rejected(tmp_path: Path) -> None:
