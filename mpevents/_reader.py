@@ -71,57 +71,36 @@ def read_files(
 ) -> None:
     """The reader process body: the files to resume, then the next file in
     input order until none is left."""
-    kill_at = _failpoints.chunk_point("reader_kill", job.generation)
-    slot = job.slot
+    sender = _Sender(job.slot, _failpoints.chunk_point("reader_kill", job.generation), work_queue, board, ledger)
     for index, seq, start in job.resume:
-        _read_file(files[index], slot, job.chunk_bytes, seq, start, kill_at, work_queue, board, ledger)
-    while (taken := file_queue.take(slot, ledger)) is not None:
-        _read_file(files[taken], slot, job.chunk_bytes, 0, 0, kill_at, work_queue, board, ledger)
-    board.set_reader(slot, ReaderField.FILE, 0)
+        _read_file(files[index], job.chunk_bytes, seq, start, sender)
+    while (taken := file_queue.take(job.slot, ledger)) is not None:
+        _read_file(files[taken], job.chunk_bytes, 0, 0, sender)
+    board.set_reader(job.slot, ReaderField.FILE, 0)
 
 
-def _read_file(
-    info: InputFile,
-    slot: int,
-    chunk_bytes: int,
-    seq: int,
-    start: int,
-    kill_at: tuple[int, int] | None,
-    work_queue: Any,
-    board: Board,
-    ledger: Ledger,
-) -> None:
+def _read_file(info: InputFile, chunk_bytes: int, seq: int, start: int, sender: _Sender) -> None:
     """Send every span of one file from span ``seq`` at ``start``, the last one flagged.
 
     The file is read as it was listed at start-up (its size then): a worker
     that finds it changed fails the run.
     """
-    file = info.index
+    file, board = info.index, sender.board
     setproctitle.setproctitle(f"mpevents: reader {info.name}")
     board.set_file(file, FileField.STATE, FileState.READING)
-    board.set_reader(slot, ReaderField.FILE, file + 1)
+    board.set_reader(sender.slot, ReaderField.FILE, file + 1)
     if info.compression is not None:
-        _read_compressed(info, slot, chunk_bytes, seq, start, kill_at, work_queue, board, ledger)
+        _read_compressed(info, chunk_bytes, seq, start, sender)
     elif info.size - start <= chunk_bytes:  # one span, or none left: nothing to look for
-        _send(Span(file, seq, start, info.size, Flag.LAST), slot, kill_at, work_queue, board, ledger)
+        sender.send(Span(file, seq, start, info.size, Flag.LAST))
     else:
         with open(info.path, "rb") as handle:
             for span in frames(handle, file, info.size, chunk_bytes, start, seq):
-                _send(span, slot, kill_at, work_queue, board, ledger)
+                sender.send(span)
     board.set_file(file, FileField.STATE, FileState.READ)
 
 
-def _read_compressed(
-    info: InputFile,
-    slot: int,
-    chunk_bytes: int,
-    seq: int,
-    start: int,
-    kill_at: tuple[int, int] | None,
-    work_queue: Any,
-    board: Board,
-    ledger: Ledger,
-) -> None:
+def _read_compressed(info: InputFile, chunk_bytes: int, seq: int, start: int, sender: _Sender) -> None:
     """Decompress a file from its start, skip to ``start`` (a restarted reader's
     first unwritten span), and send each span with its bytes."""
     assert info.compression is not None
@@ -131,30 +110,30 @@ def _read_compressed(
         for span, data in stream_frames(stream, info.index, chunk_bytes, seq, start):
             # Progress in bytes of the file on disk, as for plain files, and
             # what they inflate to, for the collector's estimate of its own.
-            board.set_file(info.index, FileField.INFLATED, span.end)
+            sender.board.set_file(info.index, FileField.INFLATED, span.end)
             read = (read_to, stream.raw_position)
             read_to = read[1]
-            _send(span, slot, kill_at, work_queue, board, ledger, data, read)
+            sender.send(span, data, read)
 
 
-def _send(
-    span: Span,
-    slot: int,
-    kill_at: tuple[int, int] | None,
-    work_queue: Any,
-    board: Board,
-    ledger: Ledger,
-    data: bytes | None = None,
-    read: tuple[int, int] | None = None,
-) -> None:
-    """Send a span; for a compressed file, with ``data``, its bytes, for which
-    the file was ``read`` from one offset on disk to another."""
-    if kill_at == (span.file, span.seq):
-        _failpoints.kill_self()
-    span = ledger.take_credits(span)
-    # Counted before the put, which waits while the work queue is full: the
-    # dashboard shows the span as framed while it waits, not as unread.
-    read_from, read_to = (span.start, span.end) if read is None else read
-    board.set_file(span.file, FileField.BYTES_READ, read_to)
-    board.add_reader(slot, ReaderField.BYTES, read_to - read_from)
-    work_queue.put_direct(span if data is None else Carried(span, data))
+class _Sender:
+    """A reader's way onto the work queue: credits, progress, test failpoints."""
+
+    def __init__(
+        self, slot: int, kill_at: tuple[int, int] | None, work_queue: Any, board: Board, ledger: Ledger
+    ) -> None:
+        self.slot, self.board = slot, board
+        self._kill_at, self._work_queue, self._ledger = kill_at, work_queue, ledger
+
+    def send(self, span: Span, data: bytes | None = None, read: tuple[int, int] | None = None) -> None:
+        """Send a span; for a compressed file, with ``data``, its bytes, for
+        which the file was ``read`` from one offset on disk to another."""
+        if self._kill_at == (span.file, span.seq):
+            _failpoints.kill_self()
+        span = self._ledger.take_credits(span)
+        # Counted before the put, which waits while the work queue is full: the
+        # dashboard shows the span as framed while it waits, not as unread.
+        read_from, read_to = (span.start, span.end) if read is None else read
+        self.board.set_file(span.file, FileField.BYTES_READ, read_to)
+        self.board.add_reader(self.slot, ReaderField.BYTES, read_to - read_from)
+        self._work_queue.put_direct(span if data is None else Carried(span, data))
