@@ -238,10 +238,11 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
                 rows["mpevents N=2"]["wall_s"] / plain["mpevents N=2"]["wall_s"], 2
             )
     for mix in MIXES:
-        big, small = results.get(f"{mix}-10M", {}), results.get(f"{mix}-2M", {})
-        if "mpevents N=2" in big and "mpevents N=2" in small:
-            ratio = big["mpevents N=2"]["peak_pss_mib"] / small["mpevents N=2"]["peak_pss_mib"]
-            out[f"{mix}: memory N=2, 10M / 2M"] = round(ratio, 2)
+        for suffix in ("", "-gz", "-zst"):
+            big, small = results.get(f"{mix}-10M{suffix}", {}), results.get(f"{mix}-2M{suffix}", {})
+            if "mpevents N=2" in big and "mpevents N=2" in small:
+                ratio = big["mpevents N=2"]["peak_pss_mib"] / small["mpevents N=2"]["peak_pss_mib"]
+                out[f"{mix}{suffix}: memory N=2, 10M / 2M"] = round(ratio, 2)
     return out
 
 
