@@ -163,7 +163,9 @@ def stream_frames(
             return
         cut = buffer.rfind(b"\n", 0, chunk_bytes) + 1
         if cut:
-            span, data = Span(file, seq, offset, offset + cut), bytes(buffer[:cut])
+            with memoryview(buffer) as view:  # one copy, where bytes(buffer[:cut]) makes two
+                data = view[:cut].tobytes()
+            span = Span(file, seq, offset, offset + cut)
             del buffer[:cut]
         else:
             span, data, buffer, ended = _stream_long_line(stream, file, seq, offset, chunk_bytes, buffer, ended)
