@@ -106,7 +106,13 @@ class Collector:
     """Puts results in order and writes them; pure bookkeeping, no queues."""
 
     def __init__(
-        self, files: Sequence[InputFile], directory: Path, max_open_files: int, board: Board, ledger: Ledger
+        self,
+        files: Sequence[InputFile],
+        directory: Path,
+        max_open_files: int,
+        board: Board,
+        ledger: Ledger,
+        generation: int = 0,
     ) -> None:
         self.files = files
         self.board = board
@@ -127,7 +133,7 @@ class Collector:
         self._results = 0
         self._top_at = 0.0
         self._fail_after = _failpoints.number("collector_write_error")
-        self._kill_after = _failpoints.number("collector_kill")
+        self._kill_after = _failpoints.number("collector_kill") if generation == 0 else None
 
     @property
     def done(self) -> bool:
@@ -246,9 +252,11 @@ def collect(
     report: Any,
     board: Board,
     ledger: Ledger,
+    generation: int = 0,
 ) -> None:
-    """The collector process body: write every result, then report the counts."""
-    collector = Collector(files, directory, max_open_files, board, ledger)
+    """The collector process body: write every result, then report the counts.
+    ``generation`` counts restarts of the data plane (test failpoints fire in the first)."""
+    collector = Collector(files, directory, max_open_files, board, ledger, generation)
     slow = _failpoints.number("collector_slow")
     try:
         while not collector.done:

@@ -14,7 +14,7 @@ than a dictionary lookup per chunk.
                             part, then SIGKILLs itself: the collector waits for the rest
                             forever, and the pipeline stalls
     stall_s=SECONDS         after a crash, this long without progress is a stall (instead of 3 s)
-    collector_kill=N        the collector SIGKILLs itself after writing N results
+    collector_kill=N        the first collector SIGKILLs itself after writing N results
     collector_slow=SECONDS  the collector sleeps this long before each result
     collector_write_error=N the collector's write fails with ENOSPC after N results
 """

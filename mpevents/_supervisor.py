@@ -17,14 +17,19 @@ never through a timeout on a queue. On a death it decides:
 * a worker crashed: start a replacement and hand it the spans the dead one
   held, as recorded in the ledger; a span that has killed ``--max-retries``
   workers fails the run;
-* the collector died, or a child reported an error: fail the run.
+* the collector died: restart the whole data plane (below);
+* a child reported an error: fail the run.
 
 A process killed in the middle of a queue transfer can leave that queue's
 lock taken or a message cut short, which no one can repair from outside. So
 after any crash the supervisor watches for progress, and if the pipeline stops
 moving it restarts the whole data plane from scratch, with fresh queues, a
-fresh ledger and a fresh temporary output (at most ``--max-retries`` times).
-Either way the output is byte-identical to an undisturbed run.
+fresh ledger and a fresh temporary output (at most ``--max-retries`` times),
+as it does when the collector dies. When the fork server dies, every child
+it started reads as dead: each is killed to be sure, the collector's
+"death" restarts the data plane, and the standard library starts a new fork
+server for the next children. Either way the output is byte-identical to an
+undisturbed run.
 """
 
 from __future__ import annotations
@@ -65,14 +70,17 @@ worker busy; more would only hold memory."""
 STALL_S: Final = 3.0
 """After a crash, this long without any progress means a queue was left broken
 (a healthy pipeline moves every few milliseconds)."""
+_FATE_UNKNOWN: Final = 255
+"""The exit code multiprocessing gives a child whose fork server died before it."""
 ERROR_SLOTS: Final = 16
 """Room on the error queue: the first reported error ends the run, so a few do."""
 JOIN_S: Final = 5.0
 """How long children get to exit on their own at the end before being killed."""
 
 
-class _Stalled(Exception):
-    pass
+class _Restart(Exception):
+    """The data plane cannot go on as it is (a queue left broken, the collector
+    gone): start it again from scratch."""
 
 
 class LocalEngine:
@@ -130,18 +138,18 @@ class LocalEngine:
         self._start(
             "collector", 0, "collector", _collector.collect,
             self.files, self.temp, config.max_open_files,
-            self.result_queue, report_end, self.board, self.ledger,
+            self.result_queue, report_end, self.board, self.ledger, self.restarts.pipeline,
         )  # fmt: skip
         report_end.close()  # the collector's copy is the only writer
 
     def poll(self, timeout: float) -> Report | None:
         try:
             return self._poll(timeout)
-        except _Stalled:
+        except _Restart as restart:
             self.stop()
             self.restarts.pipeline += 1
-            self.budget.charge("pipeline", "the pipeline stopped moving after a process died, {times} times")
-            log.warning("pipeline stalled after a crash; restarting it from the start")
+            self.budget.charge("pipeline", f"{restart}, " + "{times} times; giving up")
+            log.warning("%s; restarting the pipeline from the start", restart)
             _output.remove(self.temp)
             self.temp.mkdir()
             self.board.reset()
@@ -167,7 +175,7 @@ class LocalEngine:
                 return self._report
             self._suspect = self._suspect or process.exitcode != 0
         if self._stalls_after(_failpoints.number("stall_s") or STALL_S):
-            raise _Stalled
+            raise _Restart("the pipeline stopped moving after a process died")
         return None
 
     def _stalls_after(self, seconds: float) -> bool:
@@ -225,10 +233,15 @@ class LocalEngine:
         code = process.exitcode
         if code == EXIT_REPORTED:
             raise RunError(self._reported(role, index))
+        if code == _FATE_UNKNOWN:
+            # The fork server that started it died, taking the news of its exit
+            # with it: the child may well be running still. Make sure it is not.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGKILL)
         if role == "collector":
             if code == 0:
                 return True
-            raise RunError(f"the collector died ({_describe(code)}); nothing was written")
+            raise _Restart(f"the collector died ({_describe(code)})")
         if role == "reader":
             if code != 0:
                 self._replace_reader(index, code)
