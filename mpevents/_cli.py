@@ -131,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="F",
         help=f"group files kept open at once; others are closed and reopened (default: {DEFAULT_MAX_OPEN_FILES})",
     )
+    add(
+        "--fsync",
+        action="store_true",
+        help="sync every output file and directory to disk around the final swap, so that after a power "
+        "loss the output is the old one or the new one, whole",
+    )
     shown = parser.add_mutually_exclusive_group()
     shown.add_argument("--quiet", "-q", action="store_true", help="print errors only")
     shown.add_argument(
@@ -195,6 +201,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         debug=args.debug,
         engine=args.engine,
         scheduler=args.scheduler,
+        fsync=args.fsync,
     )
 
 

@@ -122,6 +122,7 @@ class Config:
     debug: bool = False
     engine: str = "local"  # "local": processes on this machine; "dask": a Dask cluster
     scheduler: str | None = None  # the Dask scheduler's address; None: a LocalCluster
+    fsync: bool = False  # sync the output to disk before and after the swap
 
     def __post_init__(self) -> None:
         for name in ("workers", "readers", "chunk_bytes", "max_open_files"):

@@ -120,9 +120,32 @@ def write_summary(temp: Path, data: bytes) -> None:
     (temp / SUMMARY_NAME).write_bytes(data)
 
 
-def commit(temp: Path, directory: Path) -> None:
-    """Swap the finished temporary output in for ``directory``, atomically."""
+def sync_tree(directory: Path) -> None:
+    """fsync every file in ``directory``, then the directory itself (its entries)."""
+    for entry in os.scandir(directory):
+        if entry.is_file(follow_symlinks=False):
+            _fsync(entry.path)
+    _fsync(str(directory))
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def commit(temp: Path, directory: Path, fsync: bool = False) -> None:
+    """Swap the finished temporary output in for ``directory``, atomically.
+
+    With ``fsync``, every output file and the temporary directory reach the
+    disk before the swap, and the parent directory after it: after a power
+    loss the output is the old one or the new one, whole.
+    """
+    try:
+        if fsync:
+            sync_tree(temp)
         if directory.exists():
             if not _exchange(temp, directory):
                 old = temp.with_name(temp.name + "-old")
@@ -132,6 +155,8 @@ def commit(temp: Path, directory: Path) -> None:
             remove(temp)
         else:
             os.rename(temp, directory)
+        if fsync:
+            _fsync(str(directory.absolute().parent))
     except OSError as exc:
         raise RunError(f"cannot move the new output into {str(directory)!r}: {exc.strerror}") from exc
 

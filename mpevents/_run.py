@@ -67,7 +67,7 @@ def run(config: Config, observer: Observer | None = None, files: Sequence[InputF
             memory["processes"]["main-1"] = {"peak_rss_kib": peak_rss_kib()}
             summary.memory = memory
         _output.write_summary(temp, encode(summary))
-        _output.commit(temp, config.output_dir)
+        _output.commit(temp, config.output_dir, config.fsync)
         return summary
     except OSError as exc:
         raise RunError(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)) from exc
