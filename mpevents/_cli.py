@@ -132,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"group files kept open at once; others are closed and reopened (default: {DEFAULT_MAX_OPEN_FILES})",
     )
     add(
+        "--resume",
+        action="store_true",
+        help="journal progress, keep it when the run is interrupted, and go on from there in the next "
+        "--resume run on the same input and output",
+    )
+    add(
         "--fsync",
         action="store_true",
         help="sync every output file and directory to disk around the final swap, so that after a power "
@@ -202,6 +208,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         engine=args.engine,
         scheduler=args.scheduler,
         fsync=args.fsync,
+        resume=args.resume,
     )
 
 

@@ -32,9 +32,11 @@ from typing import Any, BinaryIO, Final
 import msgspec
 
 from . import _failpoints
+from . import _journal as journal
 from ._board import TOP_GROUPS, Board, CollectorField, FileField, FileState
 from ._config import InputFile
 from ._framing import Flag, Span
+from ._journal import CHECKPOINT_S, JOURNAL_NAME, State
 from ._ledger import Ledger
 from ._messages import FileCounts, Report, Result
 from ._spec import REASON_INDEX, REASONS
@@ -85,6 +87,24 @@ class GroupFiles:
             self._open.move_to_end(group)
         handle.write(data)
 
+    def sync(self, groups: set[bytes]) -> dict[bytes, int]:
+        """Flush and fsync the files of ``groups``; their sizes."""
+        sizes = {}
+        for group in groups:
+            handle = self._open.get(group)
+            if handle is not None:
+                handle.flush()
+                os.fsync(handle.fileno())
+                sizes[group] = handle.tell()
+                continue
+            fd = os.open(self.directory / group_file_name(group), os.O_RDONLY)  # closed since: flushed then
+            try:
+                os.fsync(fd)
+                sizes[group] = os.fstat(fd).st_size
+            finally:
+                os.close(fd)
+        return sizes
+
     def close(self) -> None:
         while self._open:
             self._open.popitem(last=False)[1].close()
@@ -113,7 +133,10 @@ class Collector:
         board: Board,
         ledger: Ledger,
         generation: int = 0,
+        resume: State | None = None,
     ) -> None:
+        """``resume``: where a --resume run's journal left off (the staging
+        directory is cut back to it); with it, checkpoints are journaled."""
         self.files = files
         self.board = board
         self.ledger = ledger
@@ -127,13 +150,37 @@ class Collector:
         self._reasons = [0] * len(REASONS)
         self._group_counts: dict[bytes, int] = {}
         self._groups = GroupFiles(directory, max_open_files)
-        self._rejects = open(directory / REJECTS_NAME, "wb")  # noqa: SIM115
+        self._rejects = open(directory / REJECTS_NAME, "ab" if resume else "wb")  # noqa: SIM115
+        self._journal = open(directory / JOURNAL_NAME, "ab") if resume else None  # noqa: SIM115
+        self._dirty: set[bytes] = set()  # groups written since the last checkpoint
+        self._finished: dict[int, tuple[FileCounts, int]] = {}  # files finished since then
+        self._checkpoint_at = time.monotonic()
+        self._checkpoint_s = _failpoints.number("checkpoint_s") or CHECKPOINT_S
+        if resume is not None:
+            self._resume_from(resume)
         self._encoder = msgspec.json.Encoder()
         self._buffer = bytearray()
         self._results = 0
         self._top_at = 0.0
         self._fail_after = _failpoints.number("collector_write_error")
         self._kill_after = _failpoints.number("collector_kill") if generation == 0 else None
+
+    def _resume_from(self, state: State) -> None:
+        self.head = state.head
+        if state.head < len(self.files):
+            self._next_seq[state.head] = state.next_seq
+        for file, counts in state.counts.items():
+            self._counts[_COUNTS * file : _COUNTS * file + _COUNTS] = array("q", msgspec.structs.astuple(counts))
+        for file, end in state.ends.items():
+            self._ends[file] = end
+        self._group_counts = {group.encode(): count for group, (_, count) in state.groups.items()}
+        self._reasons = list(state.reasons) or self._reasons
+        board = self.board
+        board.set_collector(CollectorField.HEAD, state.head)
+        board.set_collector(CollectorField.LINES, state.lines)
+        for file in range(state.head):
+            board.set_file(file, FileField.STATE, FileState.WRITTEN)
+            board.set_file(file, FileField.WRITTEN, self.files[file].size)
 
     @property
     def done(self) -> bool:
@@ -169,6 +216,8 @@ class Collector:
             self._groups.write(group, data)
             group_counts[group] = group_counts.get(group, 0) + count
             valid += count
+        if self._journal is not None:
+            self._dirty.update(result.groups)
         if result.rejects:
             name = self.files[file].name
             buffer = self._buffer
@@ -188,11 +237,39 @@ class Collector:
         self.ledger.written(span)
         self._publish(item, valid, len(result.rejects), result.blank, result.lines)
         if span.flags & Flag.LAST:
+            if self._journal is not None:
+                self._finished[file] = (FileCounts(*counts[at : at + _COUNTS]), span.end)
             self.head += 1
             self.board.set_file(file, FileField.STATE, FileState.WRITTEN)
             self.board.set_collector(CollectorField.HEAD, self.head)
         if self._kill_after is not None and self._results >= self._kill_after:
             _failpoints.kill_self()
+        if self._journal is not None and time.monotonic() - self._checkpoint_at >= self._checkpoint_s:
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Sync what was written since the last checkpoint, then journal where it ends."""
+        assert self._journal is not None
+        sizes = self._groups.sync(self._dirty)
+        self._rejects.flush()
+        os.fsync(self._rejects.fileno())
+        head, whole = self.head, self.head < len(self.files)
+        at = _COUNTS * head
+        journal.append(
+            self._journal,
+            journal.Checkpoint(
+                head=head,
+                next_seq=self._next_seq[head] if whole else 0,
+                next_start=self._ends[head] if whole else 0,
+                head_counts=FileCounts(*self._counts[at : at + _COUNTS]) if whole else FileCounts(),
+                finished=self._finished,
+                groups={group.decode("ascii"): (size, self._group_counts[group]) for group, size in sizes.items()},
+                rejects_size=self._rejects.tell(),
+                reasons=list(self._reasons),
+            ),
+        )
+        self._dirty, self._finished = set(), {}
+        self._checkpoint_at = time.monotonic()
 
     def _publish(self, item: Result, valid: int, rejected: int, blank: int, lines: int) -> None:
         """Show what was written on the scoreboard, for the dashboard."""
@@ -232,6 +309,8 @@ class Collector:
     def close(self) -> None:
         self._groups.close()
         self._rejects.close()
+        if self._journal is not None:
+            self._journal.close()
 
     def report(self) -> Report:
         """The counts main needs for summary.json."""
@@ -253,10 +332,12 @@ def collect(
     board: Board,
     ledger: Ledger,
     generation: int = 0,
+    resume: State | None = None,
 ) -> None:
     """The collector process body: write every result, then report the counts.
-    ``generation`` counts restarts of the data plane (test failpoints fire in the first)."""
-    collector = Collector(files, directory, max_open_files, board, ledger, generation)
+    ``generation`` counts restarts of the data plane (test failpoints fire in
+    the first); ``resume``, where a --resume run starts (see Collector)."""
+    collector = Collector(files, directory, max_open_files, board, ledger, generation, resume)
     slow = _failpoints.number("collector_slow")
     try:
         while not collector.done:

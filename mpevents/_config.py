@@ -123,6 +123,7 @@ class Config:
     engine: str = "local"  # "local": processes on this machine; "dask": a Dask cluster
     scheduler: str | None = None  # the Dask scheduler's address; None: a LocalCluster
     fsync: bool = False  # sync the output to disk before and after the swap
+    resume: bool = False  # journal progress; go on from an interrupted --resume run
 
     def __post_init__(self) -> None:
         for name in ("workers", "readers", "chunk_bytes", "max_open_files"):
@@ -130,6 +131,8 @@ class Config:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
         if self.max_retries < 1:
             raise UsageError("--max-retries must be at least 1")
+        if self.resume and self.engine != "local":
+            raise UsageError("--resume works with the local engine only")
 
     @property
     def profiling(self) -> bool:

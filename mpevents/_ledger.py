@@ -153,6 +153,13 @@ class Ledger:
 
     # --- the collector ------------------------------------------------------------
 
+    def resume_from(self, head: int, seq: int, start: int) -> None:
+        """A --resume run: every file before ``head`` is written, and ``head`` up to span ``seq`` at ``start``."""
+        self._head.value = head
+        if head * _FILE_WIDTH < len(self._files):
+            self._files[head * _FILE_WIDTH + _File.NEXT_SEQ] = seq
+            self._files[head * _FILE_WIDTH + _File.NEXT_START] = start
+
     def written(self, span: Span) -> None:
         """The collector wrote ``span``: move its file on, and return its credits."""
         base = span.file * _FILE_WIDTH

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import os
 import re
 import shutil
@@ -29,6 +30,10 @@ from ._errors import RunError, UsageError
 SUMMARY_NAME: Final = "summary.json"
 TOOL: Final = "mpevents"
 TEMP_PREFIX: Final = ".mpevents-tmp-"
+RESUME_PREFIX: Final = ".mpevents-resume-"
+"""A --resume run's staging directory: named by its output alone, so that the
+next --resume run finds it."""
+LOCK_PREFIX: Final = ".mpevents-lock-"
 _OUR_NAMES: Final = re.compile(r"group-[0-9]+\.jsonl|rejected\.jsonl|summary\.json")
 _AT_FDCWD: Final = -100
 _RENAME_EXCHANGE: Final = 2
@@ -82,6 +87,28 @@ def make_temp(directory: Path) -> Path:
     except OSError as exc:
         raise RunError(f"cannot create the output beside {str(directory)!r}: {exc.strerror}") from exc
     return temp
+
+
+def lock(directory: Path) -> int:
+    """Hold the output ``directory`` for this run: a lock file beside it, locked
+    until the returned descriptor is closed (or this process ends, however it
+    ends). A second run on the same output is refused (exit 2)."""
+    parent = directory.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(parent / f"{LOCK_PREFIX}{directory.name}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise RunError(f"cannot create the output beside {str(directory)!r}: {exc.strerror}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UsageError(f"another mpevents run is writing {str(directory)!r}") from None
+    return fd
+
+
+def resume_dir(directory: Path) -> Path:
+    return directory.absolute().parent / f"{RESUME_PREFIX}{directory.name}"
 
 
 def _remove_stale(parent: Path, name: str) -> None:

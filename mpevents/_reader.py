@@ -40,9 +40,9 @@ class FileQueue:
     it had taken.
     """
 
-    def __init__(self, ctx: Any, files: int) -> None:
+    def __init__(self, ctx: Any, files: int, first: int = 0) -> None:
         self.files = files
-        self._next: Any = RawValue("q", 0)
+        self._next: Any = RawValue("q", first)
         self._lock = ctx.Lock()
 
     def taken(self) -> int:

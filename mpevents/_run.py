@@ -14,15 +14,18 @@ previous output left as it was; a second one kills every child at once.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
 import setproctitle
 
+from . import _journal as journal
 from . import _output
 from ._config import Config, FileList, InputFile, check
 from ._engine import Engine, RetryBudget
@@ -30,6 +33,8 @@ from ._errors import Interrupted, RunError
 from ._messages import Report
 from ._profiling import memory_report, merge_cpu_profiles, peak_rss_kib, profiled
 from ._summary import Summary, build_summary, encode
+
+log = logging.getLogger("mpevents")
 
 TICK_S: Final = 0.1
 """Longest wait between two looks at signals and the dashboard (10 per second)."""
@@ -47,39 +52,76 @@ def run(config: Config, observer: Observer | None = None, files: Sequence[InputF
     """Run mpevents with ``config``; return the summary that was written.
 
     Raises :class:`UsageError`, :class:`RunError` or :class:`Interrupted`;
-    in every case but success the previous output is left as it was.
+    in every case but success the previous output is left as it was (and a
+    --resume run's staging directory is kept, for the next one).
     """
     setproctitle.setproctitle("mpevents: main")
     started = time.monotonic()
     files = check(config) if files is None else FileList.of(files)
-    temp = _output.make_temp(config.output_dir)
-    engine = make_engine(config, files, temp)
-    interrupt = _Interrupt(engine, temp)
+    held = _output.lock(config.output_dir)
     try:
-        with profiled(config, "main", 1):
-            report = drive(engine, observer, interrupt)
-        summary = build_summary(config, files, report, time.monotonic() - started, engine)
-        if config.cpu_profile:
-            merged = merge_cpu_profiles(config.profile_dir)
-            summary.cpu_profile = str(merged) if merged else None
-        if config.mem_profile:
-            memory = memory_report(config.profile_dir)
-            memory["processes"]["main-1"] = {"peak_rss_kib": peak_rss_kib()}
-            summary.memory = memory
-        _output.write_summary(temp, encode(summary))
-        _output.commit(temp, config.output_dir, config.fsync)
-        return summary
-    except OSError as exc:
-        raise RunError(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)) from exc
+        staging, resumed = _staging(config, files)
+        engine = make_engine(config, files, staging, resumed)
+        interrupt = _Interrupt(engine, None if config.resume else staging)
+        try:
+            with profiled(config, "main", 1):
+                report = drive(engine, observer, interrupt)
+            summary = build_summary(config, files, report, time.monotonic() - started, engine)
+            _add_profiles(config, summary)
+            if resumed is not None:
+                summary.resumed_lines = resumed.lines
+                (staging / journal.JOURNAL_NAME).unlink()
+            _output.write_summary(staging, encode(summary))
+            _output.commit(staging, config.output_dir, config.fsync)
+            if resumed is None:  # a --resume run's leftovers are superseded
+                _output.remove(_output.resume_dir(config.output_dir))
+            return summary
+        except OSError as exc:
+            raise RunError(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)) from exc
+        finally:
+            engine.stop()
+            if resumed is None:
+                _output.remove(staging)
+            interrupt.restore()
+            if observer is not None:
+                observer.stop()
     finally:
-        engine.stop()
-        _output.remove(temp)
-        interrupt.restore()
-        if observer is not None:
-            observer.stop()
+        os.close(held)
 
 
-def make_engine(config: Config, files: Sequence[InputFile], temp: Any) -> Engine:
+def _staging(config: Config, files: Sequence[InputFile]) -> tuple[Path, journal.State | None]:
+    """Where the run builds its output, and for --resume where it starts from."""
+    if not config.resume:
+        return _output.make_temp(config.output_dir), None
+    staging = _output.resume_dir(config.output_dir)
+    header, state = journal.read(staging / journal.JOURNAL_NAME)
+    if header is None:
+        log.warning("--resume: nothing to resume for %s; starting from the start", config.output_dir)
+        _fresh_journal(staging, files)
+        return staging, journal.State()
+    journal.check_inputs(header, files)
+    journal.restore(staging, state)
+    log.warning("--resume: %s lines were written before; going on from there", f"{state.lines:,}")
+    return staging, state
+
+
+def _fresh_journal(staging: Path, files: Sequence[InputFile]) -> None:
+    _output.remove(staging)
+    staging.mkdir(parents=True)
+    journal.start(staging, files)
+
+
+def _add_profiles(config: Config, summary: Summary) -> None:
+    if config.cpu_profile:
+        merged = merge_cpu_profiles(config.profile_dir)
+        summary.cpu_profile = str(merged) if merged else None
+    if config.mem_profile:
+        memory = memory_report(config.profile_dir)
+        memory["processes"]["main-1"] = {"peak_rss_kib": peak_rss_kib()}
+        summary.memory = memory
+
+
+def make_engine(config: Config, files: Sequence[InputFile], temp: Path, resume: journal.State | None = None) -> Engine:
     """The engine ``--engine`` names, with the run's one retry budget."""
     budget = RetryBudget(config.max_retries)
     if config.engine == "dask":
@@ -89,7 +131,9 @@ def make_engine(config: Config, files: Sequence[InputFile], temp: Any) -> Engine
         return DaskEngine(config, files, temp, budget)
     from ._supervisor import LocalEngine
 
-    return LocalEngine(config, files, temp, budget)
+    if resume is None:
+        return LocalEngine(config, files, temp, budget)
+    return LocalEngine(config, files, temp, budget, resume, lambda: _fresh_journal(temp, files))
 
 
 def drive(engine: Engine, observer: Observer | None, interrupt: _Interrupt | None = None) -> Report:
@@ -112,7 +156,7 @@ class _Interrupt:
     """SIGINT and SIGTERM handlers for the length of a run: the first one is
     noted (the loop ends the run cleanly), a second one kills everything now."""
 
-    def __init__(self, engine: Engine, temp: Any) -> None:
+    def __init__(self, engine: Engine, temp: Path | None) -> None:
         self.signal: int | None = None
         self._engine, self._temp = engine, temp
         self._previous = {signum: signal.signal(signum, self._handle) for signum in (signal.SIGINT, signal.SIGTERM)}
@@ -122,7 +166,8 @@ class _Interrupt:
             self.signal = signum
             return
         self._engine.stop()
-        _output.remove(self._temp)
+        if self._temp is not None:  # a --resume run's staging is kept for the next one
+            _output.remove(self._temp)
         os._exit(128 + signum)
 
     def restore(self) -> None:

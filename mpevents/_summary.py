@@ -63,6 +63,8 @@ class Summary(msgspec.Struct):
     """With --cpu-profile: the merged profile (None when no process wrote one)."""
     memory: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
     """With --mem-profile: the peak memory of every process."""
+    resumed_lines: int | msgspec.UnsetType = msgspec.UNSET
+    """With --resume: the lines an interrupted run had written, which this one took as they were."""
 
 
 def build_summary(

@@ -54,6 +54,7 @@ from ._config import Config, InputFile
 from ._engine import Restarts, RetryBudget
 from ._errors import RunError
 from ._framing import Span
+from ._journal import State
 from ._ledger import Ledger, credit_budget
 from ._messages import Report
 from ._queue import ChunkQueue
@@ -86,7 +87,18 @@ class _Restart(Exception):
 class LocalEngine:
     """The processes and queues of one run, and the decisions on their deaths."""
 
-    def __init__(self, config: Config, files: Sequence[InputFile], temp: Path, budget: RetryBudget) -> None:
+    def __init__(
+        self,
+        config: Config,
+        files: Sequence[InputFile],
+        temp: Path,
+        budget: RetryBudget,
+        resume: State | None = None,
+        reset_staging: Callable[[], None] | None = None,
+    ) -> None:
+        """``resume``: where a --resume run's journal left off, for the first
+        attempt; ``reset_staging`` empties the staging directory for a fresh
+        attempt (by default: remove it and make it again)."""
         self.config = config
         self.files = files
         self.temp = temp
@@ -111,6 +123,9 @@ class LocalEngine:
         self._last_progress: tuple[int, ...] = ()
         self._last_move = 0.0
         self._report: Report | None = None
+        self._resume = resume
+        self._journaled = resume is not None
+        self._reset_staging = reset_staging or self._fresh_staging
 
     # --- the engine interface ------------------------------------------------
 
@@ -125,20 +140,30 @@ class LocalEngine:
         self.report, report_end = ctx.Pipe(duplex=False)
         self.errors = ctx.Queue(maxsize=ERROR_SLOTS)
         self.ledger = Ledger.make(ctx, len(self.files), config.workers, credit_budget(depth + 2, config.chunk_bytes))
-        self.file_queue = _reader.FileQueue(ctx, len(self.files))
+        # Only the first attempt resumes; a later one starts over, still journaled.
+        resume, self._resume = self._resume, (State() if self._journaled else None)
+        first = 0 if resume is None else resume.head + 1
+        self.file_queue = _reader.FileQueue(ctx, len(self.files), min(first, len(self.files)))
         self._processes = {}
         self._report, self._suspect = None, False
         self._last_progress, self._last_move = self.board.progress(), time.monotonic()
         # Upstream first: a reader has its first span ready by the time a
         # worker is up, and the collector is needed last.
+        head = (
+            []
+            if resume is None or resume.head >= len(self.files)
+            else [(resume.head, resume.next_seq, resume.next_start)]
+        )
+        if resume is not None:
+            self.ledger.resume_from(resume.head, resume.next_seq, resume.next_start)
         for slot in range(self.readers):
-            self._start_reader(slot, [])
+            self._start_reader(slot, head if slot == 0 else [])
         for slot in range(config.workers):
             self._start_worker(slot, [])
         self._start(
             "collector", 0, "collector", _collector.collect,
             self.files, self.temp, config.max_open_files,
-            self.result_queue, report_end, self.board, self.ledger, self.restarts.pipeline,
+            self.result_queue, report_end, self.board, self.ledger, self.restarts.pipeline, resume,
         )  # fmt: skip
         report_end.close()  # the collector's copy is the only writer
 
@@ -150,8 +175,7 @@ class LocalEngine:
             self.restarts.pipeline += 1
             self.budget.charge("pipeline", f"{restart}, " + "{times} times; giving up")
             log.warning("%s; restarting the pipeline from the start", restart)
-            _output.remove(self.temp)
-            self.temp.mkdir()
+            self._reset_staging()
             self.board.reset()
             self.start()
             return None
@@ -177,6 +201,10 @@ class LocalEngine:
         if self._stalls_after(_failpoints.number("stall_s") or STALL_S):
             raise _Restart("the pipeline stopped moving after a process died")
         return None
+
+    def _fresh_staging(self) -> None:
+        _output.remove(self.temp)
+        self.temp.mkdir()
 
     def _stalls_after(self, seconds: float) -> bool:
         """Whether nothing has moved for ``seconds`` since a child crashed."""

@@ -24,7 +24,9 @@ sys.path.insert(0, str(REPO / "scripts"))
 GENLOG = REPO / "scripts" / "genlog.sh"
 RUN_TIMEOUT_S = 90
 """Hard limit for one run of the command: a hang fails the test instead of CI."""
-VOLATILE_SUMMARY_KEYS = ("elapsed_s", "lines_per_s", "workers", "engine", "restarts", "stages", "memory", "cpu_profile")
+VOLATILE_SUMMARY_KEYS = (
+    "elapsed_s", "lines_per_s", "workers", "engine", "restarts", "stages", "memory", "cpu_profile", "resumed_lines",
+)  # fmt: skip
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
@@ -111,7 +113,7 @@ def mpevents_processes() -> list[tuple[int, str]]:
     found = []
     for pid in process_tree(os.getpid()):
         entry = Path(f"/proc/{pid}")
-        if pid == os.getpid():
+        if pid == os.getpid() or pid in _own_helpers():
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -120,6 +122,18 @@ def mpevents_processes() -> list[tuple[int, str]]:
         if cmdline.startswith("mpevents:") or ("multiprocessing" in cmdline and "mpevents" in cmdline):
             found.append((int(entry.name), cmdline.strip()))
     return found
+
+
+def _own_helpers() -> set[int]:
+    """The fork server and resource tracker of this pytest process, started by
+    tests that use multiprocessing in-process: they live as long as it does."""
+    from multiprocessing import forkserver, resource_tracker
+
+    pids = {
+        getattr(forkserver._forkserver, "_forkserver_pid", None),
+        getattr(resource_tracker._resource_tracker, "_pid", None),
+    }
+    return {pid for pid in pids if pid is not None}
 
 
 def wait_no_processes(timeout: float = 5.0) -> list[tuple[int, str]]:

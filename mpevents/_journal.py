@@ -1,0 +1,181 @@
+"""Journal: what a ``--resume`` run has durably written, so that the next one goes on from there.
+
+Owns the journal file in the staging directory and its format, the check that
+the input is the one the journal was started on, and the restoring of the
+staging directory to the last checkpoint.
+
+Talks to: the run (``_run``), which starts a journal or restores one before the
+engine starts; the collector, which appends a checkpoint every CHECKPOINT_S
+seconds of writing; nothing else.
+
+The collector writes files in input order, so everything it has written is
+"all lines before span ``next_seq`` of file ``head``": one position. A
+checkpoint records that position and, since the last checkpoint, the counts
+of the files finished, the size and record count of every group file written
+to, the size of ``rejected.jsonl`` and the rejects by reason. Before it is
+appended, every file it describes is flushed and synced; then the journal is.
+So a checkpoint never claims bytes that a crash could lose, and a crash loses
+at most the writing since the last one.
+
+Format: a sequence of records, each ``[length: u32][crc32: u32][msgpack]``;
+the first is the :class:`Header`, the rest :class:`Checkpoint`. A record that
+is cut short or fails its checksum (a crash in the middle of appending) ends
+the journal there.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO, Final
+
+import msgspec
+
+from ._config import InputFile
+from ._errors import UsageError
+from ._messages import FileCounts
+
+JOURNAL_NAME: Final = ".journal"
+CHECKPOINT_S: Final = 1.0
+"""How often the collector makes a checkpoint: a crash loses at most about
+this much writing, and syncing once a second costs little (README)."""
+VERSION: Final = 1
+_FRAME: Final = struct.Struct("<II")
+
+
+class Header(msgspec.Struct, array_like=True):
+    version: int
+    inputs: list[tuple[str, int, int, int, int]]
+    """Each input file: name, size, mtime_ns, device, inode."""
+
+
+class Checkpoint(msgspec.Struct, array_like=True):
+    head: int
+    """The file being written; every file before it is whole."""
+    next_seq: int
+    """The head file's first unwritten span,"""
+    next_start: int
+    """and where it starts."""
+    head_counts: FileCounts
+    """The head file's counts so far."""
+    finished: dict[int, tuple[FileCounts, int]]
+    """Files finished since the last checkpoint: their counts and their end (bytes of their lines)."""
+    groups: dict[str, tuple[int, int]]
+    """Group files written since the last checkpoint: their size and their record count."""
+    rejects_size: int
+    reasons: list[int]
+
+
+class State(msgspec.Struct):
+    """Where the journal leaves a run: what the collector starts from."""
+
+    head: int = 0
+    next_seq: int = 0
+    next_start: int = 0
+    counts: dict[int, FileCounts] = msgspec.field(default_factory=dict)
+    ends: dict[int, int] = msgspec.field(default_factory=dict)
+    groups: dict[str, tuple[int, int]] = msgspec.field(default_factory=dict)
+    rejects_size: int = 0
+    reasons: list[int] = msgspec.field(default_factory=list)
+
+    @property
+    def lines(self) -> int:
+        return sum(counts.lines for counts in self.counts.values())
+
+    def apply(self, checkpoint: Checkpoint) -> None:
+        for file, (counts, end) in checkpoint.finished.items():
+            self.counts[file], self.ends[file] = counts, end
+        self.head, self.next_seq, self.next_start = checkpoint.head, checkpoint.next_seq, checkpoint.next_start
+        self.counts[checkpoint.head] = checkpoint.head_counts
+        self.ends[checkpoint.head] = checkpoint.next_start
+        self.groups.update(checkpoint.groups)
+        self.rejects_size, self.reasons = checkpoint.rejects_size, checkpoint.reasons
+
+
+_encoder = msgspec.msgpack.Encoder()
+
+
+def identify(files: Sequence[InputFile]) -> list[tuple[str, int, int, int, int]]:
+    """What the journal remembers of each input file, to tell whether it changed."""
+    identities = []
+    for info in files:
+        stat = os.stat(info.path)
+        identities.append((info.name, stat.st_size, stat.st_mtime_ns, stat.st_dev, stat.st_ino))
+    return identities
+
+
+def append(handle: BinaryIO, record: Header | Checkpoint) -> None:
+    """Append one record and sync it to disk."""
+    payload = _encoder.encode(record)
+    handle.write(_FRAME.pack(len(payload), zlib.crc32(payload)) + payload)
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def start(directory: Path, files: Sequence[InputFile]) -> None:
+    """A new journal in ``directory``, naming the input."""
+    with open(directory / JOURNAL_NAME, "wb") as handle:
+        append(handle, Header(VERSION, identify(files)))
+
+
+def read(path: Path) -> tuple[Header | None, State]:
+    """The header and the state of the last whole checkpoint (none: a fresh state)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None, State()
+    header, state, offset = None, State(), 0
+    while offset + _FRAME.size <= len(data):
+        length, crc = _FRAME.unpack_from(data, offset)
+        payload = data[offset + _FRAME.size : offset + _FRAME.size + length]
+        if len(payload) != length or zlib.crc32(payload) != crc:
+            break  # torn: the crash came while this record was being appended
+        offset += _FRAME.size + length
+        if header is None:
+            header = msgspec.msgpack.decode(payload, type=Header)
+        else:
+            state.apply(msgspec.msgpack.decode(payload, type=Checkpoint))
+    return header, state
+
+
+def check_inputs(header: Header, files: Sequence[InputFile]) -> None:
+    """Refuse (exit 2) to resume on input that is not what the journal started on."""
+    then, now = {entry[0]: entry for entry in header.inputs}, {entry[0]: entry for entry in identify(files)}
+    for name in sorted(then.keys() | now.keys(), key=os.fsencode):
+        if name not in now:
+            raise UsageError(f"--resume: {name} was read by the interrupted run and is gone")
+        if name not in then:
+            raise UsageError(f"--resume: {name} was added since the interrupted run")
+        if tuple(then[name]) != tuple(now[name]):
+            _, size, mtime, *_ = then[name]
+            raise UsageError(
+                f"--resume: {name} changed since the interrupted run "
+                f"(size {size} then, {now[name][1]} now; modified {'again' if mtime != now[name][2] else 'in place'})"
+            )
+
+
+def restore(directory: Path, state: State) -> None:
+    """Cut the staging directory back to ``state``: group files and rejects to
+    their journaled sizes, group files the journal never saw removed."""
+    from ._collector import REJECTS_NAME, group_file_name
+
+    wanted = {group_file_name(group.encode()): size for group, (size, _) in state.groups.items()}
+    wanted[REJECTS_NAME] = state.rejects_size
+    for path in directory.iterdir():
+        if path.name == JOURNAL_NAME:
+            continue
+        size = wanted.pop(path.name, None)
+        if size is None:
+            path.unlink()
+        elif path.stat().st_size < size:
+            raise UsageError(
+                f"--resume: {path.name} is shorter than the journal says; remove {directory} to start over"
+            )
+        else:
+            os.truncate(path, size)
+    if any(wanted.values()):
+        missing = next(name for name, size in wanted.items() if size)
+        raise UsageError(f"--resume: {missing} is missing from {directory}; remove it to start over")

@@ -1,0 +1,176 @@
+"""--resume: an interrupted run goes on where its journal left off, with the same output."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from mpevents._journal import JOURNAL_NAME, Checkpoint, Header, State, append, read
+from mpevents._messages import FileCounts
+from tests.conftest import REPO, genlog, run_cli, temp_dirs, tree
+
+pytestmark = pytest.mark.usefixtures("clean_processes")
+
+SLOW = {"MPEVENTS_FAILPOINTS": "collector_slow=0.01,checkpoint_s=0.05"}
+"""A run that lasts a few seconds and journals often."""
+ARGS = ("-n", "2", "--no-progress", "--chunk-bytes", "16K")
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("inputs")
+    for seed in range(1, 4):
+        genlog(directory / f"part-{seed}.log", 15_000, groups=7, seed=seed)
+    (directory / "part-4.log").write_bytes(b"1|a|b|c|1|1|1\nbad\n" * 300)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def reference(inputs: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    out = tmp_path_factory.mktemp("reference") / "out"
+    assert run_cli("--input", inputs, "--output", out, *ARGS).returncode == 0
+    return tree(out)
+
+
+def staging_of(out: Path) -> Path:
+    return out.parent / f".mpevents-resume-{out.name}"
+
+
+def start_resumable(inputs: Path, out: Path) -> subprocess.Popen[str]:
+    """A --resume run in a process group of its own, so that all of it can be killed at once."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "mpevents", "--input", str(inputs), "--output", str(out), *ARGS, "--resume"],
+        env={**os.environ, **SLOW}, cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def wait_for_checkpoints(process: subprocess.Popen[str], out: Path, lines: int, timeout: float = 60) -> None:
+    """Until the journal says ``lines`` lines are written (or fail, at most ``timeout`` s)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        _, state = read(staging_of(out) / JOURNAL_NAME)
+        if state.lines >= lines:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the journal never reached {lines} lines")
+
+
+@pytest.mark.parametrize("lines", [3_000, 25_000])
+def test_a_run_killed_whole_goes_on_from_its_journal_with_the_same_output(
+    inputs: Path, reference: dict[str, bytes], tmp_path: Path, lines: int
+) -> None:
+    out = tmp_path / "out"
+    process = start_resumable(inputs, out)
+    wait_for_checkpoints(process, out, lines)
+    os.killpg(process.pid, signal.SIGKILL)  # main and every child at once, as an OOM kill of the group
+    process.communicate(timeout=30)
+    assert staging_of(out).is_dir() and not out.exists()
+    result = run_cli("--input", inputs, "--output", out, *ARGS, "--resume")
+    assert result.returncode == 0, result.stderr
+    assert "were written before; going on from there" in result.stderr
+    assert tree(out) == reference
+    resumed = msgspec.json.decode((out / "summary.json").read_bytes())["resumed_lines"]
+    assert lines <= resumed < 45_600
+    assert not staging_of(out).exists() and temp_dirs(tmp_path) == []
+
+
+def test_ctrl_c_keeps_the_journal_and_the_next_resume_finishes(
+    inputs: Path, reference: dict[str, bytes], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    process = start_resumable(inputs, out)
+    wait_for_checkpoints(process, out, 5_000)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    assert (staging_of(out) / JOURNAL_NAME).exists()
+    assert run_cli("--input", inputs, "--output", out, *ARGS, "--resume").returncode == 0
+    assert tree(out) == reference
+
+
+def test_resume_refuses_changed_input_naming_the_first_difference(inputs: Path, tmp_path: Path) -> None:
+    mine = tmp_path / "in"
+    mine.mkdir()
+    for path in inputs.iterdir():
+        (mine / path.name).write_bytes(path.read_bytes())
+    out = tmp_path / "out"
+    process = start_resumable(mine, out)
+    wait_for_checkpoints(process, out, 2_000)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.communicate(timeout=30)
+    with open(mine / "part-3.log", "ab") as handle:
+        handle.write(b"9|a|b|c|1|1|1\n")
+    result = run_cli("--input", mine, "--output", out, *ARGS, "--resume")
+    assert result.returncode == 2
+    assert "part-3.log changed since the interrupted run" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    (mine / "part-0.log").write_bytes(b"1|a|b|c|1|1|1\n")
+    result = run_cli("--input", mine, "--output", out, *ARGS, "--resume")
+    assert result.returncode == 2 and "part-0.log was added since the interrupted run" in result.stderr
+    assert staging_of(out).is_dir()  # kept: the user decides
+
+
+def test_resume_with_nothing_to_resume_runs_from_the_start_and_says_so(
+    inputs: Path, reference: dict[str, bytes], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    result = run_cli("--input", inputs, "--output", out, *ARGS, "--resume")
+    assert result.returncode == 0, result.stderr
+    assert "nothing to resume" in result.stderr
+    assert tree(out) == reference
+    assert msgspec.json.decode((out / "summary.json").read_bytes())["resumed_lines"] == 0
+
+
+def test_a_second_run_on_the_same_output_is_refused(inputs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    process = start_resumable(inputs, out)
+    wait_for_checkpoints(process, out, 1)
+    second = run_cli("--input", inputs, "--output", out, "-q")
+    assert second.returncode == 2
+    assert "another mpevents run is writing" in second.stderr
+    os.killpg(process.pid, signal.SIGKILL)
+    process.communicate(timeout=30)
+
+
+def test_a_run_without_resume_clears_a_resumable_leftover(inputs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    process = start_resumable(inputs, out)
+    wait_for_checkpoints(process, out, 1)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.communicate(timeout=30)
+    assert staging_of(out).is_dir()
+    assert run_cli("--input", inputs, "--output", out, *ARGS).returncode == 0
+    assert not staging_of(out).exists()
+
+
+def test_resume_with_the_dask_engine_is_refused(inputs: Path, tmp_path: Path) -> None:
+    result = run_cli("--input", inputs, "--output", tmp_path / "out", "--resume", "--engine", "dask")
+    assert result.returncode == 2 and "--resume works with the local engine only" in result.stderr
+
+
+def test_a_torn_last_record_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / JOURNAL_NAME
+    counts = FileCounts(10, 9, 1, 0)
+    with open(path, "wb") as handle:
+        append(handle, Header(1, [("a.log", 100, 1, 2, 3)]))
+        append(handle, Checkpoint(0, 3, 70, counts, {}, {"1": (500, 9)}, 40, [1, 0, 0, 0, 0, 0, 0, 0, 0]))
+        append(handle, Checkpoint(0, 5, 90, counts, {}, {"1": (700, 9)}, 40, [1, 0, 0, 0, 0, 0, 0, 0, 0]))
+    whole = path.read_bytes()
+    path.write_bytes(whole[:-3])  # the last record cut short, as by a crash while appending it
+    header, state = read(path)
+    assert header is not None and header.inputs == [("a.log", 100, 1, 2, 3)]
+    assert (state.next_seq, state.next_start, state.groups["1"]) == (3, 70, (500, 9))
+    path.write_bytes(whole[:-3] + b"\xff\xff\xff")  # or garbage where it should be
+    assert read(path)[1].next_seq == 3
+    path.write_bytes(whole)
+    assert read(path)[1].next_seq == 5
+    assert read(tmp_path / "none")[1] == State()
