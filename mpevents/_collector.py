@@ -87,22 +87,16 @@ class GroupFiles:
             self._open.move_to_end(group)
         handle.write(data)
 
-    def sync(self, groups: set[bytes]) -> dict[bytes, int]:
-        """Flush and fsync the files of ``groups``; their sizes."""
+    def flush(self, groups: set[bytes]) -> dict[bytes, int]:
+        """Flush the files of ``groups`` to the kernel; their sizes."""
         sizes = {}
         for group in groups:
             handle = self._open.get(group)
             if handle is not None:
                 handle.flush()
-                os.fsync(handle.fileno())
                 sizes[group] = handle.tell()
-                continue
-            fd = os.open(self.directory / group_file_name(group), os.O_RDONLY)  # closed since: flushed then
-            try:
-                os.fsync(fd)
-                sizes[group] = os.fstat(fd).st_size
-            finally:
-                os.close(fd)
+            else:  # closed since: flushed then
+                sizes[group] = os.stat(self.directory / group_file_name(group)).st_size
         return sizes
 
     def close(self) -> None:
@@ -151,7 +145,8 @@ class Collector:
         self._group_counts: dict[bytes, int] = {}
         self._groups = GroupFiles(directory, max_open_files)
         self._rejects = open(directory / REJECTS_NAME, "ab" if resume else "wb")  # noqa: SIM115
-        self._journal = open(directory / JOURNAL_NAME, "ab") if resume else None  # noqa: SIM115
+        self._journal = journal.Syncer(directory / JOURNAL_NAME) if resume is not None else None
+        self._directory = directory
         self._dirty: set[bytes] = set()  # groups written since the last checkpoint
         self._finished: dict[int, tuple[FileCounts, int]] = {}  # files finished since then
         self._checkpoint_at = time.monotonic()
@@ -248,15 +243,19 @@ class Collector:
             self.checkpoint()
 
     def checkpoint(self) -> None:
-        """Sync what was written since the last checkpoint, then journal where it ends."""
+        """Have what was written since the last checkpoint synced, then where it
+        ends journaled, by the journal's thread; none while one is under way."""
         assert self._journal is not None
-        sizes = self._groups.sync(self._dirty)
+        if self._journal.busy():
+            return
+        sizes = self._groups.flush(self._dirty)
         self._rejects.flush()
-        os.fsync(self._rejects.fileno())
+        paths = [str(self._directory / group_file_name(group)) for group in sizes]
+        paths.append(str(self._directory / REJECTS_NAME))
         head, whole = self.head, self.head < len(self.files)
         at = _COUNTS * head
-        journal.append(
-            self._journal,
+        self._journal.submit(
+            paths,
             journal.Checkpoint(
                 head=head,
                 next_seq=self._next_seq[head] if whole else 0,

@@ -15,7 +15,9 @@ of the files finished, the size and record count of every group file written
 to, the size of ``rejected.jsonl`` and the rejects by reason. Before it is
 appended, every file it describes is flushed and synced; then the journal is.
 So a checkpoint never claims bytes that a crash could lose, and a crash loses
-at most the writing since the last one.
+at most the writing since the last one. The syncing happens on a thread of
+the collector's (:class:`Syncer`), so that the collector goes on writing
+meanwhile: fsync waits for the disk, not for the CPU.
 
 Format: a sequence of records, each ``[length: u32][crc32: u32][msgpack]``;
 the first is the :class:`Header`, the rest :class:`Checkpoint`. A record that
@@ -26,7 +28,9 @@ the journal there.
 from __future__ import annotations
 
 import os
+import queue
 import struct
+import threading
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -113,6 +117,57 @@ def append(handle: BinaryIO, record: Header | Checkpoint) -> None:
     handle.write(_FRAME.pack(len(payload), zlib.crc32(payload)) + payload)
     handle.flush()
     os.fsync(handle.fileno())
+
+
+class Syncer:
+    """Makes checkpoints durable off the collector's thread: syncs the files a
+    checkpoint describes, then appends it to the journal and syncs that. One
+    at a time: while one is being synced the collector does not make the next
+    (it goes on gathering what the next will describe)."""
+
+    def __init__(self, path: Path) -> None:
+        self._handle = open(path, "ab")  # noqa: SIM115  # closed by close()
+        self._work: queue.Queue[tuple[list[str], Checkpoint] | None] = queue.Queue(maxsize=1)
+        self._idle = threading.Event()
+        self._idle.set()
+        self._error: OSError | None = None
+        self._thread = threading.Thread(target=self._run, name="mpevents-journal", daemon=True)
+        self._thread.start()
+
+    def busy(self) -> bool:
+        return not self._idle.is_set()
+
+    def submit(self, paths: list[str], checkpoint: Checkpoint) -> None:
+        """Sync ``paths`` (flushed already), then journal ``checkpoint``; raises
+        the error of an earlier checkpoint that could not be synced."""
+        self._raise()
+        self._idle.clear()
+        self._work.put((paths, checkpoint))
+
+    def _run(self) -> None:
+        from ._output import fsync_path
+
+        while (item := self._work.get()) is not None:
+            paths, checkpoint = item
+            try:
+                for path in paths:
+                    fsync_path(path)
+                append(self._handle, checkpoint)
+            except OSError as exc:
+                self._error = exc
+            finally:
+                self._idle.set()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        """Wait for the checkpoint being synced, if any, and close the journal."""
+        self._work.put(None)
+        self._thread.join()
+        self._handle.close()
+        self._raise()
 
 
 def start(directory: Path, files: Sequence[InputFile]) -> None:

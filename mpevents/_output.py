@@ -151,11 +151,12 @@ def sync_tree(directory: Path) -> None:
     """fsync every file in ``directory``, then the directory itself (its entries)."""
     for entry in os.scandir(directory):
         if entry.is_file(follow_symlinks=False):
-            _fsync(entry.path)
-    _fsync(str(directory))
+            fsync_path(entry.path)
+    fsync_path(str(directory))
 
 
-def _fsync(path: str) -> None:
+def fsync_path(path: str) -> None:
+    """fsync a file or a directory by its path."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -183,7 +184,7 @@ def commit(temp: Path, directory: Path, fsync: bool = False) -> None:
         else:
             os.rename(temp, directory)
         if fsync:
-            _fsync(str(directory.absolute().parent))
+            fsync_path(str(directory.absolute().parent))
     except OSError as exc:
         raise RunError(f"cannot move the new output into {str(directory)!r}: {exc.strerror}") from exc
 
