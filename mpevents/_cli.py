@@ -29,6 +29,7 @@ from ._config import (
     parse_size,
 )
 from ._errors import EXIT_FAILURE, EXIT_OK, EXIT_SIGINT, Interrupted, MpeventsError, UsageError
+from ._sources import is_url
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -72,10 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     add(
         "--input",
-        type=Path,
-        default=DEFAULT_INPUT,
+        default=str(DEFAULT_INPUT),
         metavar="DIR",
-        help=f"directory whose matching files are read (default: {DEFAULT_INPUT})",
+        help=f"directory whose matching files are read (default: {DEFAULT_INPUT}); with --engine dask also a URL "
+        "such as s3://bucket/prefix/",
     )
     add(
         "--output",
@@ -192,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> Config:
     progress = "quiet" if args.quiet else "off" if args.no_progress else "auto"
     return Config(
-        input_dir=args.input,
+        input_dir=Path(args.input),
+        input_url=args.input if is_url(args.input) else None,
         output_dir=args.output,
         workers=args.workers,
         readers=args.readers,

@@ -27,7 +27,7 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, Final
+from typing import Any, BinaryIO, Final, Protocol
 
 import msgspec
 
@@ -62,6 +62,14 @@ class RejectLine(msgspec.Struct, gc=False):
     line: int
     reason: str
     raw: str
+
+
+class GroupSink(Protocol):
+    """Where the collector puts each group's records, in order."""
+
+    def write(self, group: bytes, data: Any) -> None: ...
+    def flush(self, groups: set[bytes]) -> dict[bytes, int]: ...
+    def close(self) -> None: ...
 
 
 class GroupFiles:
@@ -128,9 +136,11 @@ class Collector:
         ledger: Ledger,
         generation: int = 0,
         resume: State | None = None,
+        groups: GroupSink | None = None,
     ) -> None:
         """``resume``: where a --resume run's journal left off (the staging
-        directory is cut back to it); with it, checkpoints are journaled."""
+        directory is cut back to it); with it, checkpoints are journaled.
+        ``groups``: where the records go (by default :class:`GroupFiles`)."""
         self.files = files
         self.board = board
         self.ledger = ledger
@@ -143,7 +153,7 @@ class Collector:
         self._ends = array("q", bytes(8 * len(files)))  # where each file's last written span ends
         self._reasons = [0] * len(REASONS)
         self._group_counts: dict[bytes, int] = {}
-        self._groups = GroupFiles(directory, max_open_files)
+        self._groups: GroupSink = groups or GroupFiles(directory, max_open_files)
         self._rejects = open(directory / REJECTS_NAME, "ab" if resume else "wb")  # noqa: SIM115
         self._journal = journal.Syncer(directory / JOURNAL_NAME) if resume is not None else None
         self._directory = directory

@@ -79,11 +79,19 @@ class Decompressed:
     raises OSError (EIO) naming the decompressed offset where it broke.
     """
 
-    def __init__(self, path: str, kind: str, identity: tuple[int, int] | None = None, size: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        kind: str,
+        identity: tuple[int, int] | None = None,
+        size: int | None = None,
+        raw: BinaryIO | None = None,
+    ) -> None:
+        """``raw``: the compressed bytes already opened (a URL's object); by default ``path`` is opened."""
         self.path, self.kind, self.size = path, kind, size
         self.position = 0
-        self._raw: BinaryIO = open(path, "rb")  # noqa: SIM115  # closed by close()
-        if identity is not None:
+        self._raw: BinaryIO = raw if raw is not None else open(path, "rb")  # noqa: SIM115  # closed by close()
+        if identity is not None and raw is None:
             stat = os.fstat(self._raw.fileno())
             if (stat.st_dev, stat.st_ino) != identity:
                 self._raw.close()

@@ -45,6 +45,8 @@ class InputFile:
     size: int
     identity: tuple[int, int] | None = None
     """(device, inode) at start-up: workers refuse a file that was replaced since."""
+    tag: str | None = None
+    """For an input named by a URL: its ETag (or generation) when it was listed; None for a local file."""
 
     @property
     def compression(self) -> str | None:
@@ -63,24 +65,32 @@ class FileList(Sequence[InputFile]):
     """
 
     def __init__(
-        self, directory: str, names: list[str], numbers: array[int], paths: dict[int, str] | None = None
+        self,
+        directory: str,
+        names: list[str],
+        numbers: array[int],
+        paths: dict[int, str] | None = None,
+        tags: dict[int, str] | None = None,
     ) -> None:
         self._directory = directory
         self._names = names
         self._numbers = numbers  # size, device, inode of each file in turn; device -1: no identity
         self._paths = paths or {}  # files whose path is not the directory and the name
+        self._tags = tags or {}  # the objects' tags, for input named by a URL
 
     @classmethod
     def of(cls, files: Iterable[InputFile]) -> FileList:
         listed = list(files)
         directory = os.path.dirname(listed[0].path) if listed else ""
         numbers = array("q")
-        paths = {}
+        paths, tags = {}, {}
         for index, info in enumerate(listed):
             numbers.extend((info.size, *(info.identity or (-1, -1))))
             if info.path != os.path.join(directory, info.name):
                 paths[index] = info.path
-        return cls(directory, [info.name for info in listed], numbers, paths)
+            if info.tag is not None:
+                tags[index] = info.tag
+        return cls(directory, [info.name for info in listed], numbers, paths, tags)
 
     def __len__(self) -> int:
         return len(self._names)
@@ -97,10 +107,11 @@ class FileList(Sequence[InputFile]):
         name = self._names[index]
         size, device, inode = self._numbers[3 * index : 3 * index + 3]
         path = self._paths.get(index) or os.path.join(self._directory, name)
-        return InputFile(index, name, path, size, None if device < 0 else (device, inode))
+        identity = None if device < 0 else (device, inode)
+        return InputFile(index, name, path, size, identity, self._tags.get(index))
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (FileList, (self._directory, self._names, self._numbers, self._paths))
+        return (FileList, (self._directory, self._names, self._numbers, self._paths, self._tags))
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +119,7 @@ class Config:
     """Everything a run needs to know; built once, read by every process."""
 
     input_dir: Path = DEFAULT_INPUT
+    input_url: str | None = None  # --input as a URL (s3://bucket/prefix/), read by the Dask engine
     output_dir: Path = DEFAULT_OUTPUT
     workers: int = 1
     readers: int = DEFAULT_READERS
@@ -133,6 +145,8 @@ class Config:
             raise UsageError("--max-retries must be at least 1")
         if self.resume and self.engine != "local":
             raise UsageError("--resume works with the local engine only")
+        if self.input_url and self.engine != "dask":
+            raise UsageError(f"{self.input_url} is a URL: the local engine reads directories; use --engine dask")
 
     @property
     def profiling(self) -> bool:
@@ -165,6 +179,8 @@ def find_inputs(config: Config) -> Sequence[InputFile]:
     missing or unreadable directory, an input that is a file, no match, or a
     matching file that cannot be read.
     """
+    if config.input_url is not None:
+        return _find_url_inputs(config.input_url, config.patterns)
     directory = config.input_dir
     if not directory.exists():
         raise UsageError(f"input directory {str(directory)!r} does not exist")
@@ -197,6 +213,16 @@ def find_inputs(config: Config) -> Sequence[InputFile]:
         files.append(InputFile(index, name, path, stat.st_size, (stat.st_dev, stat.st_ino)))
     check_available(info.name for info in files)
     return FileList.of(files)
+
+
+def _find_url_inputs(url: str, patterns: Sequence[str]) -> Sequence[InputFile]:
+    from ._sources import list_url
+
+    found = list_url(url, patterns)
+    check_available(name for name, _, _, _ in found)
+    return FileList.of(
+        InputFile(index, name, path, size, None, tag) for index, (name, path, size, tag) in enumerate(found)
+    )
 
 
 def check(config: Config) -> Sequence[InputFile]:

@@ -5,15 +5,26 @@ Talks to: a Dask scheduler (``--scheduler tcp://HOST:8786``, or a
 :class:`Collector` as the local engine, run here in the client process), and
 the scoreboard, for the dashboard.
 
-    input files --(byte ranges)--> [Dask worker: process_range] --> client: Collector --> output
+    input files or URLs --(byte ranges)--> [Dask worker: process_range] --> part files
+                                                   | counts, rejects, where the parts are
+                                                   v
+                                client: Collector --(copy_file_range, in order)--> group files
 
 A task is a byte range of one file; it owns the lines that *start* inside the
-range, reads them itself (so the input must be visible to the Dask workers:
-the same machine or a shared filesystem), and runs the very same
-:func:`process_chunk` as the local workers. It returns per-group NDJSON, the
-rejects with line numbers relative to its range, and its counts. The
-collector makes the numbers absolute and writes results in order as they
-arrive, with at most ``TASKS_PER_WORKER`` tasks per Dask worker in flight.
+range, reads them itself (a local file, which the Dask workers must see at
+the same path, or any fsspec URL: ``_sources``), and runs the very same
+:func:`process_chunk` as the local workers. It writes its records, per
+group, into part files in a directory of its own under the staging
+directory (which the Dask workers must be able to write), and returns only
+its counts, its rejects (line numbers relative to its range) and where its
+parts are. The client's collector puts results in input order, makes the
+reject line numbers absolute, and appends each part to its group file with
+``os.copy_file_range``: a reflink on XFS or btrfs, a server-side copy on NFS
+4.2, an in-kernel copy elsewhere, so that the records never pass through the
+client's memory. At most ``TASKS_PER_WORKER`` tasks per Dask worker are in
+flight. A task attempt that fails or whose worker is lost leaves its parts
+in its own directory, which nothing refers to; they go with the staging
+area before the commit.
 
 Failures: a failed task is submitted again, charged to the run's retry
 budget like a local span (``--max-retries``), and Dask recomputes the tasks
@@ -23,24 +34,28 @@ their range, so the output is byte-identical to the local engine's.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import shutil
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from . import _failpoints
 from ._board import Board, CollectorField, FileField, FileState, ReaderField
-from ._collector import Collector
+from ._collector import Collector, GroupFiles, group_file_name
 from ._compression import Decompressed
 from ._config import Config, InputFile
 from ._engine import Restarts, RetryBudget
 from ._errors import UsageError
-from ._framing import Flag, Span, frames, line_start, read_chunk, stream_frames
+from ._framing import Flag, Span, frames, line_start, read_chunk, read_span, stream_frames
 from ._ledger import Ledger
-from ._messages import Report, Result
-from ._spec import ChunkResult, concat, process_chunk
+from ._messages import Part, PartsResult, Report, Result
+from ._sources import open_url, reader_of
+from ._spec import ChunkResult, Reject, process_chunk
 
 INSTALL_HINT: Final = "pip install 'mpevents[dask]'"
 TASK_CHUNKS: Final = 16
@@ -76,30 +91,135 @@ def plan(files: Sequence[InputFile], task_bytes: int) -> list[Span]:
     return tasks
 
 
-def process_range(info: InputFile, task: Span, chunk_bytes: int) -> tuple[int, ChunkResult, int]:
-    """The task: check and encode the lines that start in the task's byte range.
+PARTS_DIR: Final = ".parts"
+"""Where tasks write their parts, inside the staging directory (removed before the commit)."""
+PART_FILES_OPEN: Final = 64
+"""Part files a task keeps open at once (least recently used closed first)."""
 
-    Returns where the range's lines end in the file, their result, and the
-    nanoseconds it took (for the summary's stages).
-    """
+
+class TaskOutcome(NamedTuple):
+    end: int
+    """Where the task's lines end in its file (decompressed, for a compressed file)."""
+    result: PartsResult
+    busy_ns: int
+
+
+def process_range(info: InputFile, task: Span, chunk_bytes: int, parts_root: str) -> TaskOutcome:
+    """The task: check and encode the lines that start in the task's byte
+    range, and write their records into part files of its own under ``parts_root``."""
     started = time.perf_counter_ns()
     _maybe_die(info.path, task.start)
-    if info.compression is not None:
-        with Decompressed(info.path, info.compression, info.identity, info.size) as stream:
-            results = [
-                process_chunk(data, file_start=span.start == 0)
-                for span, data in stream_frames(stream, info.index, chunk_bytes)
-            ]
-            return stream.position, concat(results), time.perf_counter_ns() - started
-    size = info.size
-    with open(info.path, "rb") as handle:
-        first = line_start(handle, task.start)
-        end = size if task.end >= size else line_start(handle, task.end)
-        results = [
-            process_chunk(read_chunk(info.path, span, info.identity), file_start=span.start == 0)
-            for span in frames(handle, info.index, size, chunk_bytes, first, stop=end)
-        ]
-    return end, concat(results), time.perf_counter_ns() - started
+    parts = _Parts(Path(parts_root) / f"{task.file}-{task.seq}-{uuid.uuid4().hex}")
+    try:
+        if info.compression is not None:
+            raw = open_url(info.path, info.tag) if info.tag is not None else None
+            with Decompressed(info.path, info.compression, info.identity, info.size, raw) as stream:
+                for span, data in stream_frames(stream, info.index, chunk_bytes):
+                    parts.add(process_chunk(data, file_start=span.start == 0))
+                end = stream.position
+        else:
+            handle = open_url(info.path, info.tag) if info.tag is not None else open(info.path, "rb")  # noqa: SIM115
+            with handle:
+                first = line_start(handle, task.start)
+                end = info.size if task.end >= info.size else line_start(handle, task.end)
+                for span in frames(handle, info.index, info.size, chunk_bytes, first, stop=end):
+                    if info.tag is None:
+                        data = read_chunk(info.path, span, info.identity)
+                    else:
+                        data = read_span(reader_of(handle), span, info.path)
+                    parts.add(process_chunk(data, file_start=span.start == 0))
+    finally:
+        parts.close()
+    return TaskOutcome(end, parts.result(), time.perf_counter_ns() - started)
+
+
+class _Parts:
+    """A task's output: its records appended to a part file per group, its
+    rejects numbered from the task's first line."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True)
+        self.directory = directory
+        self._files = GroupFiles(directory, PART_FILES_OPEN)
+        self._groups: dict[bytes, list[int]] = {}  # records, bytes
+        self._rejects: list[Reject] = []
+        self._lines = self._blank = 0
+
+    def add(self, result: ChunkResult) -> None:
+        for group, (count, data) in result.groups.items():
+            self._files.write(group, data)
+            totals = self._groups.setdefault(group, [0, 0])
+            totals[0] += count
+            totals[1] += len(data)
+        lines = self._lines
+        self._rejects.extend(reject._replace(line=reject.line + lines) for reject in result.rejects)
+        self._lines += result.lines
+        self._blank += result.blank
+
+    def close(self) -> None:
+        self._files.close()
+
+    def result(self) -> PartsResult:
+        groups = {
+            group: (count, Part(str(self.directory / group_file_name(group)), size))
+            for group, (count, size) in self._groups.items()
+        }
+        return PartsResult(self._lines, self._blank, groups, self._rejects)
+
+
+class PartFiles:
+    """The client's group files, each its tasks' parts appended in order.
+
+    ``os.copy_file_range`` moves the bytes: by reflink on XFS or btrfs, by a
+    server-side copy on NFS 4.2, in the kernel elsewhere; never through this
+    process's memory. Where it cannot (another filesystem, an old kernel),
+    the bytes are copied by reading and writing.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._sizes: dict[bytes, int] = {}
+
+    def write(self, group: bytes, part: Part) -> None:
+        offset = self._sizes.get(group, 0)
+        flags = os.O_WRONLY | os.O_CREAT | (0 if offset else os.O_TRUNC)
+        target = os.open(self.directory / group_file_name(group), flags, 0o644)
+        try:
+            with open(part.path, "rb") as source:
+                _copy(source.fileno(), target, part.size, offset, part.path)
+        finally:
+            os.close(target)
+        self._sizes[group] = offset + part.size
+        os.unlink(part.path)
+
+    def flush(self, groups: set[bytes]) -> dict[bytes, int]:
+        return {group: self._sizes[group] for group in groups}
+
+    def close(self) -> None:
+        pass
+
+
+_NO_COPY_RANGE: Final = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF)
+
+
+def _copy(source: int, target: int, size: int, offset: int, name: str) -> None:
+    """Copy ``size`` bytes of ``source`` into ``target`` at ``offset``."""
+    done = 0
+    try:
+        while done < size:
+            copied = os.copy_file_range(source, target, size - done, done, offset + done)
+            if copied == 0:
+                raise OSError(errno.EIO, "a task's part is shorter than it said", name)
+            done += copied
+    except OSError as exc:
+        if exc.errno not in _NO_COPY_RANGE:
+            raise
+        while done < size:
+            block = os.pread(source, min(size - done, 1 << 20), done)
+            if not block:
+                raise OSError(errno.EIO, "a task's part is shorter than it said", name) from exc
+            os.pwrite(target, block, offset + done)
+            done += len(block)
 
 
 def _maybe_die(path: str, start: int) -> None:
@@ -140,6 +260,7 @@ class DaskEngine:
         self._cluster: Any = None
         self._distributed: Any = None
         self._collector: Collector | None = None
+        self._parts = temp / PARTS_DIR
         self._waiting: list[Span] = []  # in reverse input order: the next task is popped from the end
         self._running: dict[Any, Span] = {}
 
@@ -148,9 +269,10 @@ class DaskEngine:
     def start(self) -> None:
         self._distributed = import_distributed()
         self._connect(self._distributed)
-        self._collector = Collector(
-            self.files, self.temp, self.config.max_open_files, self.board, Ledger(len(self.files), 0)
-        )
+        self._parts.mkdir(exist_ok=True)
+        ledger = Ledger(len(self.files), 0)  # only orders the output: nothing runs ahead
+        sink = PartFiles(self.temp)
+        self._collector = Collector(self.files, self.temp, self.config.max_open_files, self.board, ledger, groups=sink)
         tasks = plan(self.files, TASK_CHUNKS * self.config.chunk_bytes)
         self.tasks_total = len(tasks)
         self._waiting = tasks[::-1]
@@ -161,6 +283,7 @@ class DaskEngine:
         self._submit()
         if not self._running:
             self._collector.close()
+            shutil.rmtree(self._parts)  # what failed attempts left
             return self._collector.report()
         try:
             done, _ = self._distributed.wait(list(self._running), timeout=timeout, return_when="FIRST_COMPLETED")
@@ -236,16 +359,18 @@ class DaskEngine:
         while self._waiting and len(self._running) < self.limit:
             task = self._waiting.pop()
             info = self.files[task.file]
-            future = self._client.submit(process_range, info, task, self.config.chunk_bytes, retries=0, pure=False)
+            future = self._client.submit(
+                process_range, info, task, self.config.chunk_bytes, str(self._parts), retries=0, pure=False
+            )
             self._running[future] = task
             self._files_taken = max(self._files_taken, task.file + 1)
             if self.board.file(task.file, FileField.STATE) == FileState.WAITING:
                 self.board.set_file(task.file, FileField.STATE, FileState.READING)
 
-    def _outcome(self, future: Any, task: Span) -> tuple[int, ChunkResult, int] | None:
+    def _outcome(self, future: Any, task: Span) -> TaskOutcome | None:
         """A task's value, or None when it failed and may be tried again."""
         try:
-            value: tuple[int, ChunkResult, int] = future.result()
+            value: TaskOutcome = future.result()
         except Exception as exc:
             name = self.files[task.file].name
             what = f"the task for bytes {task.start}-{task.end} of {name}"

@@ -23,7 +23,7 @@ from __future__ import annotations
 import enum
 import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO, Final, NamedTuple, Protocol
 
 from ._spec import MAX_LINE_BYTES
@@ -219,11 +219,9 @@ def line_start(handle: BinaryIO, position: int) -> int:
 def read_chunk(path: str, span: Span, identity: tuple[int, int] | None = None) -> bytes:
     """The bytes of a span, read from its place in its file (what a worker works on).
 
-    A TRUNCATED span gives KEEP_BYTES of its line and the newline it ends
-    with. The reader saw a line end where the span ends (or the end of the
-    file); a file that has changed since no longer shows it, and fails the
-    run rather than giving lines that were never there. So does another file
-    put in its place, when ``identity`` (device, inode) is given.
+    A file that has changed since it was framed fails the run rather than
+    giving lines that were never there (see :func:`read_span`); so does
+    another file put in its place, when ``identity`` (device, inode) is given.
     """
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -231,16 +229,26 @@ def read_chunk(path: str, span: Span, identity: tuple[int, int] | None = None) -
             stat = os.fstat(fd)
             if (stat.st_dev, stat.st_ino) != identity:
                 raise OSError(errno.EIO, "the file was replaced while it was being read", path)
-        if span.flags & Flag.TRUNCATED:
-            kept = os.pread(fd, KEEP_BYTES, span.start)
-            ends_line = os.pread(fd, 1, span.end - 1) == b"\n"
-            data, whole = (kept + b"\n" if ends_line else kept), len(kept) == KEEP_BYTES
-        else:
-            data = os.pread(fd, span.end - span.start, span.start)
-            whole = len(data) == span.end - span.start
-            ends_line = data.endswith(b"\n") or not data
-        if not whole or not (ends_line or span.flags & Flag.LAST):
-            raise OSError(errno.EIO, "the file changed while it was being read", path)
-        return data
+        return read_span(lambda size, offset: os.pread(fd, size, offset), span, path)
     finally:
         os.close(fd)
+
+
+def read_span(read: Callable[[int, int], bytes], span: Span, name: str) -> bytes:
+    """The bytes of a span, through ``read(size, offset)``.
+
+    A TRUNCATED span gives KEEP_BYTES of its line and the newline it ends
+    with. Its framer saw a line end where the span ends (or the end of the
+    file); a file that no longer shows it has changed, and raises OSError.
+    """
+    if span.flags & Flag.TRUNCATED:
+        kept = read(KEEP_BYTES, span.start)
+        ends_line = read(1, span.end - 1) == b"\n"
+        data, whole = (kept + b"\n" if ends_line else kept), len(kept) == KEEP_BYTES
+    else:
+        data = read(span.end - span.start, span.start)
+        whole = len(data) == span.end - span.start
+        ends_line = data.endswith(b"\n") or not data
+    if not whole or not (ends_line or span.flags & Flag.LAST):
+        raise OSError(errno.EIO, "the file changed while it was being read", name)
+    return data

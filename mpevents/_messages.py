@@ -25,7 +25,7 @@ from typing import NamedTuple
 import msgspec
 
 from ._framing import Span
-from ._spec import ChunkResult
+from ._spec import ChunkResult, Reject
 
 
 class Carried(NamedTuple):
@@ -33,9 +33,25 @@ class Carried(NamedTuple):
     data: bytes
 
 
+class Part(NamedTuple):
+    """A group's records of one Dask task, in a file the task wrote."""
+
+    path: str
+    size: int
+
+
+class PartsResult(NamedTuple):
+    """A Dask task's result: a ChunkResult whose records stay in part files."""
+
+    lines: int
+    blank: int
+    groups: dict[bytes, tuple[int, Part]]
+    rejects: list[Reject]
+
+
 class Result(NamedTuple):
     span: Span
-    result: ChunkResult
+    result: ChunkResult | PartsResult
 
 
 class FileCounts(msgspec.Struct, gc=False):
