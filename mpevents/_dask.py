@@ -40,7 +40,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
@@ -93,6 +93,8 @@ def plan(files: Sequence[InputFile], task_bytes: int) -> list[Span]:
 
 PARTS_DIR: Final = ".parts"
 """Where tasks write their parts, inside the staging directory (removed before the commit)."""
+PLACE_BATCH_BYTES: Final = 64 << 20
+"""Parts of one group handed to one place_parts task: a few tasks per GB of output."""
 PART_FILES_OPEN: Final = 64
 """Part files a task keeps open at once (least recently used closed first)."""
 
@@ -168,35 +170,57 @@ class _Parts:
 
 
 class PartFiles:
-    """The client's group files, each its tasks' parts appended in order.
+    """The client's side of the group files: where each part goes, not its bytes.
 
-    ``os.copy_file_range`` moves the bytes: by reflink on XFS or btrfs, by a
-    server-side copy on NFS 4.2, in the kernel elsewhere; never through this
-    process's memory. Where it cannot (another filesystem, an old kernel),
-    the bytes are copied by reading and writing.
+    A group file is its tasks' parts one after another, so as results come in
+    input order the client knows each part's offset in its group file. It
+    hands batches of (offset, part) to :func:`place_parts` tasks, which the
+    Dask workers run: the bytes never pass through the client, which only
+    keeps the books, and batches of one file may be placed in any order, at
+    once, since each writes its own range.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, place: Callable[[str, list[tuple[int, Part]]], None]) -> None:
         self.directory = directory
+        self._place = place
         self._sizes: dict[bytes, int] = {}
+        self._batches: dict[bytes, list[tuple[int, Part]]] = {}
+        self._batch_bytes: dict[bytes, int] = {}
 
     def write(self, group: bytes, part: Part) -> None:
         offset = self._sizes.get(group, 0)
-        flags = os.O_WRONLY | os.O_CREAT | (0 if offset else os.O_TRUNC)
-        target = os.open(self.directory / group_file_name(group), flags, 0o644)
-        try:
-            with open(part.path, "rb") as source:
-                _copy(source.fileno(), target, part.size, offset, part.path)
-        finally:
-            os.close(target)
         self._sizes[group] = offset + part.size
-        os.unlink(part.path)
+        self._batches.setdefault(group, []).append((offset, part))
+        self._batch_bytes[group] = self._batch_bytes.get(group, 0) + part.size
+        if self._batch_bytes[group] >= PLACE_BATCH_BYTES:
+            self._send(group)
+
+    def _send(self, group: bytes) -> None:
+        self._place(str(self.directory / group_file_name(group)), self._batches.pop(group))
+        self._batch_bytes[group] = 0
 
     def flush(self, groups: set[bytes]) -> dict[bytes, int]:
         return {group: self._sizes[group] for group in groups}
 
     def close(self) -> None:
-        pass
+        """Send what is left of every batch."""
+        for group in list(self._batches):
+            self._send(group)
+
+
+def place_parts(target: str, batch: list[tuple[int, Part]]) -> int:
+    """The task that writes parts into a group file at their offsets, with
+    ``os.copy_file_range``: a reflink on XFS or btrfs, a server-side copy on
+    NFS 4.2, an in-kernel copy elsewhere. Done again, it writes the same
+    bytes to the same places. Returns the bytes placed."""
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        for offset, part in batch:
+            with open(part.path, "rb") as source:
+                _copy(source.fileno(), fd, part.size, offset, part.path)
+    finally:
+        os.close(fd)
+    return sum(part.size for _, part in batch)
 
 
 _NO_COPY_RANGE: Final = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF)
@@ -263,6 +287,8 @@ class DaskEngine:
         self._parts = temp / PARTS_DIR
         self._waiting: list[Span] = []  # in reverse input order: the next task is popped from the end
         self._running: dict[Any, Span] = {}
+        self._placing: dict[Any, tuple[str, list[tuple[int, Part]]]] = {}  # place_parts tasks
+        self._all_added = False
 
     # --- the engine interface ------------------------------------------------
 
@@ -271,7 +297,7 @@ class DaskEngine:
         self._connect(self._distributed)
         self._parts.mkdir(exist_ok=True)
         ledger = Ledger(len(self.files), 0)  # only orders the output: nothing runs ahead
-        sink = PartFiles(self.temp)
+        sink = PartFiles(self.temp, self._place)
         self._collector = Collector(self.files, self.temp, self.config.max_open_files, self.board, ledger, groups=sink)
         tasks = plan(self.files, TASK_CHUNKS * self.config.chunk_bytes)
         self.tasks_total = len(tasks)
@@ -281,15 +307,22 @@ class DaskEngine:
         assert self._collector is not None
         self._watch_workers()
         self._submit()
-        if not self._running:
-            self._collector.close()
-            shutil.rmtree(self._parts)  # what failed attempts left
+        if not self._running and not self._all_added:
+            self._all_added = True
+            self._collector.close()  # the last batches of parts go out
+        if self._all_added and not self._placing:
+            shutil.rmtree(self._parts)  # the parts, and what failed attempts left
             return self._collector.report()
         try:
-            done, _ = self._distributed.wait(list(self._running), timeout=timeout, return_when="FIRST_COMPLETED")
+            done, _ = self._distributed.wait(
+                [*self._running, *self._placing], timeout=timeout, return_when="FIRST_COMPLETED"
+            )
         except TimeoutError:
             done = []
         for future in done:
+            if future in self._placing:
+                self._placed(future)
+                continue
             task = self._running.pop(future)
             outcome = self._outcome(future, task)
             if outcome is None:  # failed, and charged: submit it again
@@ -366,6 +399,20 @@ class DaskEngine:
             self._files_taken = max(self._files_taken, task.file + 1)
             if self.board.file(task.file, FileField.STATE) == FileState.WAITING:
                 self.board.set_file(task.file, FileField.STATE, FileState.READING)
+
+    def _place(self, target: str, batch: list[tuple[int, Part]]) -> None:
+        future = self._client.submit(place_parts, target, batch, retries=0, pure=False)
+        self._placing[future] = (target, batch)
+
+    def _placed(self, future: Any) -> None:
+        target, batch = self._placing.pop(future)
+        try:
+            future.result()
+        except Exception as exc:
+            what = f"placing {len(batch)} parts into {Path(target).name}"
+            self.budget.charge(("place", target, batch[0][0]), what + " failed {times} times: " + str(exc))
+            logging.getLogger("mpevents").warning("%s failed (%s); trying it again", what, exc)
+            self._place(target, batch)
 
     def _outcome(self, future: Any, task: Span) -> TaskOutcome | None:
         """A task's value, or None when it failed and may be tried again."""
