@@ -58,9 +58,13 @@ from ._sources import open_url, reader_of
 from ._spec import ChunkResult, Reject, process_chunk
 
 INSTALL_HINT: Final = "pip install 'mpevents[dask]'"
-TASK_CHUNKS: Final = 16
+TASK_CHUNKS: Final = 8
 """A task covers this many chunks of its file: large enough that scheduling
-costs little per line, small enough to spread a file over many workers."""
+costs little per line (8 MiB, about 200,000 lines), small enough to spread a
+file over many workers and to leave them little to wait for at the end."""
+WATCH_S: Final = 1.0
+"""How often the client asks the scheduler for its workers: each look is a
+round trip, and ten a second cost the client more CPU than its results."""
 TASKS_PER_WORKER: Final = 2
 """In flight per Dask worker: one running while the next is sent, as the
 local engine's queues; more would only hold results in memory."""
@@ -289,6 +293,7 @@ class DaskEngine:
         self._running: dict[Any, Span] = {}
         self._placing: dict[Any, tuple[str, list[tuple[int, Part]]]] = {}  # place_parts tasks
         self._all_added = False
+        self._watched_at = -WATCH_S
 
     # --- the engine interface ------------------------------------------------
 
@@ -311,6 +316,7 @@ class DaskEngine:
             self._all_added = True
             self._collector.close()  # the last batches of parts go out
         if self._all_added and not self._placing:
+            self._watch_workers(now=True)  # a last look, for the summary's restarts
             shutil.rmtree(self._parts)  # the parts, and what failed attempts left
             return self._collector.report()
         try:
@@ -379,8 +385,13 @@ class DaskEngine:
         except OSError as exc:
             raise UsageError(f"cannot reach the Dask scheduler {config.scheduler}: {exc}") from exc
 
-    def _watch_workers(self) -> None:
-        """Count the Dask workers, and those lost since the last look as restarts."""
+    def _watch_workers(self, now: bool = False) -> None:
+        """Count the Dask workers, and those lost since the last look as
+        restarts; at most once every WATCH_S (it asks the scheduler) unless ``now``."""
+        at = time.monotonic()
+        if at - self._watched_at < WATCH_S and not now:
+            return
+        self._watched_at = at
         workers = set(self._client.scheduler_info().get("workers", {}))
         self.restarts.workers += len(self._seen_workers - workers)
         self._seen_workers = workers
