@@ -35,6 +35,7 @@ from typing import Any, Final
 
 import setproctitle
 
+from . import _trace
 from ._config import Config
 from ._profiling import profiled
 
@@ -204,10 +205,14 @@ def run_child(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with_main(main_pid)
+    if config.trace:
+        _trace.start(config.profile_dir, title)
     try:
         with profiled(config, role, index + 1):  # files count from 1, like the titles
             body(*args)
+        _trace.stop()
     except Exception as exc:  # reported as one line; --debug shows the traceback
+        _trace.stop()
         if isinstance(exc, OSError):
             where = f": {exc.filename}" if exc.filename else ""
             reason = f"{title}: {exc.strerror or exc}{where}"

@@ -160,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="trace every process's allocations with tracemalloc into mem-<role>-<index>.snapshot",
     )
     add(
+        "--trace",
+        action="store_true",
+        help="write trace.json into --profile-dir: a timeline of every process (Chrome trace format; open it in "
+        "ui.perfetto.dev, chrome://tracing or vizviewer)",
+    )
+    add(
         "--profile-dir",
         type=Path,
         default=DEFAULT_PROFILE_DIR,
@@ -211,6 +217,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         scheduler=args.scheduler,
         fsync=args.fsync,
         resume=args.resume,
+        trace=args.trace,
     )
 
 

@@ -31,7 +31,7 @@ from typing import Any, BinaryIO, Final, Protocol
 
 import msgspec
 
-from . import _failpoints
+from . import _failpoints, _trace
 from . import _journal as journal
 from ._board import TOP_GROUPS, Board, CollectorField, FileField, FileState
 from ._config import InputFile
@@ -160,6 +160,8 @@ class Collector:
         self._dirty: set[bytes] = set()  # groups written since the last checkpoint
         self._finished: dict[int, tuple[FileCounts, int]] = {}  # files finished since then
         self._checkpoint_at = time.monotonic()
+        self._trace = _trace.tracer()
+        self._arrived: dict[tuple[int, int], int] | None = {} if isinstance(self._trace, _trace.Tracer) else None
         self._checkpoint_s = _failpoints.number("checkpoint_s") or CHECKPOINT_S
         if resume is not None:
             self._resume_from(resume)
@@ -198,6 +200,8 @@ class Collector:
             self.ledger.dropped(result.span)  # a repeat after a restart
             return
         self._held.setdefault(file, {})[seq] = result
+        if self._arrived is not None:
+            self._arrived[(file, seq)] = _trace.now_ns()
         while self.head < len(self.files):
             held = self._held.get(self.head)
             ready = held.pop(self._next_seq[self.head], None) if held else None
@@ -212,6 +216,8 @@ class Collector:
             raise OSError(28, os.strerror(28), str(self._rejects.name))
         span, result = item
         file = span.file
+        if self._arrived is not None:  # the time it waited for the results before it
+            self._trace.span("held", self._arrived.pop((file, span.seq)), _trace.now_ns(), tid=1, seq=span.seq)
         counts = self._counts
         at = _COUNTS * file
         base = counts[at]
@@ -348,13 +354,18 @@ def collect(
     the first); ``resume``, where a --resume run starts (see Collector)."""
     collector = Collector(files, directory, max_open_files, board, ledger, generation, resume)
     slow = _failpoints.number("collector_slow")
+    trace = _trace.tracer()
     try:
         while not collector.done:
+            waited = _trace.now_ns()
             result = result_queue.get()
+            got = _trace.now_ns()
+            trace.span("wait for result", waited, got)
             if slow:
                 time.sleep(slow)
             started = time.perf_counter_ns()
             collector.add(result)
+            trace.span("write", got, _trace.now_ns(), file=result.span.file, seq=result.span.seq)
             board.set_collector(
                 CollectorField.BUSY_NS, board.collector(CollectorField.BUSY_NS) + time.perf_counter_ns() - started
             )

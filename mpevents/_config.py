@@ -136,6 +136,7 @@ class Config:
     scheduler: str | None = None  # the Dask scheduler's address; None: a LocalCluster
     fsync: bool = False  # sync the output to disk before and after the swap
     resume: bool = False  # journal progress; go on from an interrupted --resume run
+    trace: bool = False  # write trace.json, a timeline of every process, into profile_dir
 
     def __post_init__(self) -> None:
         for name in ("workers", "readers", "chunk_bytes", "max_open_files"):

@@ -38,13 +38,14 @@ import errno
 import logging
 import os
 import shutil
+import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
-from . import _failpoints
+from . import _failpoints, _trace
 from ._board import Board, CollectorField, FileField, FileState, ReaderField
 from ._collector import Collector, GroupFiles, group_file_name
 from ._compression import Decompressed
@@ -62,6 +63,8 @@ TASK_CHUNKS: Final = 8
 """A task covers this many chunks of its file: large enough that scheduling
 costs little per line (8 MiB, about 200,000 lines), small enough to spread a
 file over many workers and to leave them little to wait for at the end."""
+DASK_TRACKS: Final = 1 << 30
+"""The first track id of Dask workers in a trace, above any process id."""
 WATCH_S: Final = 1.0
 """How often the client asks the scheduler for its workers: each look is a
 round trip, and ten a second cost the client more CPU than its results."""
@@ -108,12 +111,16 @@ class TaskOutcome(NamedTuple):
     """Where the task's lines end in its file (decompressed, for a compressed file)."""
     result: PartsResult
     busy_ns: int
+    started_ns: int
+    """When it started, by its machine's wall clock (time.time_ns), for --trace."""
+    where: str
+    """Its Dask worker: host and process id."""
 
 
 def process_range(info: InputFile, task: Span, chunk_bytes: int, parts_root: str) -> TaskOutcome:
     """The task: check and encode the lines that start in the task's byte
     range, and write their records into part files of its own under ``parts_root``."""
-    started = time.perf_counter_ns()
+    started, started_wall = time.perf_counter_ns(), time.time_ns()
     _maybe_die(info.path, task.start)
     parts = _Parts(Path(parts_root) / f"{task.file}-{task.seq}-{uuid.uuid4().hex}")
     try:
@@ -136,7 +143,8 @@ def process_range(info: InputFile, task: Span, chunk_bytes: int, parts_root: str
                     parts.add(process_chunk(data, file_start=span.start == 0))
     finally:
         parts.close()
-    return TaskOutcome(end, parts.result(), time.perf_counter_ns() - started)
+    where = f"{socket.gethostname()}:{os.getpid()}"
+    return TaskOutcome(end, parts.result(), time.perf_counter_ns() - started, started_wall, where)
 
 
 class _Parts:
@@ -294,6 +302,8 @@ class DaskEngine:
         self._placing: dict[Any, tuple[str, list[tuple[int, Part]]]] = {}  # place_parts tasks
         self._all_added = False
         self._watched_at = -WATCH_S
+        self._tracks: dict[str, int] = {}  # a --trace track for each Dask worker seen
+        self._clock_offset_ns = _trace.now_ns() - time.time_ns()
 
     # --- the engine interface ------------------------------------------------
 
@@ -334,7 +344,8 @@ class DaskEngine:
             if outcome is None:  # failed, and charged: submit it again
                 self._waiting.append(task)
                 continue
-            end, result, busy_ns = outcome
+            end, result, busy_ns = outcome[:3]
+            self._trace_task(task, outcome)
             started = time.perf_counter_ns()
             self._collector.add(Result(task._replace(end=end), result))
             board = self.board
@@ -410,6 +421,19 @@ class DaskEngine:
             self._files_taken = max(self._files_taken, task.file + 1)
             if self.board.file(task.file, FileField.STATE) == FileState.WAITING:
                 self.board.set_file(task.file, FileField.STATE, FileState.READING)
+
+    def _trace_task(self, task: Span, outcome: TaskOutcome) -> None:
+        """The task as a span on its Dask worker's track, placed on this process's clock."""
+        trace = _trace.tracer()
+        if not isinstance(trace, _trace.Tracer):
+            return
+        track = self._tracks.get(outcome.where)
+        if track is None:
+            track = self._tracks[outcome.where] = DASK_TRACKS + len(self._tracks)
+            trace.track(track, f"dask worker {outcome.where}")
+        started = outcome.started_ns + self._clock_offset_ns
+        name = self.files[task.file].name
+        trace.span("task", started, started + outcome.busy_ns, pid=track, file=name, start=task.start, end=outcome.end)
 
     def _place(self, target: str, batch: list[tuple[int, Part]]) -> None:
         future = self._client.submit(place_parts, target, batch, retries=0, pure=False)

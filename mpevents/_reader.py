@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 import setproctitle
 
-from . import _failpoints
+from . import _failpoints, _trace
 from ._board import Board, FileField, FileState, ReaderField
 from ._compression import Decompressed
 from ._config import InputFile
@@ -124,16 +124,25 @@ class _Sender:
     ) -> None:
         self.slot, self.board = slot, board
         self._kill_at, self._work_queue, self._ledger = kill_at, work_queue, ledger
+        self._trace = _trace.tracer()
+        self._framed_from = _trace.now_ns()  # when the reader started on the span it sends next
 
     def send(self, span: Span, data: bytes | None = None, read: tuple[int, int] | None = None) -> None:
         """Send a span; for a compressed file, with ``data``, its bytes, for
         which the file was ``read`` from one offset on disk to another."""
         if self._kill_at == (span.file, span.seq):
             _failpoints.kill_self()
+        framed = _trace.now_ns()
+        self._trace.span("frame", self._framed_from, framed, file=span.file, seq=span.seq)
         span = self._ledger.take_credits(span)
+        credited = _trace.now_ns()
+        if span.flags & Flag.CREDIT:
+            self._trace.span("wait for credit", framed, credited)
         # Counted before the put, which waits while the work queue is full: the
         # dashboard shows the span as framed while it waits, not as unread.
         read_from, read_to = (span.start, span.end) if read is None else read
         self.board.set_file(span.file, FileField.BYTES_READ, read_to)
         self.board.add_reader(self.slot, ReaderField.BYTES, read_to - read_from)
         self._work_queue.put_direct(span if data is None else Carried(span, data))
+        self._framed_from = _trace.now_ns()
+        self._trace.span("put", credited, self._framed_from)

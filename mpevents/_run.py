@@ -26,7 +26,7 @@ from typing import Final, Protocol
 import setproctitle
 
 from . import _journal as journal
-from . import _output
+from . import _output, _trace
 from ._config import Config, FileList, InputFile, check
 from ._engine import Engine, RetryBudget
 from ._errors import Interrupted, RunError
@@ -59,6 +59,9 @@ def run(config: Config, observer: Observer | None = None, files: Sequence[InputF
     started = time.monotonic()
     files = check(config) if files is None else FileList.of(files)
     held = _output.lock(config.output_dir)
+    if config.trace:
+        _trace.clear(config.profile_dir)
+        _trace.start(config.profile_dir, "main")
     try:
         staging, resumed = _staging(config, files)
         engine = make_engine(config, files, staging, resumed)
@@ -71,8 +74,11 @@ def run(config: Config, observer: Observer | None = None, files: Sequence[InputF
             if resumed is not None:
                 summary.resumed_lines = resumed.lines
                 (staging / journal.JOURNAL_NAME).unlink()
+            if config.trace:
+                summary.trace = str(config.profile_dir / _trace.TRACE_NAME)
             _output.write_summary(staging, encode(summary))
             _output.commit(staging, config.output_dir, config.fsync)
+            _trace.tracer().instant("commit")
             if resumed is None:  # a --resume run's leftovers are superseded
                 _output.remove(_output.resume_dir(config.output_dir))
             return summary
@@ -87,6 +93,9 @@ def run(config: Config, observer: Observer | None = None, files: Sequence[InputF
                 observer.stop()
     finally:
         os.close(held)
+        if config.trace:
+            _trace.stop()
+            _trace.merge(config.profile_dir)
 
 
 def _staging(config: Config, files: Sequence[InputFile]) -> tuple[Path, journal.State | None]:

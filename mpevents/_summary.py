@@ -12,6 +12,7 @@ from typing import Any, Final
 
 import msgspec
 
+from ._board import WorkerField
 from ._config import Config, InputFile
 from ._engine import Engine, Restarts
 from ._messages import FileCounts, Report
@@ -28,6 +29,8 @@ class Stages(msgspec.Struct):
     workers_busy: float = 0.0
     collector_busy: float = 0.0
     limited_by: str = "reading or start-up"
+    chunks_per_worker: list[int] = msgspec.field(default_factory=list)
+    """Chunks each worker slot checked (local engine), replacements included."""
 
 
 class FileSummary(msgspec.Struct):
@@ -63,6 +66,8 @@ class Summary(msgspec.Struct):
     """With --cpu-profile: the merged profile (None when no process wrote one)."""
     memory: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
     """With --mem-profile: the peak memory of every process."""
+    trace: str | msgspec.UnsetType = msgspec.UNSET
+    """With --trace: where the timeline is."""
     resumed_lines: int | msgspec.UnsetType = msgspec.UNSET
     """With --resume: the lines an interrupted run had written, which this one took as they were."""
 
@@ -92,22 +97,27 @@ def build_summary(
         elapsed_s=round(elapsed, 3),
         lines_per_s=round(totals.lines / elapsed) if elapsed > 0 else 0,
         bytes_read=sum(info.size for info in files),
-        stages=stage_shares(*engine.busy(), elapsed),
+        stages=stage_shares(*engine.busy(), elapsed, chunks_per_worker(engine)),
         restarts=engine.restarts,
     )
 
 
-def stage_shares(worker_s: float, collector_s: float, elapsed: float) -> Stages:
+def chunks_per_worker(engine: Engine) -> list[int]:
+    board = engine.board
+    return [board.worker(slot, WorkerField.CHUNKS) for slot in range(board.n_workers)]
+
+
+def stage_shares(worker_s: float, collector_s: float, elapsed: float, chunks: list[int] | None = None) -> Stages:
     """Which stage limited the run: the workers (checking and encoding), the
     collector (writing), or neither, when reading or start-up dominated.
     ``worker_s`` is the average worker's busy time."""
     if elapsed <= 0:
-        return Stages()
+        return Stages(chunks_per_worker=chunks or [])
     worker_share, collector_share = worker_s / elapsed, collector_s / elapsed
     limit = "workers" if worker_share >= collector_share else "collector"
     if max(worker_share, collector_share) < LIMIT_SHARE:
         limit = "reading or start-up"
-    return Stages(round(worker_share, 3), round(collector_share, 3), limit)
+    return Stages(round(worker_share, 3), round(collector_share, 3), limit, chunks or [])
 
 
 def encode(summary: Summary) -> bytes:

@@ -47,7 +47,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from . import _collector, _failpoints, _output, _reader, _worker
+from . import _collector, _failpoints, _output, _reader, _trace, _worker
 from ._board import Board, CollectorField, WorkerField
 from ._child import EXIT_REPORTED, context, run_child
 from ._config import Config, InputFile
@@ -175,6 +175,7 @@ class LocalEngine:
             self.restarts.pipeline += 1
             self.budget.charge("pipeline", f"{restart}, " + "{times} times; giving up")
             log.warning("%s; restarting the pipeline from the start", restart)
+            _trace.tracer().instant("data plane restart", why=str(restart))
             self._reset_staging()
             self.board.reset()
             self.start()
@@ -272,12 +273,12 @@ class LocalEngine:
             raise _Restart(f"the collector died ({_describe(code)})")
         if role == "reader":
             if code != 0:
-                self._replace_reader(index, code)
+                self._replace_reader(index, code, process.pid)
             return False
-        self._replace_worker(index, code)
+        self._replace_worker(index, code, process.pid)
         return False
 
-    def _replace_worker(self, slot: int, code: int | None) -> None:
+    def _replace_worker(self, slot: int, code: int | None, pid: int) -> None:
         """Start a replacement for worker ``slot`` (it only exits by itself at
         the very end, so this is a crash) and hand it what the dead one held."""
         assert self.ledger is not None
@@ -290,9 +291,10 @@ class LocalEngine:
         self.restarts.workers += 1
         self.board.add_worker(slot, WorkerField.RESTARTS, 1)
         log.warning("worker %d died (%s); a replacement takes over its spans", slot + 1, _describe(code))
+        _trace.tracer().instant(f"worker {slot + 1} died", pid=pid, code=_describe(code), spans=len(spans))
         self._start_worker(slot, spans)
 
-    def _replace_reader(self, slot: int, code: int | None) -> None:
+    def _replace_reader(self, slot: int, code: int | None, pid: int) -> None:
         """Start a replacement for reader ``slot``: it reads again every file
         the dead one took that is not written yet, from its first unwritten span."""
         assert self.ledger is not None
@@ -305,6 +307,7 @@ class LocalEngine:
         self.restarts.readers += 1
         names = ", ".join(self.files[file].name for file, _, _ in resume) or "no file"
         log.warning("reader %d died (%s) while on %s; restarting it", slot + 1, _describe(code), names)
+        _trace.tracer().instant(f"reader {slot + 1} died", pid=pid, code=_describe(code), files=names)
         self._start_reader(slot, resume)
 
     def _reported(self, role: str, index: int) -> str:

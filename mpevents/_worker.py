@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Final
 
-from . import _failpoints
+from . import _failpoints, _trace
 from ._board import Board, WorkerField
 from ._compression import read_span
 from ._config import InputFile
@@ -44,11 +44,15 @@ def work(
     kill_always = _failpoints.chunk_point("worker_kill_always", 0)
     break_at = _failpoints.chunk_point("worker_break_queue", generation)
     pending = list(first)
+    trace = _trace.tracer()
     while True:
+        waited = _trace.now_ns()
         item: Span | Carried | None = pending.pop(0) if pending else work_queue.get()
         if item is None:
             break
         started = time.perf_counter_ns()
+        took = _trace.now_ns()
+        trace.span("wait for work", waited, took)
         span, data = (item.span, item.data) if isinstance(item, Carried) else (item, None)
         ledger.hold(slot, span)
         if (span.file, span.seq) in (kill_at, kill_always):
@@ -72,6 +76,10 @@ def work(
         board.add_worker(slot, WorkerField.LINES, result.lines)
         board.add_worker(slot, WorkerField.BUSY_NS, time.perf_counter_ns() - started)
         ledger.sent(slot)
+        trace.span(
+            "check", took, _trace.now_ns(),
+            file=info.name, seq=span.seq, lines=result.lines, rejects=len(result.rejects),
+        )  # fmt: skip
     # Let the queue's feeder thread finish sending before the process ends.
     result_queue.close()
     result_queue.join_thread()
