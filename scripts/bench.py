@@ -175,10 +175,16 @@ def programs_for(
     sequential: bool,
     baseline: Path | None = None,
     compressed: bool = False,
+    trace: bool = False,
 ) -> list[Program]:
     python = sys.executable
     command = [python, "-m", "mpevents", "--input", str(directory), "--output", str(output), "--quiet"]
     progs = [Program(f"mpevents N={n}", [*command, "--worker-number", str(n)], REPO) for n in workers]
+    if trace:  # what --trace costs, in the same rounds
+        profiles = str(WORK / "trace-profiles")
+        progs += [
+            Program("mpevents N=2 --trace", [*command, "--worker-number", "2", "--trace", "--profile-dir", profiles])
+        ]
     if baseline is not None:  # another checkout of mpevents (an earlier commit), in the same rounds
         progs += [Program(f"baseline N={n}", [*command, "--worker-number", str(n)], baseline) for n in workers]
     if sequential and not compressed:
@@ -222,6 +228,8 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
                 out[f"{name}: memory N=2 / {peer}"] = round(two["peak_pss_mib"] / rows[peer]["peak_pss_mib"], 2)
         if one is not None:
             out[f"{name}: scaling wall N=1 / N=2"] = round(one["wall_s"] / two["wall_s"], 2)
+        if "mpevents N=2 --trace" in rows:
+            out[f"{name}: wall N=2 --trace / N=2"] = round(rows["mpevents N=2 --trace"]["wall_s"] / two["wall_s"], 3)
         if "baseline N=2" in rows:
             out[f"{name}: wall N=2 / baseline N=2"] = round(two["wall_s"] / rows["baseline N=2"]["wall_s"], 2)
     for name, rows in results.items():  # many files against the same lines in files of 500,000
@@ -269,6 +277,7 @@ def main() -> int:
     parser.add_argument("--no-peers", action="store_true", help="skip DuckDB and Polars")
     parser.add_argument("--sequential-up-to", default="2M", help="run the slow sequential script up to this size")
     parser.add_argument("--out", type=Path, default=REPO / "bench-results.json")
+    parser.add_argument("--trace", action="store_true", help="also run mpevents N=2 with --trace")
     parser.add_argument(
         "--baseline", type=Path, default=None, metavar="DIR",
         help="also run the mpevents of another checkout (git worktree add DIR COMMIT) in the same rounds",
@@ -290,7 +299,7 @@ def main() -> int:
         directory = corpus.build()
         sequential = corpus.lines <= sequential_limit
         programs = programs_for(
-            directory, output, workers, not args.no_peers, sequential, args.baseline, bool(corpus.suffix)
+            directory, output, workers, not args.no_peers, sequential, args.baseline, bool(corpus.suffix), args.trace
         )
         for round_ in range(args.memory_rounds):
             for program in programs:
