@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mpevents._config import InputFile
-from mpevents._dask import plan
+from mpevents._dask import plan, task_bytes
 from mpevents._framing import Flag
 from tests.conftest import genlog, run_cli, temp_dirs, tree
 
@@ -65,7 +65,7 @@ def test_a_lost_dask_worker_still_gives_the_local_output(tmp_path: Path) -> None
     out = tmp_path / "out"
     result = run_cli(
         "--input", inputs, "--output", out, "-n", "2", "-q", "--engine", "dask", "--chunk-bytes", "8K",
-        env={"MPEVENTS_FAILPOINTS": f"dask_task_kill=y.log:{16 * 8192}:{marker}"},
+        env={"MPEVENTS_FAILPOINTS": f"dask_task_kill=y.log:0:{marker}"},  # the second file's first task
         timeout=DASK_TIMEOUT_S,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -113,3 +113,11 @@ def test_dask_engine_takes_a_compressed_file_as_one_task(tmp_path: Path) -> None
     assert tree(out) == tree(local)
     summary = json.loads((out / "summary.json").read_bytes())
     assert summary["files"]["x.log.gz"]["lines"] == summary["files"]["x.log"]["lines"] == 5_000
+
+
+def test_tasks_are_sized_for_about_eight_per_worker_within_bounds() -> None:
+    mib = 1 << 20
+    assert task_bytes(87 * mib, 2, mib) == 8 * mib  # small input: the floor, 8 chunks
+    assert task_bytes(434 * mib, 2, mib) == 28 * mib  # ceil(434 / 16)
+    assert task_bytes(434 * mib, 10, mib) == 8 * mib
+    assert task_bytes(1 << 40, 100, mib) == 64 * mib  # the ceiling
