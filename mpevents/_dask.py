@@ -113,8 +113,9 @@ def plan(files: Sequence[InputFile], task_bytes: int) -> list[Span]:
 
 PARTS_DIR: Final = ".parts"
 """Where tasks write their parts, inside the staging directory (removed before the commit)."""
-PLACE_BATCH_BYTES: Final = 64 << 20
-"""Parts of one group handed to one place_parts task: a few tasks per GB of output."""
+PLACE_BATCH_BYTES: Final = 256 << 20
+"""Parts of one group handed to one place_parts task: four tasks per GB of output,
+each costing the client as much as a checking task."""
 PART_FILES_OPEN: Final = 64
 """Part files a task keeps open at once (least recently used closed first)."""
 
