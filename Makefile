@@ -43,4 +43,4 @@ bench: $(VENV)/.bench-deps
 	$(BIN)/python scripts/bench.py
 
 clean:
-	rm -rf $(VENV) data/output profiles .bench bench-results.json .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks
+	rm -rf $(VENV) data/output profiles .bench bench-results.json resume-results.json dask-results.json .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks
