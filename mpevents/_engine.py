@@ -21,13 +21,12 @@ the same thing whichever engine ran.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
-from pathlib import Path
 from typing import Protocol
 
 import msgspec
 
 from ._board import Board
-from ._config import Config, InputFile
+from ._config import InputFile
 from ._errors import RunError
 from ._messages import Report
 
@@ -99,7 +98,3 @@ class Engine(Protocol):
 
     def note(self) -> str:
         """A line about the engine for the dashboard ("" for none)."""
-
-
-class EngineFactory(Protocol):
-    def __call__(self, config: Config, files: Sequence[InputFile], temp: Path, budget: RetryBudget) -> Engine: ...

@@ -106,14 +106,14 @@ def _read_compressed(info: InputFile, chunk_bytes: int, seq: int, start: int, se
     assert info.compression is not None
     with Decompressed(info.path, info.compression, info.identity, info.size) as stream:
         stream.skip(start)
-        read_to = stream.raw_position
+        read_from = stream.raw_position
         for span, data in stream_frames(stream, info.index, chunk_bytes, seq, start):
             # Progress in bytes of the file on disk, as for plain files, and
             # what they inflate to, for the collector's estimate of its own.
             sender.board.set_file(info.index, FileField.INFLATED, span.end)
-            read = (read_to, stream.raw_position)
-            read_to = read[1]
-            sender.send(span, data, read)
+            read_to = stream.raw_position
+            sender.send(span, data, (read_from, read_to))
+            read_from = read_to
 
 
 class _Sender:
