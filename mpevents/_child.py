@@ -179,7 +179,7 @@ def _fork(title: str, loop: Callable[..., object], *args: Any, close: int) -> in
     os._exit(code)
 
 
-def _keep_freed_memory() -> None:
+def keep_freed_memory() -> None:
     """Have malloc keep up to KEEP_FREED_BYTES of freed memory (glibc only)."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
@@ -201,7 +201,7 @@ def run_child(
 ) -> None:
     """Set the process up for ``role``, then call ``body(*args)``."""
     setproctitle.setproctitle(f"mpevents: {title}")
-    _keep_freed_memory()
+    keep_freed_memory()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with_main(main_pid)

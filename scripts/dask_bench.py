@@ -4,12 +4,12 @@
 
 Starts ``dask scheduler`` and ``dask worker --nworkers 2 --nthreads 1`` on
 this machine (outside the timing), then runs ``mpevents --engine dask
---scheduler ...`` on a small and a big corpus and measures the client's CPU
+--scheduler ...`` on a small and a big corpus and measures its wall time and the client's CPU
 (user + system, from getrusage of the waited-for process). The CPU per GB of
 output is the slope between the two, (big - small) / (GB big - GB small), so
 that the client's fixed start-up (importing and connecting, most of a second)
-is left out. The wall time of the big corpus is shown beside the local
-engine's with two workers. With ``--baseline DIR`` (another
+is left out. The wall times are shown beside the local
+engine's with two workers on the same corpora. With ``--baseline DIR`` (another
 checkout, e.g. ``git worktree add DIR COMMIT``) the same is measured for that
 version, with its own workers, in the same run.
 
@@ -103,41 +103,42 @@ def main() -> int:
         compile_bytecode(repo)
         cluster = Cluster(repo)
         try:
-            walls: list[float] = []
-            cpus: list[float] = []
-            gbs: list[float] = []
-            small_cpus: list[float] = []
-            small_gbs: list[float] = []
+            runs: dict[str, list[tuple[float, float, float]]] = {"small": [], "big": []}  # wall, CPU, GB
             for round_ in range(args.rounds):
-                for inputs, cpu_list, gb_list in ((small, small_cpus, small_gbs), (corpus, cpus, gbs)):
+                for size, inputs in (("small", small), ("big", corpus)):
                     command = [sys.executable, "-m", "mpevents", "--input", str(inputs), "--output", str(out),
                                "-q", "--engine", "dask", "--scheduler", cluster.address]  # fmt: skip
                     wall, cpu = measured(command, repo)
-                    cpu_list.append(cpu)
-                    gb_list.append(output_gb(out))
+                    runs[size].append((wall, cpu, output_gb(out)))
                     console.log(f"{label} {inputs.name} round {round_ + 1}: {wall:.2f} s, client {cpu:.2f} s CPU")
-                walls.append(wall)
         finally:
             cluster.stop()
-        cpu, small_cpu = statistics.median(cpus), statistics.median(small_cpus)
-        gb, small_gb = statistics.median(gbs), statistics.median(small_gbs)
+        (wall_small, cpu_small, gb_small), (wall, cpu, gb) = (
+            tuple(statistics.median(column) for column in zip(*runs[size], strict=True)) for size in ("small", "big")
+        )
         rows[f"{label}: dask, 2 external workers"] = {
-            "wall_s": round(statistics.median(walls), 3),
+            "wall_s": round(wall, 3),
+            "wall_s_small": round(wall_small, 3),
             "client_cpu_s": round(cpu, 3),
-            "client_cpu_s_small": round(small_cpu, 3),
-            "client_cpu_s_per_gb": round((cpu - small_cpu) / (gb - small_gb), 3),
+            "client_cpu_s_small": round(cpu_small, 3),
+            "client_cpu_s_per_gb": round((cpu - cpu_small) / (gb - gb_small), 3),
             "output_gb": round(gb, 3),
         }
-    local = [
-        measured(
-            [sys.executable, "-m", "mpevents", "--input", str(corpus), "--output", str(out), "-q", "-n", "2"], REPO
-        )
-        for _ in range(args.rounds)
-    ]
-    rows["current: local engine, N=2"] = {"wall_s": round(statistics.median(wall for wall, _ in local), 3)}
+    local: dict[str, list[float]] = {"small": [], "big": []}
+    for _ in range(args.rounds):
+        for size, inputs in (("small", small), ("big", corpus)):
+            command = [sys.executable, "-m", "mpevents", "--input", str(inputs), "--output", str(out), "-q", "-n", "2"]
+            local[size].append(measured(command, REPO)[0])
+    rows["current: local engine, N=2"] = {
+        "wall_s": round(statistics.median(local["big"]), 3),
+        "wall_s_small": round(statistics.median(local["small"]), 3),
+    }
     shutil.rmtree(out, ignore_errors=True)
-    current = rows["current: dask, 2 external workers"]
-    ratios = {"dask wall / local wall": round(current["wall_s"] / rows["current: local engine, N=2"]["wall_s"], 2)}
+    current, here = rows["current: dask, 2 external workers"], rows["current: local engine, N=2"]
+    ratios = {
+        f"dask wall / local wall, {args.small}": round(current["wall_s_small"] / here["wall_s_small"], 2),
+        f"dask wall / local wall, {args.corpus}": round(current["wall_s"] / here["wall_s"], 2),
+    }
     if "baseline: dask, 2 external workers" in rows:
         base = rows["baseline: dask, 2 external workers"]
         ratios["client CPU per GB, current / baseline"] = round(
@@ -145,14 +146,14 @@ def main() -> int:
         )
     document = {"corpus": args.corpus, "rounds": args.rounds, "rows": rows, "ratios": ratios}
     args.out.write_text(json.dumps(document, indent=2) + "\n")
-    table = Table(title=f"{args.corpus}, medians of {args.rounds}")
-    for column in ("run", "wall (s)", "client CPU (s)", "client CPU per GB (s)", "output (GB)"):
-        table.add_column(column, justify="left" if column == "run" else "right")
+    table = Table(title=f"medians of {args.rounds} rounds")
+    columns = (f"wall {args.small} (s)", f"wall {args.corpus} (s)", "client CPU (s)", "client CPU per GB (s)")
+    table.add_column("run")
+    for column in columns:
+        table.add_column(column, justify="right")
     for name, row in rows.items():
-        table.add_row(
-            name, f"{row['wall_s']:.2f}", str(row.get("client_cpu_s", "")), str(row.get("client_cpu_s_per_gb", "")),
-            str(row.get("output_gb", "")),
-        )  # fmt: skip
+        cells = (row["wall_s_small"], row["wall_s"], row.get("client_cpu_s", ""), row.get("client_cpu_s_per_gb", ""))
+        table.add_row(name, *(str(cell) for cell in cells))
     console.print(table)
     console.print(ratios)
     return 0

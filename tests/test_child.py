@@ -15,9 +15,9 @@ from tests.conftest import REPO
 # print the page faults of the second allocation.
 _REUSE = """
 import resource, sys
-from mpevents._child import _keep_freed_memory
+from mpevents._child import keep_freed_memory
 if sys.argv[1] == "keep":
-    _keep_freed_memory()
+    keep_freed_memory()
 block = bytearray(8 << 20)
 del block
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

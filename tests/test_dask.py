@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from mpevents._config import InputFile
-from mpevents._dask import plan, task_bytes
+from mpevents._dask import place_parts, plan, task_bytes
 from mpevents._framing import Flag
+from mpevents._messages import Part
 from tests.conftest import genlog, run_cli, temp_dirs, tree
 
 pytest.importorskip("distributed", reason="the dask extra is not installed")
@@ -121,3 +122,27 @@ def test_tasks_are_sized_for_about_eight_per_worker_within_bounds() -> None:
     assert task_bytes(434 * mib, 2, mib) == 28 * mib  # ceil(434 / 16)
     assert task_bytes(434 * mib, 10, mib) == 8 * mib
     assert task_bytes(1 << 40, 100, mib) == 64 * mib  # the ceiling
+
+
+def test_placing_parts_removes_them_and_a_second_run_writes_the_same_bytes(tmp_path: Path) -> None:
+    parts = []
+    for index, data in enumerate((b"first\n", b"second line\n", b"third\n")):
+        path = tmp_path / f"part-{index}"
+        path.write_bytes(data)
+        parts.append(Part(str(path), len(data)))
+    batch = [(0, parts[0]), (6, parts[1]), (18, parts[2])]
+    target = tmp_path / "group-1.jsonl"
+    assert place_parts(str(target), batch) == 24
+    assert target.read_bytes() == b"first\nsecond line\nthird\n"
+    assert not any(Path(part.path).exists() for part in parts)
+    # Run again, as Dask does when the worker that ran it is lost: nothing to do.
+    assert place_parts(str(target), batch) == 0
+    assert target.read_bytes() == b"first\nsecond line\nthird\n"
+
+
+def test_a_part_missing_before_one_that_is_there_fails_the_placing(tmp_path: Path) -> None:
+    first, second = tmp_path / "part-0", tmp_path / "part-1"
+    second.write_bytes(b"second\n")
+    batch = [(0, Part(str(first), 6)), (6, Part(str(second), 7))]
+    with pytest.raises(FileNotFoundError):
+        place_parts(str(tmp_path / "group-1.jsonl"), batch[::-1])  # the missing part comes after one that is there
