@@ -1,7 +1,6 @@
 """What travels between processes: one message per span of lines, never per line.
 
     work queue    reader -> worker      Span    (where a run of whole lines lies in its file)
-                                        Carried (a span of a compressed file, with its bytes)
     result queue  worker -> collector   Result  (its span, and per-group NDJSON, rejects, counts)
     report pipe   collector -> main     Report  (the counts for summary.json, once, at the end)
 
@@ -10,8 +9,8 @@ with one pread, so they are copied once, from the page cache, instead of
 being read, pickled and piped by the reader and read and unpickled again by
 the worker (3% of a run's CPU, measured on 10M lines).
 
-A compressed file cannot be read at an offset, so its reader sends each
-span's decompressed bytes along (:class:`Carried`).
+A compressed file cannot be read at an offset, so its reader leaves each
+span's decompressed bytes in a file in RAM for the worker (``_spool``).
 
 Spans and results are NamedTuples of plain values, cheap to pickle and plain
 to read; the report is a msgspec Struct, typed end to end. ``None`` on the
@@ -26,11 +25,6 @@ import msgspec
 
 from ._framing import Span
 from ._spec import ChunkResult, Reject
-
-
-class Carried(NamedTuple):
-    span: Span
-    data: bytes
 
 
 class Part(NamedTuple):

@@ -120,11 +120,11 @@ def _remove_stale(parent: Path, name: str) -> None:
         return
     for entry in entries:
         pid = entry.name[len(prefix) :]
-        if entry.name.startswith(prefix) and pid.isdigit() and not _alive(int(pid)):
+        if entry.name.startswith(prefix) and pid.isdigit() and not alive(int(pid)):
             remove(entry)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     """Whether the run that made a temporary directory still runs (a zombie does not)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()

@@ -28,7 +28,7 @@ from ._compression import Decompressed
 from ._config import InputFile
 from ._framing import Flag, Span, frames, stream_frames
 from ._ledger import Ledger
-from ._messages import Carried
+from ._spool import Spool
 
 
 class FileQueue:
@@ -64,6 +64,8 @@ class ReaderJob(NamedTuple):
     resume: list[tuple[int, int, int]]
     """(file, first span, its start) of files a dead reader had taken, read first."""
     generation: int  # 0 for the first reader of a slot, where test failpoints fire
+    spool: Spool | None
+    """Where the bytes of compressed spans go; None when no input is compressed."""
 
 
 def read_files(
@@ -71,7 +73,8 @@ def read_files(
 ) -> None:
     """The reader process body: the files to resume, then the next file in
     input order until none is left."""
-    sender = _Sender(job.slot, _failpoints.chunk_point("reader_kill", job.generation), work_queue, board, ledger)
+    kill_at = _failpoints.chunk_point("reader_kill", job.generation)
+    sender = _Sender(job.slot, kill_at, work_queue, board, ledger, job.spool)
     for index, seq, start in job.resume:
         _read_file(files[index], job.chunk_bytes, seq, start, sender)
     while (taken := file_queue.take(job.slot, ledger)) is not None:
@@ -120,10 +123,16 @@ class _Sender:
     """A reader's way onto the work queue: credits, progress, test failpoints."""
 
     def __init__(
-        self, slot: int, kill_at: tuple[int, int] | None, work_queue: Any, board: Board, ledger: Ledger
+        self,
+        slot: int,
+        kill_at: tuple[int, int] | None,
+        work_queue: Any,
+        board: Board,
+        ledger: Ledger,
+        spool: Spool | None,
     ) -> None:
         self.slot, self.board = slot, board
-        self._kill_at, self._work_queue, self._ledger = kill_at, work_queue, ledger
+        self._kill_at, self._work_queue, self._ledger, self._spool = kill_at, work_queue, ledger, spool
         self._trace = _trace.tracer()
         self._framed_from = _trace.now_ns()  # when the reader started on the span it sends next
 
@@ -143,6 +152,9 @@ class _Sender:
         read_from, read_to = (span.start, span.end) if read is None else read
         self.board.set_file(span.file, FileField.BYTES_READ, read_to)
         self.board.add_reader(self.slot, ReaderField.BYTES, read_to - read_from)
-        self._work_queue.put_direct(span if data is None else Carried(span, data))
+        if data is not None:
+            assert self._spool is not None
+            self._spool.put(span, data)
+        self._work_queue.put_direct(span)
         self._framed_from = _trace.now_ns()
         self._trace.span("put", credited, self._framed_from)

@@ -58,6 +58,7 @@ from ._journal import State
 from ._ledger import Ledger, credit_budget
 from ._messages import Report
 from ._queue import ChunkQueue
+from ._spool import Spool
 
 log = logging.getLogger("mpevents")
 
@@ -112,7 +113,9 @@ class LocalEngine:
         self._slot_generation = [0] * self.readers  # replacements of each reader slot
         self._worker_generation = [0] * config.workers
         self._processes: dict[int, tuple[multiprocessing.process.BaseProcess, str, int]] = {}
+        self._compressed = any(info.compression is not None for info in files)
         # made afresh for each attempt (a restart of the data plane):
+        self.spool: Spool | None = None
         self.ledger: Ledger | None = None
         self.work_queue: Any = None
         self.result_queue: Any = None
@@ -139,6 +142,7 @@ class LocalEngine:
         # collector is still sending it, never after it has exited.
         self.report, report_end = ctx.Pipe(duplex=False)
         self.errors = ctx.Queue(maxsize=ERROR_SLOTS)
+        self.spool = Spool.make(self.temp, config.workers, self.readers) if self._compressed else None
         self.ledger = Ledger.make(ctx, len(self.files), config.workers, credit_budget(depth + 2, config.chunk_bytes))
         # Only the first attempt resumes; a later one starts over, still journaled.
         resume, self._resume = self._resume, (State() if self._journaled else None)
@@ -241,12 +245,12 @@ class LocalEngine:
         self._start(
             "worker", slot, f"worker {slot + 1}", _worker.work,
             slot, generation, self.files,
-            self.work_queue, self.result_queue, self.board, self.ledger, first,
+            self.work_queue, self.result_queue, self.board, self.ledger, self.spool, first,
         )  # fmt: skip
 
     def _start_reader(self, slot: int, resume: list[tuple[int, int, int]]) -> None:
         generation = self._slot_generation[slot] + self.restarts.pipeline
-        job = _reader.ReaderJob(slot, self.config.chunk_bytes, resume, generation)
+        job = _reader.ReaderJob(slot, self.config.chunk_bytes, resume, generation, self.spool)
         self._start(
             "reader", slot, f"reader {slot + 1}", _reader.read_files,
             job, self.files, self.file_queue, self.work_queue, self.board, self.ledger,
@@ -351,6 +355,9 @@ class LocalEngine:
         if self.report is not None:
             self.report.close()
             self.report = None
+        if self.spool is not None:
+            self.spool.remove()
+            self.spool = None
 
     def queue_depths(self) -> list[tuple[str, float]]:
         """How full the work and result queues are, as shares of their size."""

@@ -20,8 +20,9 @@ from ._compression import read_span
 from ._config import InputFile
 from ._framing import Span, read_chunk
 from ._ledger import Ledger
-from ._messages import Carried, Result
+from ._messages import Result
 from ._spec import process_chunk
+from ._spool import Spool
 
 DIRECT_RESULT_BYTES: Final = 1 << 18
 """Results smaller than this are written to the result queue by the worker
@@ -36,6 +37,7 @@ def work(
     result_queue: Any,
     board: Board,
     ledger: Ledger,
+    spool: Spool | None,
     first: list[Span],
 ) -> None:
     """The worker process body: ``first`` (a dead predecessor's spans), then
@@ -47,22 +49,21 @@ def work(
     trace = _trace.tracer()
     while True:
         waited = _trace.now_ns()
-        item: Span | Carried | None = pending.pop(0) if pending else work_queue.get()
-        if item is None:
+        span: Span | None = pending.pop(0) if pending else work_queue.get()
+        if span is None:
             break
         started = time.perf_counter_ns()
         took = _trace.now_ns()
         trace.span("wait for work", waited, took)
-        span, data = (item.span, item.data) if isinstance(item, Carried) else (item, None)
         ledger.hold(slot, span)
         if (span.file, span.seq) in (kill_at, kill_always):
             _failpoints.kill_self()
         info = files[span.file]
-        if data is None:  # a plain file's span, or a dead worker's span of a compressed file
-            if info.compression is None:
-                data = read_chunk(info.path, span, info.identity)
-            else:
-                data = read_span(info.path, info.compression, span)
+        if info.compression is None:
+            data = read_chunk(info.path, span, info.identity)
+        else:  # left in the spool by its reader; if not there, decompressed again
+            spooled = spool.take(span) if spool is not None else None
+            data = spooled if spooled is not None else read_span(info.path, info.compression, span)
         result = process_chunk(data, file_start=span.start == 0)
         message = Result(span, result)
         if (span.file, span.seq) == break_at:
