@@ -19,7 +19,8 @@ message per span of whole lines, ``_messages``)::
 
 * reader (``_reader``): takes the next input file in input order and cuts it
   into spans of whole lines (``_framing``); does not parse. A span on the work
-  queue says where its lines lie in the file.
+  queue says where its lines lie in the file; a compressed file's spans have
+  their decompressed bytes left in a spool of files in RAM (``_spool``).
 * worker (``_worker``): reads each span from its file, checks every line
   against the spec (``_spec``) and encodes valid records as JSON, per group;
   rejects carry their reason.
