@@ -183,9 +183,9 @@ def raw_text(line: bytes) -> str:
 # A line that breaks one (a "bad" line, about one in 200 in real logs) is
 # found from where its column's check failed, with C-level searches, and its
 # pieces are taken out; the exact path gives its reason. The records of the
-# other lines are the pieces placed between the keys of a template list by
-# slice assignment, then joined. Records are sorted into their groups once
-# per chunk, so that hundreds of groups cost little more than three.
+# other lines are the pieces formatted into a bytes format of the window's
+# records (one '%' call). Records are sorted into their groups once per
+# chunk, so that hundreds of groups cost little more than three.
 
 _RUN_BYTES: Final = 1 << 14
 """Largest window converted at once: its pieces stay in the CPU cache (16 KiB
@@ -216,15 +216,13 @@ _PIPE: Final = ord("|")
 _TOO_LONG: Final = b"d" * (_MAX_DIGITS + 1)
 """In the classes of a column: a number with too many digits."""
 _FIELDS: Final = 7
-_SEPARATORS: Final = (
-    b'}\n{"id":', b',"log":"', b'","event":"', b'","user":"', b'","value":', b',"group_id":', b',"timestamp":',
-)  # fmt: skip
-"""What goes before each field of a line: Record's keys in order, with the
-quotes around strings; before the id, the end of the record before."""
-_SLOTS: Final = 2 * _FIELDS
-_TEMPLATE: Final = [slot for separator in _SEPARATORS for slot in (separator, b"")] * _MAX_LINES + [b""]
-"""The template of the longest window: a window's list is a slice of it,
-its empty slots then filled with the pieces."""
+_LINE_FORMAT: Final = (
+    b'{"id":%s,"log":"%s","event":"%s","user":"%s","value":%s,"group_id":%s,"timestamp":%s}\n'
+)
+"""One record as a bytes format, a ``%s`` for each field: Record's keys in
+order, with the quotes around strings, as msgspec writes it."""
+_FORMAT: Final = _LINE_FORMAT * _MAX_LINES
+"""The format of the longest window: a window's is a slice of it."""
 
 
 def _first_invalid_utf8_line(run: bytes) -> int:
@@ -336,13 +334,10 @@ def _bad_shapes(skeleton: bytes) -> list[tuple[int, int]]:
 
 
 def _convert(pieces: list[bytes]) -> bytes:
-    """The NDJSON records of plain lines given as aligned pieces."""
-    slots = _TEMPLATE[: _SLOTS * (len(pieces) // _FIELDS) + 1]
-    for column in range(_FIELDS):
-        slots[1 + 2 * column :: _SLOTS] = pieces[column::_FIELDS]
-    slots[0] = b'{"id":'  # no record before the first
-    slots[-1] = b"}\n"  # in place of the next line's first separator
-    return b"".join(slots)
+    """The NDJSON records of plain lines given as aligned pieces: one C-level
+    formatting of the pieces into the window's format (a fifth faster than
+    slotting them into a list between the keys and joining it)."""
+    return _FORMAT[: len(_LINE_FORMAT) * (len(pieces) // _FIELDS)] % tuple(pieces)
 
 
 class _Chunk:
