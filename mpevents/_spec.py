@@ -216,9 +216,7 @@ _PIPE: Final = ord("|")
 _TOO_LONG: Final = b"d" * (_MAX_DIGITS + 1)
 """In the classes of a column: a number with too many digits."""
 _FIELDS: Final = 7
-_LINE_FORMAT: Final = (
-    b'{"id":%s,"log":"%s","event":"%s","user":"%s","value":%s,"group_id":%s,"timestamp":%s}\n'
-)
+_LINE_FORMAT: Final = b'{"id":%s,"log":"%s","event":"%s","user":"%s","value":%s,"group_id":%s,"timestamp":%s}\n'
 """One record as a bytes format, a ``%s`` for each field: Record's keys in
 order, with the quotes around strings, as msgspec writes it."""
 _FORMAT: Final = _LINE_FORMAT * _MAX_LINES
