@@ -40,6 +40,7 @@ test: lint typecheck unit
 
 bench: $(VENV)/.bench-deps
 	$(BIN)/pytest tests/benchmarks --benchmark-only
+	$(BIN)/python scripts/spec_bench.py
 	$(BIN)/python scripts/bench.py
 
 clean:

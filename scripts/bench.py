@@ -9,7 +9,8 @@ a noisy machine slows them all alike. A corpus is named ``MIX-SIZE``: MIX is
 hold: text outside ASCII, quotes, 200 groups, 1 line in 200 broken; see
 genlog.sh), SIZE the lines in millions. For each it reports the median wall
 time, lines per second and the peak memory of its whole process tree (summed
-PSS read from /proc while it runs), and the ratios that the targets name. The
+PSS read from /proc while it runs, plus the files of mpevents' spool of
+compressed chunks in /dev/shm), and the ratios that the targets name. The
 results go to a rich table and to ``bench-results.json``.
 
 Time and memory are measured in separate runs: reading the memory of a
@@ -40,6 +41,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from mpevents import _spool
 from mpevents._profiling import tree_pss_kib
 
 REPO = Path(__file__).resolve().parents[1]
@@ -137,6 +139,23 @@ def compile_bytecode(repo: Path = REPO) -> None:
     compileall.compile_dir(repo / "mpevents", quiet=1)
 
 
+def spool_kib(pid: int) -> int:
+    """What a run of ``pid`` holds in its spool: compressed chunks' bytes in
+    files in /dev/shm (``mpevents._spool``), memory that no process maps."""
+    total = 0
+    for directory in Path(_spool.RAM_DIRECTORY).glob(f"{_spool.PREFIX}{pid}-*"):
+        try:
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    try:
+                        total += entry.stat().st_size
+                    except FileNotFoundError:  # taken by a worker meanwhile
+                        continue
+        except FileNotFoundError:
+            continue
+    return total // 1024
+
+
 def measure(program: Program, output: Path, *, memory: bool) -> None:
     """Run once; record the wall time, or with ``memory`` the peak process-tree PSS."""
     shutil.rmtree(output, ignore_errors=True)
@@ -144,7 +163,7 @@ def measure(program: Program, output: Path, *, memory: bool) -> None:
     process = subprocess.Popen(program.command, stdout=subprocess.DEVNULL, cwd=program.cwd)
     peak = 0
     while memory and process.poll() is None:
-        peak = max(peak, tree_pss_kib(process.pid))
+        peak = max(peak, tree_pss_kib(process.pid) + spool_kib(process.pid))
         time.sleep(SAMPLE_S)
     code = process.wait()
     wall = time.perf_counter() - started
