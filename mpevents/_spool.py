@@ -16,7 +16,7 @@ queue; the worker reads the file whole, whoever else is running, and
 removes it.
 
 * The spool is a directory in /dev/shm (tmpfs: memory, never a disk) where
-  there is one, else in the run's staging directory. One left by a run that
+  there is one with room, else in the run's staging directory. One left by a run that
   was killed outright is removed by the next run, which finds its owner gone.
 * A file appears whole (written under a name of its own, then renamed), so a
   restarted reader that frames the same spans again replaces it safely.
@@ -56,16 +56,21 @@ class Spool(NamedTuple):
     limit: int
 
     @classmethod
-    def make(cls, staging: Path, workers: int, readers: int) -> Spool:
-        """A fresh spool for one attempt of a run, after removing those of dead runs."""
-        parent = RAM_DIRECTORY if os.access(RAM_DIRECTORY, os.W_OK | os.X_OK) else str(staging)
+    def make(cls, staging: Path, workers: int, readers: int, chunk_bytes: int) -> Spool:
+        """A fresh spool for one attempt of a run, after removing those of dead runs.
+
+        In /dev/shm when it has room for twice what the spool may hold (a
+        container's is often 64 MB), else in the staging directory.
+        """
+        # Each reader may have passed the check for room before any has written.
+        limit = CHUNKS_PER_WORKER * workers + readers
+        parent = RAM_DIRECTORY if _room(RAM_DIRECTORY) >= 2 * limit * chunk_bytes else str(staging)
         _remove_stale(parent)
         try:
             directory = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=parent)
         except OSError:  # a /dev/shm we may not write after all
             directory = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=staging)
-        # Each reader may have passed the check for room before any has written.
-        return cls(directory, CHUNKS_PER_WORKER * workers + readers)
+        return cls(directory, limit)
 
     def _path(self, span: Span) -> str:
         return os.path.join(self.directory, f"{span.file}-{span.seq}")
@@ -100,6 +105,17 @@ class Spool(NamedTuple):
 
     def remove(self) -> None:
         _output.remove(Path(self.directory))
+
+
+def _room(directory: str) -> int:
+    """Bytes free to us in ``directory``; 0 if we cannot write there."""
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return 0
+    try:
+        stat = os.statvfs(directory)
+    except OSError:
+        return 0
+    return stat.f_bavail * stat.f_frsize
 
 
 def _remove_stale(parent: str) -> None:

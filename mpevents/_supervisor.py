@@ -142,7 +142,8 @@ class LocalEngine:
         # collector is still sending it, never after it has exited.
         self.report, report_end = ctx.Pipe(duplex=False)
         self.errors = ctx.Queue(maxsize=ERROR_SLOTS)
-        self.spool = Spool.make(self.temp, config.workers, self.readers) if self._compressed else None
+        if self._compressed:
+            self.spool = Spool.make(self.temp, config.workers, self.readers, config.chunk_bytes)
         self.ledger = Ledger.make(ctx, len(self.files), config.workers, credit_budget(depth + 2, config.chunk_bytes))
         # Only the first attempt resumes; a later one starts over, still journaled.
         resume, self._resume = self._resume, (State() if self._journaled else None)

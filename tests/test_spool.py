@@ -30,7 +30,7 @@ def ram(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_a_span_put_is_taken_once_and_then_gone(ram: Path, tmp_path: Path) -> None:
-    spool = Spool.make(tmp_path, workers=2, readers=1)
+    spool = Spool.make(tmp_path, workers=2, readers=1, chunk_bytes=1 << 20)
     assert Path(spool.directory).parent == ram
     spool.put(SPAN, b"1|a|b|c|1|1|1\n")
     assert spool.take(SPAN) == b"1|a|b|c|1|1|1\n"
@@ -41,7 +41,7 @@ def test_a_span_put_is_taken_once_and_then_gone(ram: Path, tmp_path: Path) -> No
 
 
 def test_a_reader_waits_while_the_spool_is_full(ram: Path, tmp_path: Path) -> None:
-    spool = Spool.make(tmp_path, workers=1, readers=0)
+    spool = Spool.make(tmp_path, workers=1, readers=0, chunk_bytes=1 << 20)
     assert spool.limit == _spool.CHUNKS_PER_WORKER
     spans = [Span(0, seq, 0, 1, Flag.NONE) for seq in range(spool.limit + 1)]
     for span in spans[:-1]:
@@ -63,16 +63,23 @@ def test_a_spool_of_a_run_that_is_gone_is_removed_and_a_live_one_kept(ram: Path,
     for directory in (stale, live):
         directory.mkdir()
         (directory / "0-1").write_bytes(b"left behind")
-    Spool.make(tmp_path, workers=2, readers=2)
+    Spool.make(tmp_path, workers=2, readers=2, chunk_bytes=1 << 20)
     assert not stale.exists()
     assert live.exists()
+
+
+def test_a_ram_directory_without_room_for_the_spool_is_passed_over(ram: Path, tmp_path: Path) -> None:
+    room = os.statvfs(ram)
+    free = room.f_bavail * room.f_frsize
+    spool = Spool.make(tmp_path, workers=2, readers=2, chunk_bytes=free // 4)  # twice 6 chunks would not fit
+    assert Path(spool.directory).parent == tmp_path
 
 
 def test_without_a_ram_directory_the_spool_is_in_the_staging_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_spool, "RAM_DIRECTORY", str(tmp_path / "no-such-directory"))
-    spool = Spool.make(tmp_path, workers=2, readers=2)
+    spool = Spool.make(tmp_path, workers=2, readers=2, chunk_bytes=1 << 20)
     assert Path(spool.directory).parent == tmp_path
     spool.put(SPAN, b"data\n")
     assert spool.take(SPAN) == b"data\n"
