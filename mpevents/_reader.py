@@ -2,12 +2,15 @@
 
 Talks to: the file queue (takes the next input file), the work queue (puts
 :class:`~mpevents._framing.Span`), the ledger (which reader took each file;
-credits) and the scoreboard (bytes framed). Each reader takes the next file in
+credits), the spool (the bytes of a compressed file's spans, ``_spool``) and
+the scoreboard (bytes framed). Each reader takes the next file in
 input order as it finishes one, retitled ``mpevents: reader <file>`` for each,
 so thousands of small files cost no process start each. Readers never parse
 lines; they only frame them (``_framing``): a reader reads the tail of each
 span's window to find its last line end, and sends where the span lies; the
 worker reads the span itself. A file that fits in one span is not even opened.
+A compressed file is decompressed as a stream and cut by the same rule; each
+span's bytes go to the spool, for the worker that takes the span.
 
 A reader whose file is not yet being written takes credits for each span it
 sends, so that the collector never holds back more than a bounded amount of

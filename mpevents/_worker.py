@@ -1,7 +1,8 @@
 """Worker: N processes that check and encode chunks.
 
 Talks to: the work queue (takes :class:`~mpevents._framing.Span`), the input
-files (reads each span's bytes), the result queue (puts one :class:`Result`
+files (reads each span's bytes; a compressed file's from the spool,
+``_spool``), the result queue (puts one :class:`Result`
 per span), its slot in the ledger, where it records the span it holds before
 working on it (if it dies, main reads that slot and hands the span to its
 replacement), and its counters on the scoreboard. All the rules live in
