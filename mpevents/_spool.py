@@ -57,7 +57,7 @@ class Spool(NamedTuple):
 
     @classmethod
     def make(cls, staging: Path, workers: int, readers: int, chunk_bytes: int) -> Spool:
-        """A fresh spool for one attempt of a run, after removing those of dead runs.
+        """A fresh spool for one attempt of a run.
 
         In /dev/shm when it has room for twice what the spool may hold (a
         container's is often 64 MB), else in the staging directory.
@@ -65,7 +65,6 @@ class Spool(NamedTuple):
         # Each reader may have passed the check for room before any has written.
         limit = CHUNKS_PER_WORKER * workers + readers
         parent = RAM_DIRECTORY if _room(RAM_DIRECTORY) >= 2 * limit * chunk_bytes else str(staging)
-        _remove_stale(parent)
         try:
             directory = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=parent)
         except OSError:  # a /dev/shm we may not write after all
@@ -118,9 +117,11 @@ def _room(directory: str) -> int:
     return stat.f_bavail * stat.f_frsize
 
 
-def _remove_stale(parent: str) -> None:
-    """Remove the spools of runs that are gone (the pid in the name)."""
-    with contextlib.suppress(OSError), os.scandir(parent) as entries:
+def remove_stale() -> None:
+    """Remove the spools in /dev/shm of runs that are gone (the pid in the
+    name): a run killed outright leaves its own there, which nothing else
+    would free until a reboot. (One in a staging directory goes with it.)"""
+    with contextlib.suppress(OSError), os.scandir(RAM_DIRECTORY) as entries:
         for entry in entries:
             pid = entry.name[len(PREFIX) :].split("-", 1)[0]
             if entry.name.startswith(PREFIX) and pid.isdigit() and not _output.alive(int(pid)):

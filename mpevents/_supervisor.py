@@ -58,7 +58,7 @@ from ._journal import State
 from ._ledger import Ledger, credit_budget
 from ._messages import Report
 from ._queue import ChunkQueue
-from ._spool import Spool
+from ._spool import Spool, remove_stale
 
 log = logging.getLogger("mpevents")
 
@@ -114,6 +114,7 @@ class LocalEngine:
         self._worker_generation = [0] * config.workers
         self._processes: dict[int, tuple[multiprocessing.process.BaseProcess, str, int]] = {}
         self._compressed = any(info.compression is not None for info in files)
+        remove_stale()  # what a run killed outright left in /dev/shm
         # made afresh for each attempt (a restart of the data plane):
         self.spool: Spool | None = None
         self.ledger: Ledger | None = None

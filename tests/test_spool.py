@@ -63,7 +63,7 @@ def test_a_spool_of_a_run_that_is_gone_is_removed_and_a_live_one_kept(ram: Path,
     for directory in (stale, live):
         directory.mkdir()
         (directory / "0-1").write_bytes(b"left behind")
-    Spool.make(tmp_path, workers=2, readers=2, chunk_bytes=1 << 20)
+    _spool.remove_stale()
     assert not stale.exists()
     assert live.exists()
 
@@ -86,7 +86,7 @@ def test_without_a_ram_directory_the_spool_is_in_the_staging_directory(
 
 
 @pytest.mark.skipif(not os.access("/dev/shm", os.W_OK), reason="no /dev/shm here")
-def test_a_compressed_run_leaves_no_spool_behind(tmp_path: Path) -> None:
+def test_a_compressed_run_leaves_no_spool_behind_and_removes_a_stale_one(tmp_path: Path) -> None:
     def spools() -> set[str]:
         return {name for name in os.listdir("/dev/shm") if name.startswith(_spool.PREFIX)}
 
@@ -95,9 +95,13 @@ def test_a_compressed_run_leaves_no_spool_behind(tmp_path: Path) -> None:
     genlog(inputs / "a.log", 4_000, groups=3)
     (inputs / "a.log.gz").write_bytes(gzip.compress((inputs / "a.log").read_bytes()))
     (inputs / "a.log").unlink()
-    before = spools()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True)
+    stale = Path("/dev/shm") / f"{_spool.PREFIX}{int(gone.stdout)}-stale"  # as a run killed outright leaves it
+    stale.mkdir()
+    (stale / "0-0").write_bytes(b"left behind")
+    before = spools() - {stale.name}
     out = tmp_path / "out"
     result = run_cli("--input", inputs, "--output", out, "-n", "2", "--chunk-bytes", "8K", "-q")
     assert result.returncode == 0, result.stderr
     assert sum(data.count(b"\n") for name, data in tree(out).items() if name.startswith("group-")) == 4_000
-    assert spools() <= before
+    assert spools() <= before  # its own spool is gone, and so is the stale one
