@@ -1,7 +1,8 @@
 """Collector: the one process that writes the output, in input order.
 
-Talks to: the result queue (takes :class:`Result`), the temporary output
-directory (group files and ``rejected.jsonl``), the ledger (each file's first
+Talks to: the result queue (takes :class:`Result`), the spool (where the
+records of big results wait, ``_spool``), the temporary output directory
+(group files and ``rejected.jsonl``), the ledger (each file's first
 unwritten span; it returns readers' credits), the scoreboard (what it has
 written, for the dashboard), and at the end the report pipe (the
 :class:`Report` behind ``summary.json``).
@@ -19,6 +20,7 @@ chunks before: a worker only knows its own chunk.
 
 from __future__ import annotations
 
+import errno
 import heapq
 import os
 import resource
@@ -38,8 +40,9 @@ from ._config import InputFile
 from ._framing import Flag, Span
 from ._journal import CHECKPOINT_S, JOURNAL_NAME, State
 from ._ledger import Ledger
-from ._messages import FileCounts, Report, Result
+from ._messages import FileCounts, Report, Result, SpooledResult
 from ._spec import REASON_INDEX, REASONS
+from ._spool import discard, open_result
 
 REJECTS_NAME: Final = "rejected.jsonl"
 _RESERVED_FDS: Final = 16
@@ -75,8 +78,11 @@ class GroupSink(Protocol):
 class GroupFiles:
     """Group files, at most ``limit`` open at once, least recently used closed first.
 
-    A file is created on first use and reopened in append mode after being
+    A file is created on first use and reopened at its end after being
     closed, so any number of groups works under a small descriptor limit.
+    Records come as bytes (:meth:`write`, buffered) or as a range of a spool
+    file (:meth:`send`, copied in the kernel). Files are not opened in append
+    mode, which the kernel's copy refuses; one writer appends to each.
     """
 
     def __init__(self, directory: Path, limit: int) -> None:
@@ -84,16 +90,42 @@ class GroupFiles:
         self.limit = max(1, min(limit, _descriptor_budget()))
         self._open: OrderedDict[bytes, BinaryIO] = OrderedDict()
 
-    def write(self, group: bytes, data: bytes) -> None:
+    def _handle(self, group: bytes) -> BinaryIO:
         handle = self._open.get(group)
         if handle is None:
             while len(self._open) >= self.limit:
                 self._open.popitem(last=False)[1].close()
-            handle = open(self.directory / group_file_name(group), "ab", buffering=_WRITE_BUFFER)  # noqa: SIM115
+            fd = os.open(self.directory / group_file_name(group), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            os.lseek(fd, 0, os.SEEK_END)
+            handle = open(fd, "wb", buffering=_WRITE_BUFFER)  # noqa: SIM115
             self._open[group] = handle
         else:
             self._open.move_to_end(group)
-        handle.write(data)
+        return handle
+
+    def write(self, group: bytes, data: bytes) -> None:
+        self._handle(group).write(data)
+
+    def send(self, group: bytes, source: int, offset: int, size: int) -> None:
+        """Append ``size`` bytes of file ``source`` from ``offset``, in the kernel."""
+        handle = self._handle(group)
+        handle.flush()  # what was written before goes first
+        target = handle.fileno()
+        try:
+            while size:
+                sent = os.sendfile(target, source, offset, size)
+                if not sent:
+                    raise OSError(errno.EIO, "a spooled result is shorter than it said")
+                offset, size = offset + sent, size - sent
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOSYS):  # no sendfile between files here
+                raise
+            while size:
+                block = os.pread(source, min(size, 1 << 20), offset)
+                if not block:
+                    raise OSError(errno.EIO, "a spooled result is shorter than it said") from exc
+                handle.write(block)
+                offset, size = offset + len(block), size - len(block)
 
     def flush(self, groups: set[bytes]) -> dict[bytes, int]:
         """Flush the files of ``groups`` to the kernel; their sizes."""
@@ -198,6 +230,8 @@ class Collector:
         file, seq = result.span.file, result.span.seq
         if file < self.head or seq < self._next_seq[file] or seq in self._held.get(file, ()):
             self.ledger.dropped(result.span)  # a repeat after a restart
+            if isinstance(result.result, SpooledResult):
+                discard(result.result.path)
             return
         self._held.setdefault(file, {})[seq] = result
         if self._arrived is not None:
@@ -223,10 +257,20 @@ class Collector:
         base = counts[at]
         valid = 0
         group_counts = self._group_counts
-        for group, (count, data) in result.groups.items():
-            self._groups.write(group, data)
-            group_counts[group] = group_counts.get(group, 0) + count
-            valid += count
+        if isinstance(result, SpooledResult):
+            assert isinstance(self._groups, GroupFiles)
+            with open_result(result) as source:
+                offset = 0
+                for group, (count, size) in result.groups.items():
+                    self._groups.send(group, source, offset, size)
+                    offset += size
+                    group_counts[group] = group_counts.get(group, 0) + count
+                    valid += count
+        else:
+            for group, (count, data) in result.groups.items():
+                self._groups.write(group, data)
+                group_counts[group] = group_counts.get(group, 0) + count
+                valid += count
         if self._journal is not None:
             self._dirty.update(result.groups)
         if result.rejects:

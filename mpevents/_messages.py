@@ -1,7 +1,8 @@
 """What travels between processes: one message per span of lines, never per line.
 
     work queue    reader -> worker      Span    (where a run of whole lines lies in its file)
-    result queue  worker -> collector   Result  (its span, and per-group NDJSON, rejects, counts)
+    result queue  worker -> collector   Result  (its span, and per-group NDJSON, rejects, counts;
+                                                 for a big result, only where its NDJSON waits, _spool)
     report pipe   collector -> main     Report  (the counts for summary.json, once, at the end)
 
 A span names its bytes rather than carrying them: the worker reads them
@@ -43,9 +44,21 @@ class PartsResult(NamedTuple):
     rejects: list[Reject]
 
 
+class SpooledResult(NamedTuple):
+    """A ChunkResult whose records wait in a spool file (``_spool``), group
+    after group in the order of ``groups``, which maps each group to
+    (records, bytes)."""
+
+    lines: int
+    blank: int
+    groups: dict[bytes, tuple[int, int]]
+    rejects: list[Reject]
+    path: str
+
+
 class Result(NamedTuple):
     span: Span
-    result: ChunkResult | PartsResult
+    result: ChunkResult | PartsResult | SpooledResult
 
 
 class FileCounts(msgspec.Struct, gc=False):

@@ -68,7 +68,7 @@ class ReaderJob(NamedTuple):
     """(file, first span, its start) of files a dead reader had taken, read first."""
     generation: int  # 0 for the first reader of a slot, where test failpoints fire
     spool: Spool | None
-    """Where the bytes of compressed spans go; None when no input is compressed."""
+    """Where the bytes of compressed spans go (``_spool``)."""
 
 
 def read_files(

@@ -113,7 +113,6 @@ class LocalEngine:
         self._slot_generation = [0] * self.readers  # replacements of each reader slot
         self._worker_generation = [0] * config.workers
         self._processes: dict[int, tuple[multiprocessing.process.BaseProcess, str, int]] = {}
-        self._compressed = any(info.compression is not None for info in files)
         remove_stale()  # what a run killed outright left in /dev/shm
         # made afresh for each attempt (a restart of the data plane):
         self.spool: Spool | None = None
@@ -143,8 +142,7 @@ class LocalEngine:
         # collector is still sending it, never after it has exited.
         self.report, report_end = ctx.Pipe(duplex=False)
         self.errors = ctx.Queue(maxsize=ERROR_SLOTS)
-        if self._compressed:
-            self.spool = Spool.make(self.temp, config.workers, self.readers, config.chunk_bytes)
+        self.spool = Spool.make(self.temp, config.workers, self.readers, config.chunk_bytes)
         self.ledger = Ledger.make(ctx, len(self.files), config.workers, credit_budget(depth + 2, config.chunk_bytes))
         # Only the first attempt resumes; a later one starts over, still journaled.
         resume, self._resume = self._resume, (State() if self._journaled else None)

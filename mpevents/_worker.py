@@ -2,8 +2,8 @@
 
 Talks to: the work queue (takes :class:`~mpevents._framing.Span`), the input
 files (reads each span's bytes; a compressed file's from the spool,
-``_spool``), the result queue (puts one :class:`Result`
-per span), its slot in the ledger, where it records the span it holds before
+``_spool``), the result queue (puts one :class:`Result` per span; the records
+of a big one wait in the spool), its slot in the ledger, where it records the span it holds before
 working on it (if it dies, main reads that slot and hands the span to its
 replacement), and its counters on the scoreboard. All the rules live in
 ``_spec.py``.
@@ -25,9 +25,10 @@ from ._messages import Result
 from ._spec import process_chunk
 from ._spool import Spool
 
-DIRECT_RESULT_BYTES: Final = 1 << 18
+SPOOL_RESULT_BYTES: Final = 1 << 18
 """Results smaller than this are written to the result queue by the worker
-itself; larger ones by its feeder thread, while it checks the next chunk."""
+itself (a small file's, say); the records of larger ones go to the spool,
+and only their sizes to the queue (``_spool``)."""
 
 
 def work(
@@ -63,16 +64,18 @@ def work(
         if info.compression is None:
             data = read_chunk(info.path, span, info.identity)
         else:  # left in the spool by its reader; if not there, decompressed again
-            spooled = spool.take(span) if spool is not None else None
-            data = spooled if spooled is not None else read_span(info.path, info.compression, span)
+            taken = spool.take(span) if spool is not None else None
+            data = taken if taken is not None else read_span(info.path, info.compression, span)
         result = process_chunk(data, file_start=span.start == 0)
         message = Result(span, result)
         if (span.file, span.seq) == break_at:
             result_queue.break_mid_transfer()
             _failpoints.kill_self()
-        if sum(len(data) for _, data in result.groups.values()) < DIRECT_RESULT_BYTES:
+        if sum(len(data) for _, data in result.groups.values()) < SPOOL_RESULT_BYTES:
             result_queue.put_direct(message)
-        else:
+        elif spool is not None and (spooled := spool.put_result(span, result)) is not None:
+            result_queue.put_direct(Result(span, spooled))  # a few hundred bytes now
+        else:  # the spool is full: through the queue, written while the next chunk is checked
             result_queue.put(message)
         board.add_worker(slot, WorkerField.CHUNKS, 1)
         board.add_worker(slot, WorkerField.LINES, result.lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import subprocess
 import sys
@@ -13,8 +14,14 @@ from pathlib import Path
 import pytest
 
 from mpevents import _spool
+from mpevents._board import Board
+from mpevents._collector import Collector, GroupFiles
+from mpevents._config import InputFile
 from mpevents._framing import Flag, Span
-from mpevents._spool import Spool
+from mpevents._ledger import Ledger
+from mpevents._messages import Result
+from mpevents._spec import process_chunk
+from mpevents._spool import Spool, open_result
 from tests.conftest import genlog, run_cli, tree
 
 SPAN = Span(0, 3, 100, 200, Flag.NONE)
@@ -35,7 +42,7 @@ def test_a_span_put_is_taken_once_and_then_gone(ram: Path, tmp_path: Path) -> No
     spool.put(SPAN, b"1|a|b|c|1|1|1\n")
     assert spool.take(SPAN) == b"1|a|b|c|1|1|1\n"
     assert spool.take(SPAN) is None  # taken: a second copy of the span decompresses again
-    assert os.listdir(spool.directory) == []
+    assert os.listdir(Path(spool.directory) / _spool.INPUTS) == []
     spool.remove()
     assert not Path(spool.directory).exists()
 
@@ -105,3 +112,88 @@ def test_a_compressed_run_leaves_no_spool_behind_and_removes_a_stale_one(tmp_pat
     assert result.returncode == 0, result.stderr
     assert sum(data.count(b"\n") for name, data in tree(out).items() if name.startswith("group-")) == 4_000
     assert spools() <= before  # its own spool is gone, and so is the stale one
+
+
+def test_a_result_waits_in_the_spool_group_after_group(ram: Path, tmp_path: Path) -> None:
+    spool = Spool.make(tmp_path, workers=2, readers=1, chunk_bytes=1 << 20)
+    # More groups than one writev takes, so the writes go in several calls.
+    data = b"".join(b"%d|a|b|c|1|%d|1\n" % (i, i) for i in range(_spool._IOV_MAX + 500))
+    result = process_chunk(data)
+    spooled = spool.put_result(SPAN, result)
+    assert spooled is not None
+    assert spooled.groups == {group: (count, len(records)) for group, (count, records) in result.groups.items()}
+    assert (spooled.lines, spooled.blank, spooled.rejects) == (result.lines, result.blank, result.rejects)
+    with open_result(spooled) as fd:
+        assert os.read(fd, 1 << 20) == b"".join(records for _, records in result.groups.values())
+    assert not Path(spooled.path).exists()  # removed once used
+
+
+def test_a_result_the_spool_cannot_take_goes_as_it_is(ram: Path, tmp_path: Path) -> None:
+    spool = Spool.make(tmp_path, workers=2, readers=1, chunk_bytes=1 << 20)
+    (Path(spool.directory) / _spool.RESULTS).rmdir()  # as if it could not be written
+    assert spool.put_result(SPAN, process_chunk(b"1|a|b|c|1|1|1\n")) is None
+
+
+def test_spooled_results_are_written_in_order_with_direct_ones_and_dropped_repeats_removed(
+    ram: Path, tmp_path: Path
+) -> None:
+    spool = Spool.make(tmp_path, workers=1, readers=1, chunk_bytes=1 << 20)
+    out = tmp_path / "out"
+    out.mkdir()
+    chunks = [b"%d|a|b|c|1|%d|1\n" % (seq, seq % 2 + 1) * 3 for seq in range(4)]
+    results = [process_chunk(chunk) for chunk in chunks]
+    spans = [Span(0, seq, 0, 1, Flag.LAST if seq == 3 else Flag.NONE) for seq in range(4)]
+    messages = []
+    for seq in range(4):
+        spooled = spool.put_result(spans[seq], results[seq]) if seq % 2 else None  # every other one spooled
+        messages.append(Result(spans[seq], spooled or results[seq]))
+    repeat = spool.put_result(spans[1], results[1])
+    assert repeat is not None
+    files = [InputFile(0, "a.log", str(tmp_path / "a.log"), 0)]
+    collector = Collector(files, out, 16, Board(1, 1), Ledger(1, 1))
+    for message in [messages[3], messages[1], messages[0], Result(spans[1], repeat), messages[2]]:
+        collector.add(message)
+    assert collector.done
+    collector.close()
+    for group in (b"1", b"2"):
+        expected = b"".join(result.groups[group][1] for result in results if group in result.groups)
+        assert (out / f"group-{group.decode()}.jsonl").read_bytes() == expected
+    assert os.listdir(Path(spool.directory) / _spool.RESULTS) == []  # written ones and the dropped repeat
+
+
+def test_group_files_take_bytes_and_spool_ranges_in_order(tmp_path: Path) -> None:
+    source = tmp_path / "spooled"
+    source.write_bytes(b"xxSECONDyy")
+    files = GroupFiles(tmp_path, 1)
+    files.write(b"1", b"first;")
+    fd = os.open(source, os.O_RDONLY)
+    try:
+        files.send(b"1", fd, 2, 6)
+    finally:
+        os.close(fd)
+    files.write(b"2", b"other")  # closes group 1 (limit 1): reopened at its end below
+    files.write(b"1", b";third")
+    files.close()
+    assert (tmp_path / "group-1.jsonl").read_bytes() == b"first;SECOND;third"
+
+
+@pytest.mark.parametrize(
+    ("point", "restarted"), [("worker_kill=0:1", "workers"), ("collector_kill=2", "pipeline"), (None, None)]
+)
+def test_spooled_results_give_the_output_of_small_ones_also_after_a_death(
+    tmp_path: Path, point: str | None, restarted: str | None
+) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    genlog(inputs / "a.log", 30_000, groups=5)
+    genlog(inputs / "b.log", 10_000, groups=3, seed=2)
+    small, big = tmp_path / "small", tmp_path / "big"
+    # 4 KiB chunks: results far below SPOOL_RESULT_BYTES; 512 KiB: over a MiB of records each, spooled.
+    assert run_cli("--input", inputs, "--output", small, "-n", "1", "--chunk-bytes", "4K", "-q").returncode == 0
+    env = {"MPEVENTS_FAILPOINTS": point} if point else None
+    result = run_cli("--input", inputs, "--output", big, "-n", "2", "--chunk-bytes", "512K", "-q", env=env)
+    assert result.returncode == 0, result.stderr
+    assert tree(big) == tree(small)
+    if restarted is not None:
+        summary = json.loads((big / "summary.json").read_bytes())
+        assert summary["restarts"][restarted] >= 1
