@@ -25,7 +25,8 @@ message per span of whole lines, ``_messages``)::
   against the spec (``_spec``) and encodes valid records as JSON, per group;
   rejects carry their reason.
 * collector (``_collector``): puts results back in input order and writes them
-  into a temporary directory as they arrive.
+  into a temporary directory as they arrive. The records of a big result wait
+  in the spool, where the collector copies them from in the kernel.
 * main: the run (``_run``) around an engine (``_engine``): the local one
   (``_supervisor``: supervision and fault recovery) or Dask (``_dask``).
 

@@ -9,8 +9,8 @@ a noisy machine slows them all alike. A corpus is named ``MIX-SIZE``: MIX is
 hold: text outside ASCII, quotes, 200 groups, 1 line in 200 broken; see
 genlog.sh), SIZE the lines in millions. For each it reports the median wall
 time, lines per second and the peak memory of its whole process tree (summed
-PSS read from /proc while it runs, plus the files of mpevents' spool of
-compressed chunks in /dev/shm), and the ratios that the targets name. The
+PSS read from /proc while it runs, plus the files of mpevents' spool in
+/dev/shm), and the ratios that the targets name. The
 results go to a rich table and to ``bench-results.json``.
 
 Time and memory are measured in separate runs: reading the memory of a
@@ -140,19 +140,16 @@ def compile_bytecode(repo: Path = REPO) -> None:
 
 
 def spool_kib(pid: int) -> int:
-    """What a run of ``pid`` holds in its spool: compressed chunks' bytes in
-    files in /dev/shm (``mpevents._spool``), memory that no process maps."""
+    """What a run of ``pid`` holds in its spool: compressed chunks and results
+    waiting in files in /dev/shm (``mpevents._spool``), memory that no process maps."""
     total = 0
     for directory in Path(_spool.RAM_DIRECTORY).glob(f"{_spool.PREFIX}{pid}-*"):
-        try:
-            with os.scandir(directory) as entries:
-                for entry in entries:
-                    try:
-                        total += entry.stat().st_size
-                    except FileNotFoundError:  # taken by a worker meanwhile
-                        continue
-        except FileNotFoundError:
-            continue
+        for folder, _, names in os.walk(directory):
+            for name in names:
+                try:
+                    total += (Path(folder) / name).stat().st_size
+                except FileNotFoundError:  # taken meanwhile
+                    continue
     return total // 1024
 
 
