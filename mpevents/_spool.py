@@ -70,10 +70,10 @@ INPUTS: Final = "inputs"
 RESULTS: Final = "results"
 _IOV_MAX: Final = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 """Buffers one writev may take."""
-_names = itertools.count()
 FULL_POLL_S: Final = 0.002
 """How often a reader looks again at a full spool: a worker takes a file every
 few milliseconds."""
+_names = itertools.count()  # result files of one worker, numbered
 
 
 class Spool(NamedTuple):
@@ -111,11 +111,7 @@ class Spool(NamedTuple):
             time.sleep(FULL_POLL_S)
         path = self._path(span)
         temp = f"{path}.{os.getpid()}"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            _write_all(fd, [data])
-        finally:
-            os.close(fd)
+        _write_file(temp, [data], os.O_TRUNC)
         os.replace(temp, path)
 
     def take(self, span: Span) -> bytes | None:
@@ -134,11 +130,7 @@ class Spool(NamedTuple):
         be written (the spool full): the result then goes as it is."""
         path = os.path.join(self.directory, RESULTS, f"{span.file}-{span.seq}-{os.getpid()}-{next(_names)}")
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            try:
-                _write_all(fd, [data for _, data in result.groups.values()])
-            finally:
-                os.close(fd)
+            _write_file(path, [data for _, data in result.groups.values()], os.O_EXCL)
         except OSError:
             discard(path)
             return None
@@ -164,6 +156,15 @@ def discard(path: str) -> None:
     """Remove a spool file, if it is still there."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+
+
+def _write_file(path: str, buffers: list[bytes], mode: int) -> None:
+    """Create ``path`` (``mode``: O_TRUNC or O_EXCL) holding ``buffers`` one after another."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | mode | os.O_CLOEXEC, 0o600)
+    try:
+        _write_all(fd, buffers)
+    finally:
+        os.close(fd)
 
 
 def _write_all(fd: int, buffers: list[bytes]) -> None:
