@@ -56,7 +56,7 @@ from typing import Final, NamedTuple
 from . import _output
 from ._framing import Span
 from ._messages import SpooledResult
-from ._spec import ChunkResult
+from ._spec import ChunkParts
 
 RAM_DIRECTORY: Final = "/dev/shm"
 PREFIX: Final = "mpevents-spool-"
@@ -125,16 +125,16 @@ class Spool(NamedTuple):
         discard(path)
         return data
 
-    def put_result(self, span: Span, result: ChunkResult) -> SpooledResult | None:
+    def put_result(self, span: Span, result: ChunkParts) -> SpooledResult | None:
         """Write ``result``'s records to a file of their own; None if it cannot
         be written (the spool full): the result then goes as it is."""
         path = os.path.join(self.directory, RESULTS, f"{span.file}-{span.seq}-{os.getpid()}-{next(_names)}")
         try:
-            _write_file(path, [data for _, data in result.groups.values()], os.O_EXCL)
+            _write_file(path, [part for _, parts in result.groups.values() for part in parts], os.O_EXCL)
         except OSError:
             discard(path)
             return None
-        groups = {group: (count, len(data)) for group, (count, data) in result.groups.items()}
+        groups = {group: (count, sum(map(len, parts))) for group, (count, parts) in result.groups.items()}
         return SpooledResult(result.lines, result.blank, groups, result.rejects, path)
 
     def remove(self) -> None:

@@ -22,7 +22,7 @@ from ._config import InputFile
 from ._framing import Span, read_chunk
 from ._ledger import Ledger
 from ._messages import Result
-from ._spec import process_chunk
+from ._spec import process_chunk_parts
 from ._spool import Spool
 
 SPOOL_RESULT_BYTES: Final = 1 << 18
@@ -66,17 +66,16 @@ def work(
         else:  # left in the spool by its reader; if not there, decompressed again
             taken = spool.take(span) if spool is not None else None
             data = taken if taken is not None else read_span(info.path, info.compression, span)
-        result = process_chunk(data, file_start=span.start == 0)
-        message = Result(span, result)
+        result = process_chunk_parts(data, file_start=span.start == 0)
         if (span.file, span.seq) == break_at:
             result_queue.break_mid_transfer()
             _failpoints.kill_self()
-        if sum(len(data) for _, data in result.groups.values()) < SPOOL_RESULT_BYTES:
-            result_queue.put_direct(message)
+        if result.size < SPOOL_RESULT_BYTES:
+            result_queue.put_direct(Result(span, result.joined()))
         elif spool is not None and (spooled := spool.put_result(span, result)) is not None:
             result_queue.put_direct(Result(span, spooled))  # a few hundred bytes now
         else:  # the spool is full: through the queue, written while the next chunk is checked
-            result_queue.put(message)
+            result_queue.put(Result(span, result.joined()))
         board.add_worker(slot, WorkerField.CHUNKS, 1)
         board.add_worker(slot, WorkerField.LINES, result.lines)
         board.add_worker(slot, WorkerField.BUSY_NS, time.perf_counter_ns() - started)

@@ -30,7 +30,7 @@ def test_cpu_profiles_load_with_pstats(corpus: Path, tmp_path: Path) -> None:
     assert any(name.startswith("cpu-reader-") for name in names)
     merged = pstats.Stats(str(profiles / "cpu-all.prof"))
     functions = {function for _, _, function in merged.stats}  # type: ignore[attr-defined]
-    assert "process_chunk" in functions and "collect" in functions
+    assert "process_chunk_parts" in functions and "collect" in functions
 
 
 def test_memory_profiles_load_and_peaks_reach_the_summary(corpus: Path, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mpevents import REASONS, check_line, process_chunk
-from mpevents._spec import encode_record
+from mpevents._spec import _FLUSH_BYTES, encode_record, process_chunk_parts
 
 VALID = b"17|log3|appsetup|tom|24123|2|1587583122"
 VALID_JSON = (
@@ -355,16 +355,34 @@ def test_broken_lines_between_plain_ones_match_reference_parser(
     matches_reference(b"".join(line + b"\n" for line in [*before, *broken, *after]))
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_many_windows_of_real_traffic_match_reference_parser(seed: int) -> None:
-    # 3,000 lines cross several windows, with broken lines where they fall.
+def real_traffic(seed: int, count: int, groups: int = 200) -> bytes:
+    """``count`` lines of real traffic, one in 75 broken, where they fall."""
     rng = random.Random(seed)
     names = ["tom", "José", "Łukasz", "山田太郎", "Иван", "Γιώργος", 'O"Brien', "CORP\\j", "🎉", "a\u2028b"]
     lines = [
-        f"{i}|log{i % 7}|page view|{rng.choice(names)}|{rng.randint(-(10**6), 10**6)}|{rng.randint(1, 200)}|{i + 10**9}"
-        for i in range(3_000)
+        f"{i}|log{i % 7}|page view|{rng.choice(names)}|{rng.randint(-(10**6), 10**6)}|{group}|{i + 10**9}"
+        for i, group in enumerate(rng.randint(1, groups) for _ in range(count))
     ]
     encoded = [line.encode() for line in lines]
-    for index in rng.sample(range(3_000), 40):
+    for index in rng.sample(range(count), count // 75):
         encoded[index] = rng.choice([b"", b"1|a|b", b"1|a||c|1|1|1", b"1|a|b\tc|d|1|1|1", b"x|a|b|c|1|1|1", b"\xff|"])
-    matches_reference(b"\n".join(encoded) + b"\n")
+    return b"\n".join(encoded) + b"\n"
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_many_windows_of_real_traffic_match_reference_parser(seed: int) -> None:
+    # 3,000 lines cross several windows, with broken lines where they fall.
+    matches_reference(real_traffic(seed, 3_000))
+
+
+def test_a_chunk_joins_its_records_in_parts() -> None:
+    # Past _FLUSH_BYTES the records of a few groups are joined in a new part;
+    # joined again, they are the records of the whole chunk, as the reference
+    # has them. With hundreds of groups, each keeps one part.
+    assert all(len(parts) == 1 for _, parts in process_chunk_parts(real_traffic(7, 12_000)).groups.values())
+    data = real_traffic(7, 12_000, groups=5)
+    assert len(data) > 2 * _FLUSH_BYTES
+    parts = process_chunk_parts(data)
+    assert max(len(group_parts) for _, group_parts in parts.groups.values()) > 2
+    assert parts.size == sum(len(records) for _, records in process_chunk(data).groups.values())
+    matches_reference(data)

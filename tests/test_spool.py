@@ -20,7 +20,7 @@ from mpevents._config import InputFile
 from mpevents._framing import Flag, Span
 from mpevents._ledger import Ledger
 from mpevents._messages import Result
-from mpevents._spec import process_chunk
+from mpevents._spec import process_chunk, process_chunk_parts
 from mpevents._spool import Spool, open_result
 from tests.conftest import genlog, run_cli, tree
 
@@ -118,8 +118,8 @@ def test_a_result_waits_in_the_spool_group_after_group(ram: Path, tmp_path: Path
     spool = Spool.make(tmp_path, workers=2, readers=1, chunk_bytes=1 << 20)
     # More groups than one writev takes, so the writes go in several calls.
     data = b"".join(b"%d|a|b|c|1|%d|1\n" % (i, i) for i in range(_spool._IOV_MAX + 500))
+    spooled = spool.put_result(SPAN, process_chunk_parts(data))
     result = process_chunk(data)
-    spooled = spool.put_result(SPAN, result)
     assert spooled is not None
     assert spooled.groups == {group: (count, len(records)) for group, (count, records) in result.groups.items()}
     assert (spooled.lines, spooled.blank, spooled.rejects) == (result.lines, result.blank, result.rejects)
@@ -131,7 +131,7 @@ def test_a_result_waits_in_the_spool_group_after_group(ram: Path, tmp_path: Path
 def test_a_result_the_spool_cannot_take_goes_as_it_is(ram: Path, tmp_path: Path) -> None:
     spool = Spool.make(tmp_path, workers=2, readers=1, chunk_bytes=1 << 20)
     (Path(spool.directory) / _spool.RESULTS).rmdir()  # as if it could not be written
-    assert spool.put_result(SPAN, process_chunk(b"1|a|b|c|1|1|1\n")) is None
+    assert spool.put_result(SPAN, process_chunk_parts(b"1|a|b|c|1|1|1\n")) is None
 
 
 def test_spooled_results_are_written_in_order_with_direct_ones_and_dropped_repeats_removed(
@@ -142,12 +142,13 @@ def test_spooled_results_are_written_in_order_with_direct_ones_and_dropped_repea
     out.mkdir()
     chunks = [b"%d|a|b|c|1|%d|1\n" % (seq, seq % 2 + 1) * 3 for seq in range(4)]
     results = [process_chunk(chunk) for chunk in chunks]
+    parts = [process_chunk_parts(chunk) for chunk in chunks]
     spans = [Span(0, seq, 0, 1, Flag.LAST if seq == 3 else Flag.NONE) for seq in range(4)]
     messages = []
     for seq in range(4):
-        spooled = spool.put_result(spans[seq], results[seq]) if seq % 2 else None  # every other one spooled
+        spooled = spool.put_result(spans[seq], parts[seq]) if seq % 2 else None  # every other one spooled
         messages.append(Result(spans[seq], spooled or results[seq]))
-    repeat = spool.put_result(spans[1], results[1])
+    repeat = spool.put_result(spans[1], parts[1])
     assert repeat is not None
     files = [InputFile(0, "a.log", str(tmp_path / "a.log"), 0)]
     collector = Collector(files, out, 16, Board(1, 1), Ledger(1, 1))
