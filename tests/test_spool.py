@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mpevents import _spool
+from mpevents import _collector, _spool
 from mpevents._board import Board
 from mpevents._collector import Collector, GroupFiles
 from mpevents._config import InputFile
@@ -176,6 +176,25 @@ def test_group_files_take_bytes_and_spool_ranges_in_order(tmp_path: Path) -> Non
     files.write(b"1", b";third")
     files.close()
     assert (tmp_path / "group-1.jsonl").read_bytes() == b"first;SECOND;third"
+
+
+def test_group_files_take_a_spooled_result_part_by_part_small_or_big(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_collector, "_SEND_BYTES", 4)  # parts of 4 bytes or more: copied in the kernel
+    source = tmp_path / "spooled"
+    source.write_bytes(b"ab" + b"CDEFG" + b"h" + b"IJKL")
+    files = GroupFiles(tmp_path, 1)  # one open at a time: every change of group closes one
+    files.write(b"2", b"2:")
+    fd = os.open(source, os.O_RDONLY)
+    try:
+        files.send_all(fd, [(b"1", 2), (b"2", 5), (b"1", 1), (b"3", 4)])
+    finally:
+        os.close(fd)
+    files.write(b"1", b";")
+    files.close()
+    written = {name: data for name, data in tree(tmp_path).items() if name.startswith("group-")}
+    assert written == {"group-1.jsonl": b"abh;", "group-2.jsonl": b"2:CDEFG", "group-3.jsonl": b"IJKL"}
 
 
 @pytest.mark.parametrize(
