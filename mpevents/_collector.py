@@ -296,7 +296,7 @@ class Collector:
         if isinstance(result, SpooledResult):
             assert isinstance(self._groups, GroupFiles)
             with open_result(result) as source:
-                self._groups.send_all(source, [(group, size) for group, (_, size) in result.groups.items()])
+                self._groups.send_all(source, result.parts)
             for group, (count, _) in result.groups.items():
                 group_counts[group] = group_counts.get(group, 0) + count
                 valid += count

@@ -45,15 +45,20 @@ class PartsResult(NamedTuple):
 
 
 class SpooledResult(NamedTuple):
-    """A ChunkResult whose records wait in a spool file (``_spool``), group
-    after group in the order of ``groups``, which maps each group to
-    (records, bytes)."""
+    """A ChunkResult whose records wait in a spool file (``_spool``).
+
+    ``parts`` says what the file holds, one part after another, as (group,
+    bytes): each group's parts in order, but groups may take turns (see
+    :class:`~mpevents._spool.ResultWriter`). ``groups`` maps each group to
+    (records, bytes).
+    """
 
     lines: int
     blank: int
     groups: dict[bytes, tuple[int, int]]
     rejects: list[Reject]
     path: str
+    parts: list[tuple[bytes, int]]
 
 
 class Result(NamedTuple):

@@ -29,7 +29,7 @@ from __future__ import annotations
 import codecs
 import re
 from collections import defaultdict, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Final, NamedTuple
 
 import msgspec
@@ -379,6 +379,7 @@ class _Chunk:
         self.parts: dict[bytes, list[bytes]] = {}  # each group's records joined so far
         self.counts: dict[bytes, int] = {}
         self.flushed = 0  # lines before the last flush
+        self.on_flush: Callable[[list[tuple[bytes, bytes]]], object] | None = None
 
     def flush(self, force: bool = True) -> None:
         """Join each group's records since the last flush into one part.
@@ -394,10 +395,12 @@ class _Chunk:
             return
         self.flushed = self.lines
         parts, counts = self.parts, self.counts
+        made = []
         for group, records in self.groups.items():
             count = len(records)
             records.append(b"")  # so that the join ends the last record with '\n'
             joined = b"\n".join(records)
+            made.append((group, joined))
             if group in parts:
                 parts[group].append(joined)
                 counts[group] += count
@@ -405,6 +408,8 @@ class _Chunk:
                 parts[group] = [joined]
                 counts[group] = count
         self.groups = defaultdict(list)
+        if not force and self.on_flush is not None:
+            self.on_flush(made)
 
     def result(self) -> ChunkParts:
         self.flush()
@@ -529,14 +534,21 @@ def process_chunk(data: bytes, *, file_start: bool = False) -> ChunkResult:
     return process_chunk_parts(data, file_start=file_start).joined()
 
 
-def process_chunk_parts(data: bytes, *, file_start: bool = False) -> ChunkParts:
-    """:func:`process_chunk`, each group's records left in parts."""
+def process_chunk_parts(
+    data: bytes, *, file_start: bool = False, on_flush: Callable[[list[tuple[bytes, bytes]]], object] | None = None
+) -> ChunkParts:
+    """:func:`process_chunk`, each group's records left in parts.
+
+    ``on_flush`` is given the parts made before the chunk's end, as (group,
+    records), as they are made (the worker writes them to the spool).
+    """
     if file_start and data.startswith(BOM):
         data = data[len(BOM) :]
     if not data:
         return ChunkParts(0, 0, {}, [])
     text = normalise(data)
     chunk = _Chunk()
+    chunk.on_flush = on_flush
     pos, end = 0, len(text)
     flush_at = _FLUSH_BYTES
     while pos < end:

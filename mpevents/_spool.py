@@ -17,8 +17,9 @@ by the other, whoever else is running:
   work queue; the worker reads the file and removes it. Through the queue, a
   worker waited mid-message for its reader: twice as long waiting for work as
   with plain files (trace of 2M lines as .zst);
-* results: a worker writes a chunk's records to the spool, group after group,
-  and puts only their sizes on the result queue (:class:`SpooledResult`);
+* results: a worker writes a chunk's records to the spool as it makes them
+  (:class:`ResultWriter`) and puts only their sizes on the result queue
+  (:class:`SpooledResult`);
   the collector appends each group's part to its group file with
   ``os.sendfile``, an in-kernel copy, and removes the file, where it had
   read, unpickled and buffered every byte: 0.95 times the wall on 2M
@@ -125,20 +126,76 @@ class Spool(NamedTuple):
         discard(path)
         return data
 
+    def result_writer(self, span: Span) -> ResultWriter:
+        """A new file for the records of ``span``'s result (see :class:`ResultWriter`)."""
+        name = f"{span.file}-{span.seq}-{os.getpid()}-{next(_names)}"
+        return ResultWriter(os.path.join(self.directory, RESULTS, name))
+
     def put_result(self, span: Span, result: ChunkParts) -> SpooledResult | None:
         """Write ``result``'s records to a file of their own; None if it cannot
         be written (the spool full): the result then goes as it is."""
-        path = os.path.join(self.directory, RESULTS, f"{span.file}-{span.seq}-{os.getpid()}-{next(_names)}")
-        try:
-            _write_file(path, [part for _, parts in result.groups.values() for part in parts], os.O_EXCL)
-        except OSError:
-            discard(path)
-            return None
-        groups = {group: (count, sum(map(len, parts))) for group, (count, parts) in result.groups.items()}
-        return SpooledResult(result.lines, result.blank, groups, result.rejects, path)
+        return self.result_writer(span).finish(result)
 
     def remove(self) -> None:
         _output.remove(Path(self.directory))
+
+
+class ResultWriter:
+    """The spool file of one result, written while its records are made.
+
+    A worker hands :meth:`write` to :func:`~mpevents._spec.process_chunk_parts`,
+    which gives it the records it has joined every 256 KiB of input (a part
+    per group), while they are in the CPU cache: written at the end, after
+    the rest of the chunk, they no longer were. :meth:`finish` writes the
+    rest. The parts stay in the result too, so that one the spool cannot take
+    (it is full) still goes through the queue, whole.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._parts: list[tuple[bytes, int]] = []  # (group, bytes) written, in order
+        self._written: dict[bytes, int] = {}  # parts written per group
+        self._failed = False
+
+    @property
+    def started(self) -> bool:
+        """Whether some parts are written: the result is a big one."""
+        return bool(self._parts)
+
+    def write(self, parts: list[tuple[bytes, bytes]]) -> None:
+        """Append ``parts``, (group, records) in order; nothing once a write has failed."""
+        if self._failed:
+            return
+        try:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            _write_all(self._fd, [records for _, records in parts])
+        except OSError:
+            self._failed = True
+            self._close()
+            discard(self.path)
+            return
+        for group, records in parts:
+            self._parts.append((group, len(records)))
+            self._written[group] = self._written.get(group, 0) + 1
+
+    def finish(self, result: ChunkParts) -> SpooledResult | None:
+        """Write the parts of ``result`` not written yet; its SpooledResult,
+        or None if the file could not be written (the spool full)."""
+        written = self._written
+        rest = [(group, part) for group, (_, parts) in result.groups.items() for part in parts[written.get(group, 0) :]]
+        self.write(rest)
+        self._close()
+        if self._failed:
+            return None
+        groups = {group: (count, sum(map(len, parts))) for group, (count, parts) in result.groups.items()}
+        return SpooledResult(result.lines, result.blank, groups, result.rejects, self.path, self._parts)
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 @contextlib.contextmanager

@@ -66,13 +66,15 @@ def work(
         else:  # left in the spool by its reader; if not there, decompressed again
             taken = spool.take(span) if spool is not None else None
             data = taken if taken is not None else read_span(info.path, info.compression, span)
-        result = process_chunk_parts(data, file_start=span.start == 0)
+        writer = spool.result_writer(span) if spool is not None else None
+        on_flush = writer.write if writer is not None else None
+        result = process_chunk_parts(data, file_start=span.start == 0, on_flush=on_flush)
         if (span.file, span.seq) == break_at:
             result_queue.break_mid_transfer()
             _failpoints.kill_self()
-        if result.size < SPOOL_RESULT_BYTES:
+        if result.size < SPOOL_RESULT_BYTES and not (writer and writer.started):
             result_queue.put_direct(Result(span, result.joined()))
-        elif spool is not None and (spooled := spool.put_result(span, result)) is not None:
+        elif writer is not None and (spooled := writer.finish(result)) is not None:
             result_queue.put_direct(Result(span, spooled))  # a few hundred bytes now
         else:  # the spool is full: through the queue, written while the next chunk is checked
             result_queue.put(Result(span, result.joined()))

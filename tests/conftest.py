@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import json
 import os
+import random
 import subprocess
 import sys
 import time
@@ -172,3 +173,17 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (directory / "notes.txt").write_text("ignored\n")
     (directory / "sub.log").mkdir()
     return directory
+
+
+def real_traffic(seed: int, count: int, groups: int = 200) -> bytes:
+    """``count`` lines of real traffic, one in 75 broken, where they fall."""
+    rng = random.Random(seed)
+    names = ["tom", "José", "Łukasz", "山田太郎", "Иван", "Γιώργος", 'O"Brien', "CORP\\j", "🎉", "a\u2028b"]
+    lines = [
+        f"{i}|log{i % 7}|page view|{rng.choice(names)}|{rng.randint(-(10**6), 10**6)}|{group}|{i + 10**9}"
+        for i, group in enumerate(rng.randint(1, groups) for _ in range(count))
+    ]
+    encoded = [line.encode() for line in lines]
+    for index in rng.sample(range(count), count // 75):
+        encoded[index] = rng.choice([b"", b"1|a|b", b"1|a||c|1|1|1", b"1|a|b\tc|d|1|1|1", b"x|a|b|c|1|1|1", b"\xff|"])
+    return b"\n".join(encoded) + b"\n"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 import sequential as reference
@@ -12,6 +11,7 @@ from hypothesis import strategies as st
 
 from mpevents import REASONS, check_line, process_chunk
 from mpevents._spec import _FLUSH_BYTES, encode_record, process_chunk_parts
+from tests.conftest import real_traffic
 
 VALID = b"17|log3|appsetup|tom|24123|2|1587583122"
 VALID_JSON = (
@@ -353,20 +353,6 @@ def test_broken_lines_between_plain_ones_match_reference_parser(
     before: list[bytes], broken: list[bytes], after: list[bytes]
 ) -> None:
     matches_reference(b"".join(line + b"\n" for line in [*before, *broken, *after]))
-
-
-def real_traffic(seed: int, count: int, groups: int = 200) -> bytes:
-    """``count`` lines of real traffic, one in 75 broken, where they fall."""
-    rng = random.Random(seed)
-    names = ["tom", "José", "Łukasz", "山田太郎", "Иван", "Γιώργος", 'O"Brien', "CORP\\j", "🎉", "a\u2028b"]
-    lines = [
-        f"{i}|log{i % 7}|page view|{rng.choice(names)}|{rng.randint(-(10**6), 10**6)}|{group}|{i + 10**9}"
-        for i, group in enumerate(rng.randint(1, groups) for _ in range(count))
-    ]
-    encoded = [line.encode() for line in lines]
-    for index in rng.sample(range(count), count // 75):
-        encoded[index] = rng.choice([b"", b"1|a|b", b"1|a||c|1|1|1", b"1|a|b\tc|d|1|1|1", b"x|a|b|c|1|1|1", b"\xff|"])
-    return b"\n".join(encoded) + b"\n"
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -15,14 +15,14 @@ import pytest
 
 from mpevents import _collector, _spool
 from mpevents._board import Board
-from mpevents._collector import Collector, GroupFiles
+from mpevents._collector import Collector, GroupFiles, group_file_name
 from mpevents._config import InputFile
 from mpevents._framing import Flag, Span
 from mpevents._ledger import Ledger
 from mpevents._messages import Result
 from mpevents._spec import process_chunk, process_chunk_parts
 from mpevents._spool import Spool, open_result
-from tests.conftest import genlog, run_cli, tree
+from tests.conftest import genlog, real_traffic, run_cli, tree
 
 SPAN = Span(0, 3, 100, 200, Flag.NONE)
 
@@ -126,6 +126,44 @@ def test_a_result_waits_in_the_spool_group_after_group(ram: Path, tmp_path: Path
     with open_result(spooled) as fd:
         assert os.read(fd, 1 << 20) == b"".join(records for _, records in result.groups.values())
     assert not Path(spooled.path).exists()  # removed once used
+
+
+def test_a_result_is_written_as_its_parts_are_made(ram: Path, tmp_path: Path) -> None:
+    spool = Spool.make(tmp_path, workers=2, readers=1, chunk_bytes=1 << 20)
+    data = real_traffic(3, 12_000, groups=4)
+    writer = spool.result_writer(SPAN)
+    result = process_chunk_parts(data, on_flush=writer.write)
+    assert writer.started  # parts written before the chunk's end
+    spooled = writer.finish(result)
+    assert spooled is not None
+    assert len(spooled.parts) > len(spooled.groups)  # the groups took turns in the file
+    out = tmp_path / "out"
+    out.mkdir()
+    files = GroupFiles(out, 2)
+    with open_result(spooled) as fd:
+        files.send_all(fd, spooled.parts)
+    files.close()
+    whole = process_chunk(data).groups
+    assert tree(out) == {group_file_name(group): records for group, (_, records) in whole.items()}
+    assert spooled.groups == {group: (count, len(records)) for group, (count, records) in whole.items()}
+
+
+def test_a_result_whose_writing_fails_midway_goes_as_it_is(
+    ram: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = Spool.make(tmp_path, workers=2, readers=1, chunk_bytes=1 << 20)
+    writes: list[int] = []
+
+    def write_then_fail(fd: int, buffers: list[bytes]) -> None:
+        if writes:
+            raise OSError(28, "No space left on device")
+        writes.append(os.write(fd, b"".join(buffers)))
+
+    monkeypatch.setattr(_spool, "_write_all", write_then_fail)
+    writer = spool.result_writer(SPAN)
+    result = process_chunk_parts(real_traffic(3, 12_000, groups=4), on_flush=writer.write)
+    assert writes and writer.finish(result) is None
+    assert os.listdir(Path(spool.directory) / _spool.RESULTS) == []  # the part written is gone too
 
 
 def test_a_result_the_spool_cannot_take_goes_as_it_is(ram: Path, tmp_path: Path) -> None:
