@@ -198,7 +198,7 @@ def raw_text(line: bytes) -> str:
 #
 #   17|log3|José|tom|24123|2|1587583122\n18|...
 #
-# Line ends become '|' (a one-byte translate), so one split gives seven
+# Line ends become '|' (one replace), so one split gives seven
 # pieces per line, every line's fields in a row:
 #
 #   17 | log3 | José | tom | 24123 | 2 | 1587583122 | 18 | ...
@@ -236,7 +236,6 @@ _SKELETON: Final = (_LINE_SKELETON + b"\n") * _MAX_LINES
 """What a window of plain lines is without _FIELD_BYTES."""
 _ESCAPES: Final = ((b"\\", b"\\\\"), (b'"', b'\\"'))
 """JSON's escapes of printable characters, backslash first."""
-_LINE_ENDS_TO_PIPES: Final = bytes.maketrans(b"\n", b"|")
 _NUMBER_CLASSES: Final = bytes(
     ord("d") if chr(byte) in "0123456789" else byte if byte in b"|-" else ord("x") for byte in range(256)
 )
@@ -451,7 +450,9 @@ class _Chunk:
         for char, escape in _ESCAPES:
             if char in escaped:
                 escaped = escaped.replace(char, escape)  # changes no line's skeleton
-        pieces = escaped.translate(_LINE_ENDS_TO_PIPES).split(b"|")
+        # Line ends made '|' by a replace, which finds them with memchr: a
+        # translate looks up every byte (4% more instructions a line).
+        pieces = escaped.replace(b"\n", b"|").split(b"|")
         pieces.pop()  # after the last line's '|'
         bad: list[tuple[int, bytes]] = []  # (line, its text), in line order
         unescape = escaped is not run
