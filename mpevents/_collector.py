@@ -125,18 +125,18 @@ class GroupFiles:
                 self.send(group, source, offset, size)
             else:
                 if whole is None:
-                    whole = self._read(source, sum(size for _, size in sizes))
+                    whole = self._read(source, 0, sum(size for _, size in sizes))
                 self._handle(group).write(whole[offset : offset + size])
             offset += size
 
-    def _read(self, source: int, size: int) -> memoryview:
-        """All ``size`` bytes of file ``source``, in a buffer kept for the next."""
+    def _read(self, source: int, offset: int, size: int) -> memoryview:
+        """``size`` bytes of file ``source`` from ``offset``, in a buffer kept for the next."""
         if len(self._block) < size:
             self._block = bytearray(size)
         view = memoryview(self._block)[:size]
         done = 0
         while done < size:
-            read = os.preadv(source, [view[done:]], done)
+            read = os.preadv(source, [view[done:]], offset + done)
             if not read:
                 raise OSError(errno.EIO, "a spooled result is shorter than it said")
             done += read
@@ -156,12 +156,7 @@ class GroupFiles:
         except OSError as exc:
             if exc.errno not in (errno.EINVAL, errno.ENOSYS):  # no sendfile between files here
                 raise
-            while size:
-                block = os.pread(source, min(size, 1 << 20), offset)
-                if not block:
-                    raise OSError(errno.EIO, "a spooled result is shorter than it said") from exc
-                handle.write(block)
-                offset, size = offset + len(block), size - len(block)
+            handle.write(self._read(source, offset, size))
 
     def flush(self, groups: set[bytes]) -> dict[bytes, int]:
         """Flush the files of ``groups`` to the kernel; their sizes."""
@@ -297,14 +292,12 @@ class Collector:
             assert isinstance(self._groups, GroupFiles)
             with open_result(result) as source:
                 self._groups.send_all(source, result.parts)
-            for group, (count, _) in result.groups.items():
-                group_counts[group] = group_counts.get(group, 0) + count
-                valid += count
         else:
-            for group, (count, data) in result.groups.items():
+            for group, (_, data) in result.groups.items():
                 self._groups.write(group, data)
-                group_counts[group] = group_counts.get(group, 0) + count
-                valid += count
+        for group, (count, _) in result.groups.items():
+            group_counts[group] = group_counts.get(group, 0) + count
+            valid += count
         if self._journal is not None:
             self._dirty.update(result.groups)
         if result.rejects:

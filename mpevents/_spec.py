@@ -102,7 +102,7 @@ class ChunkParts(NamedTuple):
 
     ``groups`` maps a group to its number of records and their NDJSON bytes
     in one or more parts, in order. The worker writes the parts of a big
-    result to the spool with one writev: joining them first copied every
+    result to the spool as they are made: joining them first copied every
     byte once more, out of the CPU cache (``_spool``).
     """
 
@@ -208,8 +208,9 @@ def raw_text(line: bytes) -> str:
 # found from where its column's check failed, with C-level searches, and its
 # pieces are taken out; the exact path gives its reason. The records of the
 # other lines are the pieces formatted into a bytes format of the window's
-# records (one '%' call). Records are sorted into their groups once per
-# chunk, so that hundreds of groups cost little more than three.
+# records (one '%' call). Records are put in their groups' lists and joined
+# into one part per group every _FLUSH_BYTES of input, so that hundreds of
+# groups cost little more than three.
 
 _RUN_BYTES: Final = 1 << 14
 """Largest window converted at once: its pieces stay in the CPU cache (16 KiB
@@ -370,7 +371,7 @@ class _Chunk:
     """One chunk's results, built window by window and line by line: the
     records of each group, in line order, one bytes object per record."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_flush: Callable[[list[tuple[bytes, bytes]]], object] | None = None) -> None:
         self.lines = 0
         self.blank = 0
         self.groups: defaultdict[bytes, list[bytes]] = defaultdict(list)
@@ -378,7 +379,7 @@ class _Chunk:
         self.parts: dict[bytes, list[bytes]] = {}  # each group's records joined so far
         self.counts: dict[bytes, int] = {}
         self.flushed = 0  # lines before the last flush
-        self.on_flush: Callable[[list[tuple[bytes, bytes]]], object] | None = None
+        self.on_flush = on_flush  # given the parts of each flush before the chunk's end
 
     def flush(self, force: bool = True) -> None:
         """Join each group's records since the last flush into one part.
@@ -548,8 +549,7 @@ def process_chunk_parts(
     if not data:
         return ChunkParts(0, 0, {}, [])
     text = normalise(data)
-    chunk = _Chunk()
-    chunk.on_flush = on_flush
+    chunk = _Chunk(on_flush)
     pos, end = 0, len(text)
     flush_at = _FLUSH_BYTES
     while pos < end:

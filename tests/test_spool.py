@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import json
 import os
@@ -200,7 +201,16 @@ def test_spooled_results_are_written_in_order_with_direct_ones_and_dropped_repea
     assert os.listdir(Path(spool.directory) / _spool.RESULTS) == []  # written ones and the dropped repeat
 
 
-def test_group_files_take_bytes_and_spool_ranges_in_order(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kernel_copy", [True, False], ids=["sendfile", "no sendfile"])
+def test_group_files_take_bytes_and_spool_ranges_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kernel_copy: bool
+) -> None:
+    if not kernel_copy:  # as between files where the kernel cannot copy: they are read instead
+
+        def no_sendfile(*args: object) -> int:
+            raise OSError(errno.EINVAL, "sendfile: not between these files")
+
+        monkeypatch.setattr(os, "sendfile", no_sendfile)
     source = tmp_path / "spooled"
     source.write_bytes(b"xxSECONDyy")
     files = GroupFiles(tmp_path, 1)
@@ -208,6 +218,8 @@ def test_group_files_take_bytes_and_spool_ranges_in_order(tmp_path: Path) -> Non
     fd = os.open(source, os.O_RDONLY)
     try:
         files.send(b"1", fd, 2, 6)
+        with pytest.raises(OSError, match="shorter"):
+            files.send(b"3", fd, 8, 5)  # 2 bytes there, not 5
     finally:
         os.close(fd)
     files.write(b"2", b"other")  # closes group 1 (limit 1): reopened at its end below
