@@ -242,8 +242,12 @@ _NUMBER_CLASSES: Final = bytes(
 )
 """A translation table: digits to 'd', '|' and '-' kept, anything else to 'x'."""
 _PIPE: Final = ord("|")
-_TOO_LONG: Final = b"d" * (_MAX_DIGITS + 1)
-"""In the classes of a column: a number with too many digits."""
+_SIGN_ONLY: Final = (b"|-0|", b"|-|")
+"""Signed values that are not canonical, yet are once their '-' is removed."""
+_TOO_LONG: Final = b"d" * (_MAX_DIGITS + 1) + b"|"
+"""In the classes of a column: a number with too many digits. The '|' that
+ends every field makes the search skip ahead (a pattern of one repeated byte
+is looked for one byte at a time: 40% slower)."""
 _FIELDS: Final = 7
 _LINE_FORMAT: Final = b'{"id":%s,"log":"%s","event":"%s","user":"%s","value":%s,"group_id":%s,"timestamp":%s}\n'
 """One record as a bytes format, a ``%s`` for each field: Record's keys in
@@ -270,10 +274,9 @@ def _first_invalid_utf8_line(run: bytes) -> int:
     return -1
 
 
-def _bad_numbers(column: bytes, signed: bool = False) -> set[int]:
-    """Which fields of a column of non-empty fields ('|' before and after
-    each) are not canonical numbers of at most 18 digits (``signed``: with an
-    optional '-'), counted from 0.
+def _bad_numbers(column: bytes) -> set[int]:
+    """Which fields of a column of fields ('|' before and after each) are not
+    canonical unsigned numbers of at most 18 digits, counted from 0.
 
     A few C-level searches tell whether any field is wrong; only then is each
     wrong one found, by the search that saw it.
@@ -290,25 +293,29 @@ def _bad_numbers(column: bytes, signed: bool = False) -> set[int]:
     bad: set[int] = set()
     if b"x" in classes:  # not a digit
         bad.update(field for _, field in fields(classes, b"x"))
+    if b"-" in classes:
+        bad.update(field for _, field in fields(classes, b"-"))
     if _TOO_LONG in classes:
         bad.update(field for _, field in fields(classes, _TOO_LONG))
     if b"|0" in column and column.count(b"|0") != column.count(b"|0|"):  # a leading zero
         bad.update(field for found, field in fields(column, b"|0", 1) if column[found + 2] != _PIPE)
-    if b"-" in column:
-        if not signed:
-            bad.update(field for _, field in fields(classes, b"-"))
-        else:
-            if b"|-0" in column:  # "-0", "-05"
-                bad.update(field for _, field in fields(column, b"|-0", 1))
-            if b"|-|" in column:
-                bad.update(field for _, field in fields(column, b"|-|", 1))
-            if column.count(b"-") != column.count(b"|-"):  # a '-' after the first byte
-                found = column.find(b"-")
-                while found >= 0:
-                    if column[found - 1] != _PIPE:
-                        bad.add(classes.count(b"|", 0, found) - 1)
-                    found = column.find(b"-", found + 1)
     return bad
+
+
+def _unsigned(values: bytes) -> tuple[bytes, set[int]]:
+    """A column of signed values ('|' before and after each) made unsigned for
+    :func:`_bad_numbers`, the '-' that may begin each field removed; and which
+    fields that would leave looking canonical are not, counted from 0: "-0"
+    (zero is written without a sign) and "-" alone."""
+    if b"-" not in values:
+        return values, set()
+    wrong: set[int] = set()
+    for pattern in _SIGN_ONLY:
+        found = values.find(pattern)
+        while found >= 0:
+            wrong.add(values.count(b"|", 0, found))
+            found = values.find(pattern, found + 1)
+    return values.replace(b"|-", b"|"), wrong
 
 
 def _bad_lines(pieces: list[bytes]) -> set[int]:
@@ -324,10 +331,12 @@ def _bad_lines(pieces: list[bytes]) -> set[int]:
             except ValueError:
                 break
     lines = len(pieces) // _FIELDS
-    # The ids, then the groups, then the timestamps, each column in line order.
-    unsigned = b"|".join(pieces[0::_FIELDS] + pieces[5::_FIELDS] + pieces[6::_FIELDS])
-    bad.update(field % lines for field in _bad_numbers(b"|" + unsigned + b"|"))
-    bad.update(_bad_numbers(b"|" + b"|".join(pieces[4::_FIELDS]) + b"|", signed=True))
+    # The values, signs removed, then the ids, the groups and the timestamps,
+    # each column in line order: one column, checked at once.
+    values, wrong = _unsigned(b"|" + b"|".join(pieces[4::_FIELDS]) + b"|")
+    numbers = values + b"|".join(pieces[0::_FIELDS] + pieces[5::_FIELDS] + pieces[6::_FIELDS]) + b"|"
+    bad.update(wrong)
+    bad.update(field % lines for field in _bad_numbers(numbers))
     return bad
 
 
