@@ -8,6 +8,13 @@ being copied into every child. This keeps each child's own memory small.
 
 import gc
 
+# What unpickling a child's arguments imports (its queues' locks, the Process
+# object's popen): not imported here, each child imported them itself, 8 ms
+# of every child's start.
+import multiprocessing.popen_fork
+import multiprocessing.popen_forkserver
+import multiprocessing.synchronize  # noqa: F401
+
 from . import _supervisor  # noqa: F401  # everything the children run
 
 gc.freeze()

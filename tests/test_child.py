@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +51,24 @@ def test_both_ways_of_starting_the_fork_server_start_children(python: str) -> No
     assert how == ("forked" if python == "this-python" else "standard")
     # The forked server carries its title; the standard one is a fresh interpreter.
     assert ("mpevents: fork server" in parent_title) == (python == "this-python")
+
+
+def test_children_import_nothing_as_they_start(tmp_path: Path) -> None:
+    """Every module a child needs is in the fork server before it forks: main
+    and the server import each once, and no child imports one again (each
+    such import cost every child's start 8 ms)."""
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "a.log").write_bytes(b"1|log1|appsetup|tom|5|1|1587583122\n" * 100)
+    command = [sys.executable, "-X", "importtime", "-m", "mpevents", "--input", str(source)]
+    command += ["--output", str(tmp_path / "out"), "--quiet", "--worker-number", "2", "--readers", "2"]
+    run = subprocess.run(command, check=False, capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert run.returncode == 0, run.stderr
+    imports: dict[str, int] = {}
+    for line in run.stderr.splitlines():
+        if line.startswith("import time:") and line.count("|") == 2:
+            name = line.rsplit("|", 1)[1].strip()
+            imports[name] = imports.get(name, 0) + 1
+    ours = {name: count for name, count in imports.items() if name.startswith(("mpevents", "multiprocessing"))}
+    assert "mpevents._worker" in ours  # the imports were seen
+    assert {name: count for name, count in ours.items() if count > 2} == {}
