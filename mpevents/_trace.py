@@ -20,17 +20,19 @@ Talks to: every process of the run, through :func:`tracer` (a no-op unless
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 from typing import Any, Final
+
+import msgspec
 
 FLUSH_EVENTS: Final = 10_000
 """Events kept before they are appended to the process's part: about a
 megabyte, written in one go."""
 PART_PREFIX: Final = "trace-"
 TRACE_NAME: Final = "trace.json"
+_ENCODER: Final = msgspec.json.Encoder()
 
 
 def now_ns() -> int:
@@ -74,8 +76,8 @@ class Tracer:
     def flush(self) -> None:
         if not self._events:
             return
-        with open(self._path, "a", encoding="utf-8") as part:
-            part.write("".join(json.dumps(event, separators=(",", ":")) + "\n" for event in self._events))
+        with open(self._path, "ab") as part:
+            part.write(b"".join(_ENCODER.encode(event) + b"\n" for event in self._events))
         self._events = []
 
 
@@ -130,10 +132,10 @@ def merge(directory: Path) -> Path:
     for part in sorted(directory.glob(f"{PART_PREFIX}*.jsonl")):
         for line in part.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError:
+                events.append(msgspec.json.decode(line))
+            except msgspec.DecodeError:
                 continue
         part.unlink()
     target = directory / TRACE_NAME
-    target.write_text(json.dumps({"traceEvents": events, "displayTimeUnit": "ms"}) + "\n", encoding="utf-8")
+    target.write_bytes(_ENCODER.encode({"traceEvents": events, "displayTimeUnit": "ms"}) + b"\n")
     return target
