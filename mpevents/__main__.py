@@ -1,8 +1,6 @@
 """``python -m mpevents``: the same as the ``mpevents`` command."""
 
-import sys
-
-from ._cli import main
+from ._cli import main_exit
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main_exit()

@@ -223,3 +223,19 @@ def test_a_quiet_run_that_goes_well_never_imports_rich(corpus: Path, tmp_path: P
     assert result.returncode == 0, result.stderr
     assert "mpevents._supervisor" in result.stderr  # the listing is there...
     assert "rich" not in result.stderr  # ...and rich is not in it
+
+
+def test_the_command_exits_cleanly_without_the_interpreters_teardown(corpus: Path, tmp_path: Path) -> None:
+    """``main_exit`` ends the process after the exit hooks, skipping the
+    teardown: what it printed still reaches a pipe, whole, and the hooks
+    still unlink the queues' named semaphores (left behind, the resource
+    tracker would warn on stderr as it removes them)."""
+    result = run_cli(
+        "--input", corpus, "--output", tmp_path / "out", "-n", "2", "--no-progress", env={"PYTHONUNBUFFERED": ""}
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout.rstrip().splitlines()[-1].startswith("groups ")  # the summary's last line
+    failed = run_cli("--input", tmp_path / "missing", "--output", tmp_path / "out2")
+    assert failed.returncode == 2
+    assert failed.stderr.startswith("mpevents: error:")
