@@ -151,8 +151,10 @@ class LocalEngine:
         self._processes = {}
         self._report, self._suspect = None, False
         self._last_progress, self._last_move = self.board.progress(), time.monotonic()
-        # Upstream first: a reader has its first span ready by the time a
-        # worker is up, and the collector is needed last.
+        # In the order their first work comes: a reader has its first span
+        # ready by the time a worker is up; the other readers are needed only
+        # once the first has framed a file's worth; the collector, once a
+        # worker has checked a chunk. Each start costs main a few ms.
         head = (
             []
             if resume is None or resume.head >= len(self.files)
@@ -160,10 +162,11 @@ class LocalEngine:
         )
         if resume is not None:
             self.ledger.resume_from(resume.head, resume.next_seq, resume.next_start)
-        for slot in range(self.readers):
-            self._start_reader(slot, head if slot == 0 else [])
+        self._start_reader(0, head)
         for slot in range(config.workers):
             self._start_worker(slot, [])
+        for slot in range(1, self.readers):
+            self._start_reader(slot, [])
         self._start(
             "collector", 0, "collector", _collector.collect,
             self.files, self.temp, config.max_open_files,
