@@ -10,8 +10,10 @@ hold: text outside ASCII, quotes, 200 groups, 1 line in 200 broken; see
 genlog.sh), SIZE the lines in millions. For each it reports the median wall
 time, lines per second and the peak memory of its whole process tree (summed
 PSS read from /proc while it runs, plus the files of mpevents' spool in
-/dev/shm), and the ratios that the targets name. The
-results go to a rich table and to ``bench-results.json``.
+/dev/shm), and the ratios that the targets name. Then it times
+``process_chunk`` on one chunk per feature of real logs (issue #11's target
+2, ``scripts/spec_bench.py``) in the same process. The results go to rich
+tables and to ``bench-results.json``.
 
 Time and memory are measured in separate runs: reading the memory of a
 running program costs CPU that it would otherwise have (see SAMPLE_S), so
@@ -38,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import spec_bench
 from rich.console import Console
 from rich.table import Table
 
@@ -295,6 +298,10 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "bench-results.json")
     parser.add_argument("--trace", action="store_true", help="also run mpevents N=2 with --trace")
     parser.add_argument(
+        "--spec-rounds", type=int, default=21,
+        help="rounds of process_chunk per feature of real logs (scripts/spec_bench.py); 0: none",
+    )  # fmt: skip
+    parser.add_argument(
         "--baseline", type=Path, default=None, metavar="DIR",
         help="also run the mpevents of another checkout (git worktree add DIR COMMIT) in the same rounds",
     )  # fmt: skip
@@ -328,12 +335,15 @@ def main() -> int:
                 console.log(f"{corpus.name} round {round_ + 1}: {program.name} {program.walls[-1]:.2f} s")
         results[corpus.name] = report_size(corpus.lines, programs)
     shutil.rmtree(output, ignore_errors=True)
+    spec = spec_bench.measure(args.spec_rounds) if args.spec_rounds > 0 else {}
     document = {
         "machine": machine(),
         "rounds": args.rounds,
         "memory_rounds": args.memory_rounds,
         "results": results,
         "ratios": ratios(results),
+        "spec_rounds": args.spec_rounds,
+        "spec": spec,
     }
     args.out.write_text(json.dumps(document, indent=2) + "\n")
     for name, rows in results.items():
@@ -347,6 +357,13 @@ def main() -> int:
                 stages.get("limited_by", ""),
             )  # fmt: skip
         console.print(table)
+    if spec:
+        spec_table = Table(title=f"process_chunk, 1 MiB chunks, medians of {args.spec_rounds} rounds")
+        for column in ("variant", "ns per line", "/ template"):
+            spec_table.add_column(column, justify="left" if column == "variant" else "right")
+        for name, row in spec.items():
+            spec_table.add_row(name, f"{row['ns_per_line']:,.0f}", f"{row['per_template']:.2f}")
+        console.print(spec_table)
     ratio_table = Table(title="ratios")
     ratio_table.add_column("ratio")
     ratio_table.add_column("value", justify="right")

@@ -27,23 +27,34 @@ from mpevents import process_chunk  # noqa: E402
 from tests.benchmarks.test_bench_spec import VARIANTS, seed_chunk  # noqa: E402
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=15)
-    args = parser.parse_args()
+def measure(rounds: int) -> dict[str, dict[str, float]]:
+    """Each variant's median ns per line and median ratio to the template,
+    over ``rounds`` rounds that time every variant once, in turn."""
     chunks = {name: seed_chunk(**options) for name, options in VARIANTS.items()}
     lines = {name: chunk.count(b"\n") for name, chunk in chunks.items()}
     per_line: dict[str, list[float]] = {name: [] for name in chunks}
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         for name, chunk in chunks.items():
             started = time.perf_counter_ns()
             process_chunk(chunk)
             per_line[name].append((time.perf_counter_ns() - started) / lines[name])
     template = per_line["template"]
+    return {
+        name: {
+            "ns_per_line": statistics.median(times),
+            "per_template": statistics.median(value / base for value, base in zip(times, template, strict=True)),
+        }
+        for name, times in per_line.items()
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=15)
+    args = parser.parse_args()
     print(f"{'variant':28} {'ns per line':>12} {'/ template':>11}")
-    for name, times in per_line.items():
-        ratio = statistics.median(value / base for value, base in zip(times, template, strict=True))
-        print(f"{name:28} {statistics.median(times):12,.0f} {ratio:11.2f}")
+    for name, row in measure(args.rounds).items():
+        print(f"{name:28} {row['ns_per_line']:12,.0f} {row['per_template']:11.2f}")
     return 0
 
 

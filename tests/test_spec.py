@@ -372,3 +372,17 @@ def test_a_chunk_joins_its_records_in_parts() -> None:
     assert max(len(group_parts) for _, group_parts in parts.groups.values()) > 2
     assert parts.size == sum(len(records) for _, records in process_chunk(data).groups.values())
     matches_reference(data)
+
+
+def test_spec_bench_times_every_variant_against_the_template() -> None:
+    """What ``scripts/bench.py`` reports for issue #11's target 2: every
+    variant of the pytest-benchmark suite, each as a ratio to the template
+    taken within its own rounds."""
+    import spec_bench
+
+    from tests.benchmarks.test_bench_spec import VARIANTS
+
+    measured = spec_bench.measure(rounds=2)
+    assert list(measured) == list(VARIANTS)
+    assert measured["template"]["per_template"] == 1.0
+    assert all(row["ns_per_line"] > 0 and row["per_template"] > 0 for row in measured.values())
