@@ -130,7 +130,7 @@ def merge(directory: Path) -> Path:
     short (a process killed while appending) is skipped."""
     events: list[Any] = []
     for part in sorted(directory.glob(f"{PART_PREFIX}*.jsonl")):
-        for line in part.read_text(encoding="utf-8", errors="replace").splitlines():
+        for line in part.read_bytes().splitlines():  # written as bytes, read as bytes
             try:
                 events.append(msgspec.json.decode(line))
             except msgspec.DecodeError:
