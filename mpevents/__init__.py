@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from ._config import Config, InputFile
 from ._errors import Interrupted, MpeventsError, RunError, UsageError

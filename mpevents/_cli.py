@@ -200,6 +200,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_platform() -> None:
+    """Refuse, in one line, a system the pipeline cannot run on: it forks its
+    children from a fork server, watches main through a pidfd, reads /proc
+    and swaps the output in with renameat2, all of them Linux's."""
+    if not sys.platform.startswith("linux"):
+        raise UsageError(
+            "mpevents runs on Linux only (it needs its fork server, pidfds, /proc and renameat2); "
+            f"this is {sys.platform}"
+        )
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
     progress = "quiet" if args.quiet else "off" if args.no_progress else "auto"
     return Config(
@@ -229,6 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``mpevents`` and ``python -m mpevents``; returns the exit code."""
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
+        check_platform()
         args = build_parser().parse_args(argv)
         config = config_from_args(args)
         files = check(config)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 import sequential as reference
 
+from mpevents._cli import main
 from tests.conftest import run_cli, temp_dirs, tree
 
 pytestmark = pytest.mark.usefixtures("clean_processes")
@@ -154,7 +156,6 @@ def test_unreadable_input_file_exits_2_in_process(
 ) -> None:
     """The same path as above, for root: the open itself is made to fail."""
     import mpevents._config
-    from mpevents import main
 
     real_open = open
 
@@ -239,3 +240,13 @@ def test_the_command_exits_cleanly_without_the_interpreters_teardown(corpus: Pat
     failed = run_cli("--input", tmp_path / "missing", "--output", tmp_path / "out2")
     assert failed.returncode == 2
     assert failed.stderr.startswith("mpevents: error:")
+
+
+def test_other_systems_are_refused_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert main(["--version"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "Linux only" in err[0] and "darwin" in err[0]
