@@ -10,6 +10,7 @@ import argparse
 import atexit
 import contextlib
 import logging
+import math
 import os
 import sys
 import threading
@@ -28,6 +29,7 @@ from ._config import (
     DEFAULT_PATTERNS,
     DEFAULT_PROFILE_DIR,
     DEFAULT_READERS,
+    DEFAULT_SETTLE_S,
     Config,
     check,
     parse_size,
@@ -48,6 +50,16 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, at least 0, got {text!r}")
     return value
 
 
@@ -135,6 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_OPEN_FILES,
         metavar="F",
         help=f"group files kept open at once; others are closed and reopened (default: {DEFAULT_MAX_OPEN_FILES})",
+    )
+    add(
+        "--settle",
+        type=_seconds,
+        default=DEFAULT_SETTLE_S,
+        metavar="SECONDS",
+        help="a file's last line without a line end is read only if the file was last modified at least this "
+        f"long before: it may still be being written (default: {DEFAULT_SETTLE_S:g}; 0 reads every last line)",
     )
     add(
         "--resume",
@@ -233,6 +253,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         fsync=args.fsync,
         resume=args.resume,
         trace=args.trace,
+        settle=args.settle,
     )
 
 

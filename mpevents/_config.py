@@ -7,7 +7,10 @@ input files. Every other module reads a :class:`Config`; none parses argv.
 from __future__ import annotations
 
 import fnmatch
+import functools
+import math
 import os
+import time
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -16,6 +19,7 @@ from typing import Any, Final, overload
 
 from ._compression import check_available, compression_of
 from ._errors import UsageError
+from ._live import unread_tail
 
 DEFAULT_INPUT: Final = Path("data/input")
 DEFAULT_OUTPUT: Final = Path("data/output")
@@ -33,6 +37,10 @@ DEFAULT_MAX_RETRIES: Final = 3
 # common case (a few to a few hundred groups) never closes a file.
 DEFAULT_MAX_OPEN_FILES: Final = 256
 DEFAULT_PROFILE_DIR: Final = Path("profiles")
+# A writer that puts out a line in two writes (a buffer flushed mid-line) or
+# logs in bursts is done with a line within milliseconds; 2 s leaves ample
+# room for a slow or paused one, and a run on finished logs never waits.
+DEFAULT_SETTLE_S: Final = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +55,14 @@ class InputFile:
     """(device, inode) at start-up: workers refuse a file that was replaced since."""
     tag: str | None = None
     """For an input named by a URL: its ETag (or generation) when it was listed; None for a local file."""
+    unread: int = 0
+    """Bytes at its end not read: the last line of a file still being written,
+    which has no line end yet (``_live``). Decided once, when it was listed."""
+
+    @property
+    def end(self) -> int:
+        """Where its lines end: what readers, workers and tasks read up to."""
+        return self.size - self.unread
 
     @property
     def compression(self) -> str | None:
@@ -60,8 +76,9 @@ class FileList(Sequence[InputFile]):
     Every child process gets the whole list when it starts, and keeps it. As a
     list of dataclasses holding ``Path`` objects, 20,000 files cost each child
     0.37 s of CPU to unpickle and about 6 MiB to hold (measured); as columns
-    (names, one directory, sizes and identities in int64 arrays) they cost
-    milliseconds and about 1.5 MiB, and each file is rebuilt when asked for.
+    (names, one directory, sizes and identities in int64 arrays; the few
+    files with a path of their own, a tag or an unread tail in dicts) they
+    cost milliseconds and about 1.5 MiB, and each file is rebuilt when asked for.
     """
 
     def __init__(
@@ -71,26 +88,30 @@ class FileList(Sequence[InputFile]):
         numbers: array[int],
         paths: dict[int, str] | None = None,
         tags: dict[int, str] | None = None,
+        unread: dict[int, int] | None = None,
     ) -> None:
         self._directory = directory
         self._names = names
         self._numbers = numbers  # size, device, inode of each file in turn; device -1: no identity
         self._paths = paths or {}  # files whose path is not the directory and the name
         self._tags = tags or {}  # the objects' tags, for input named by a URL
+        self._unread = unread or {}  # files still being written: the bytes at their end not read
 
     @classmethod
     def of(cls, files: Iterable[InputFile]) -> FileList:
         listed = list(files)
         directory = os.path.dirname(listed[0].path) if listed else ""
         numbers = array("q")
-        paths, tags = {}, {}
+        paths, tags, unread = {}, {}, {}
         for index, info in enumerate(listed):
             numbers.extend((info.size, *(info.identity or (-1, -1))))
             if info.path != os.path.join(directory, info.name):
                 paths[index] = info.path
             if info.tag is not None:
                 tags[index] = info.tag
-        return cls(directory, [info.name for info in listed], numbers, paths, tags)
+            if info.unread:
+                unread[index] = info.unread
+        return cls(directory, [info.name for info in listed], numbers, paths, tags, unread)
 
     def __len__(self) -> int:
         return len(self._names)
@@ -108,10 +129,10 @@ class FileList(Sequence[InputFile]):
         size, device, inode = self._numbers[3 * index : 3 * index + 3]
         path = self._paths.get(index) or os.path.join(self._directory, name)
         identity = None if device < 0 else (device, inode)
-        return InputFile(index, name, path, size, identity, self._tags.get(index))
+        return InputFile(index, name, path, size, identity, self._tags.get(index), self._unread.get(index, 0))
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (FileList, (self._directory, self._names, self._numbers, self._paths, self._tags))
+        return (FileList, (self._directory, self._names, self._numbers, self._paths, self._tags, self._unread))
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +158,7 @@ class Config:
     fsync: bool = False  # sync the output to disk before and after the swap
     resume: bool = False  # journal progress; go on from an interrupted --resume run
     trace: bool = False  # write trace.json, a timeline of every process, into profile_dir
+    settle: float = DEFAULT_SETTLE_S  # seconds a file must be unchanged for its last line without a line end to count
 
     def __post_init__(self) -> None:
         for name in ("workers", "readers", "chunk_bytes", "max_open_files"):
@@ -144,6 +166,8 @@ class Config:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
         if self.max_retries < 1:
             raise UsageError("--max-retries must be at least 1")
+        if not (math.isfinite(self.settle) and self.settle >= 0):
+            raise UsageError(f"--settle must be a number of seconds, at least 0, got {self.settle}")
         if self.resume and self.engine != "local":
             raise UsageError("--resume works with the local engine only")
         if self.input_url and self.engine != "dask":
@@ -176,9 +200,11 @@ def parse_size(text: str) -> int:
 def find_inputs(config: Config) -> Sequence[InputFile]:
     """The regular files directly in the input directory matching any of the patterns.
 
-    Sorted by the bytes of their names. Raises :class:`UsageError` for a
-    missing or unreadable directory, an input that is a file, no match, or a
-    matching file that cannot be read.
+    Sorted by the bytes of their names. A plain file modified within
+    ``--settle`` whose last line has no line end yet gets that line left
+    unread (``_live``). Raises :class:`UsageError` for a missing or unreadable
+    directory, an input that is a file, no match, or a matching file that
+    cannot be read.
     """
     if config.input_url is not None:
         return _find_url_inputs(config.input_url, config.patterns)
@@ -207,11 +233,15 @@ def find_inputs(config: Config) -> Sequence[InputFile]:
         try:
             with open(path, "rb") as handle:
                 stat = os.fstat(handle.fileno())
+                unread = 0
+                if compression_of(entry.name) is None:
+                    read = functools.partial(os.pread, handle.fileno())
+                    unread = unread_tail(read, stat.st_size, stat.st_mtime_ns, time.time_ns(), config.settle)
         except OSError as exc:
             raise UsageError(f"cannot read input file {str(path)!r}: {exc.strerror}") from exc
         # A name that is not UTF-8 is shown (and written to JSON) with \xNN escapes.
         name = os.fsencode(entry.name).decode("utf-8", "backslashreplace")
-        files.append(InputFile(index, name, path, stat.st_size, (stat.st_dev, stat.st_ino)))
+        files.append(InputFile(index, name, path, stat.st_size, (stat.st_dev, stat.st_ino), None, unread))
     check_available(info.name for info in files)
     return FileList.of(files)
 

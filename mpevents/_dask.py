@@ -99,7 +99,8 @@ def task_bytes(total_bytes: int, workers: int, chunk_bytes: int) -> int:
 
 
 def plan(files: Sequence[InputFile], task_bytes: int) -> list[Span]:
-    """Cut every file into byte ranges, in input order; an empty file gets one.
+    """Cut every file's lines (up to ``InputFile.end``) into byte ranges, in
+    input order; an empty file gets one.
 
     A task's span is a raw byte range, not yet on line boundaries: its lines
     are those that start in it (:func:`process_range`). A compressed file is
@@ -107,9 +108,9 @@ def plan(files: Sequence[InputFile], task_bytes: int) -> list[Span]:
     """
     tasks = []
     for info in files:
-        count = 1 if info.compression else max(1, -(-info.size // task_bytes))
+        count = 1 if info.compression else max(1, -(-info.end // task_bytes))
         for seq in range(count):
-            start, stop = seq * task_bytes, min(info.size, (seq + 1) * task_bytes)
+            start, stop = seq * task_bytes, min(info.end, (seq + 1) * task_bytes)
             tasks.append(Span(info.index, seq, start, stop, Flag.LAST if seq == count - 1 else Flag.NONE))
     return tasks
 
@@ -151,9 +152,11 @@ def process_range(info: InputFile, task: Span, chunk_bytes: int, parts_root: str
         else:
             handle = open_url(info.path, info.tag) if info.tag is not None else open(info.path, "rb")  # noqa: SIM115
             with handle:
-                first = line_start(handle, task.start)
-                end = info.size if task.end >= info.size else line_start(handle, task.end)
-                for span in frames(handle, info.index, info.size, chunk_bytes, first, stop=end):
+                # Never past where the file's lines ended when it was listed
+                # (``_live``): a line_start beyond it is in bytes written since.
+                first = min(info.end, line_start(handle, task.start))
+                end = info.end if task.end >= info.end else min(info.end, line_start(handle, task.end))
+                for span in frames(handle, info.index, info.end, chunk_bytes, first, stop=end):
                     if info.tag is None:
                         data = read_chunk(info.path, span, info.identity)
                     else:

@@ -3,9 +3,11 @@
 Owns the one byte-range type of the pipeline, :class:`Span`, and the pure
 functions around it. Readers cut files into spans (:func:`frames`), workers
 read a span's bytes (:func:`read_chunk`), the collector orders results by a
-span's (file, seq), and a Dask task finds where its byte range's lines begin
-(:func:`line_start`). Nothing here starts a process or touches a queue, so
-all of it is tested on its own (``tests/test_framing.py``).
+span's (file, seq), a Dask task finds where its byte range's lines begin
+(:func:`line_start`), and the listing of a file still being written finds
+where its whole lines end (:func:`lines_end`, for ``_live``). Nothing here
+starts a process or touches a queue, so all of it is tested on its own
+(``tests/test_framing.py``).
 
 A span is a pure function of where it starts: from offset ``o`` it holds the
 whole lines within ``[o, o + chunk_bytes)``, or the one line starting at ``o``
@@ -67,10 +69,11 @@ def frames(
 ) -> Iterator[Span]:
     """Cut the lines of ``handle`` between the line starts ``start`` and ``stop`` into spans.
 
-    ``size`` is the file's size and ``stop`` None means it. The span ending at
-    ``size`` is flagged LAST; when ``start`` is already the end of the file
-    (an empty file, or a file resumed after its last span) one empty LAST
-    span says so. Only where spans start and end is found here: whoever
+    ``size`` is where the file's lines end (its size, or less for a file
+    still being written: ``InputFile.end``) and ``stop`` None means it. The
+    span ending at ``size`` is flagged LAST; when ``start`` is already the
+    end of the file (an empty file, or a file resumed after its last span)
+    one empty LAST span says so. Only where spans start and end is found here: whoever
     processes one reads it (:func:`read_chunk`).
     """
     end = size if stop is None else stop
@@ -214,6 +217,24 @@ def line_start(handle: BinaryIO, position: int) -> int:
         newline = block.find(b"\n")
         if newline >= 0:
             return handle.tell() - len(block) + newline + 1
+
+
+def lines_end(read: Callable[[int, int], bytes], size: int) -> int:
+    """Where the whole lines of a file's first ``size`` bytes end: just after
+    its last line end, or 0 if it has none. ``read(size, offset)`` reads the
+    file; it is read backwards from ``size``, a block at a time, only as far
+    as the last line end."""
+    position = size
+    while position > 0:
+        block_start = max(0, position - _TAIL_BYTES)
+        block = read(position - block_start, block_start)
+        if len(block) != position - block_start:
+            raise OSError(errno.EIO, "the file changed while it was being read")
+        newline = block.rfind(b"\n")
+        if newline >= 0:
+            return block_start + newline + 1
+        position = block_start
+    return 0
 
 
 def read_chunk(path: str, span: Span, identity: tuple[int, int] | None = None) -> bytes:

@@ -27,6 +27,7 @@ the journal there.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import queue
 import struct
@@ -38,7 +39,7 @@ from typing import BinaryIO, Final
 
 import msgspec
 
-from ._config import InputFile
+from ._config import FileList, InputFile
 from ._errors import UsageError
 from ._messages import FileCounts
 
@@ -54,7 +55,10 @@ _FRAME: Final = struct.Struct("<II")
 class Header(msgspec.Struct, array_like=True):
     version: int
     inputs: list[tuple[str, int, int, int, int]]
-    """Each input file: name, size, mtime_ns, device, inode."""
+    """Each input file: name, size (as listed), mtime_ns, device, inode."""
+    unread: dict[int, int] = msgspec.field(default_factory=dict)
+    """Files still being written, by index: the bytes at their end the run
+    did not read (``_live``), so that the next run reads them as this one did."""
 
 
 class Checkpoint(msgspec.Struct, array_like=True):
@@ -104,11 +108,13 @@ _encoder = msgspec.msgpack.Encoder()
 
 
 def identify(files: Sequence[InputFile]) -> list[tuple[str, int, int, int, int]]:
-    """What the journal remembers of each input file, to tell whether it changed."""
+    """What the journal remembers of each input file, to tell whether it changed:
+    its size as listed (a file that grew since is read up to it, and its
+    growth must not go unseen), and what it is now."""
     identities = []
     for info in files:
         stat = os.stat(info.path)
-        identities.append((info.name, stat.st_size, stat.st_mtime_ns, stat.st_dev, stat.st_ino))
+        identities.append((info.name, info.size, stat.st_mtime_ns, stat.st_dev, stat.st_ino))
     return identities
 
 
@@ -174,7 +180,7 @@ class Syncer:
 def start(directory: Path, files: Sequence[InputFile]) -> None:
     """A new journal in ``directory``, naming the input."""
     with open(directory / JOURNAL_NAME, "wb") as handle:
-        append(handle, Header(VERSION, identify(files)))
+        append(handle, Header(VERSION, identify(files), {info.index: info.unread for info in files if info.unread}))
 
 
 def read(path: Path) -> tuple[Header | None, State]:
@@ -211,6 +217,13 @@ def check_inputs(header: Header, files: Sequence[InputFile]) -> None:
                 f"--resume: {name} changed since the interrupted run "
                 f"(size {size} then, {now[name][1]} now; modified {'again' if mtime != now[name][2] else 'in place'})"
             )
+
+
+def as_listed(header: Header, files: Sequence[InputFile]) -> FileList:
+    """The input as the interrupted run listed it (``check_inputs`` passed):
+    each file's lines end where they ended for it, whatever ``--settle`` and
+    the clock say now."""
+    return FileList.of(dataclasses.replace(info, unread=header.unread.get(info.index, 0)) for info in files)
 
 
 def restore(directory: Path, state: State) -> None:

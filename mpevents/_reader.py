@@ -88,8 +88,10 @@ def read_files(
 def _read_file(info: InputFile, chunk_bytes: int, seq: int, start: int, sender: _Sender) -> None:
     """Send every span of one file from span ``seq`` at ``start``, the last one flagged.
 
-    The file is read as it was listed at start-up (its size then): a worker
-    that finds it changed fails the run.
+    The file is read as it was listed at start-up, up to where its lines
+    ended then (``InputFile.end``: its size, less the last line of a file
+    still being written, ``_live``); a worker that finds those bytes changed
+    fails the run.
     """
     file, board = info.index, sender.board
     setproctitle.setproctitle(f"mpevents: reader {info.name}")
@@ -97,11 +99,11 @@ def _read_file(info: InputFile, chunk_bytes: int, seq: int, start: int, sender: 
     board.set_reader(sender.slot, ReaderField.FILE, file + 1)
     if info.compression is not None:
         _read_compressed(info, chunk_bytes, seq, start, sender)
-    elif info.size - start <= chunk_bytes:  # one span, or none left: nothing to look for
-        sender.send(Span(file, seq, start, info.size, Flag.LAST))
+    elif info.end - start <= chunk_bytes:  # one span, or none left: nothing to look for
+        sender.send(Span(file, seq, start, info.end, Flag.LAST))
     else:
         with open(info.path, "rb") as handle:
-            for span in frames(handle, file, info.size, chunk_bytes, start, seq):
+            for span in frames(handle, file, info.end, chunk_bytes, start, seq):
                 sender.send(span)
     board.set_file(file, FileField.STATE, FileState.READ)
 

@@ -3,10 +3,11 @@
 Talks to: the command line or a library caller (:func:`run`), the config
 checks, the output directory (``_output``: staging and the atomic commit),
 an engine (``_engine``: the local processes or Dask), the observer (the
-dashboard) and the summary (``_summary``).
+dashboard), the files still being written (``_live``: what each left
+unread) and the summary (``_summary``).
 
     check config and inputs -> staging directory -> engine.start()
-    -> poll until the report (signals, dashboard ticks) -> summary.json -> commit
+    -> poll until the report (signals, dashboard ticks) -> unread bytes -> summary.json -> commit
 
 Signals: the first SIGINT or SIGTERM ends the run as interrupted, with the
 previous output left as it was; a second one kills every child at once.
@@ -26,7 +27,7 @@ from typing import Final, Protocol
 import setproctitle
 
 from . import _journal as journal
-from . import _output, _trace
+from . import _live, _output, _trace
 from ._config import Config, FileList, InputFile, check
 from ._engine import Engine, RetryBudget
 from ._errors import Interrupted, RunError
@@ -63,13 +64,14 @@ def run(config: Config, observer: Observer | None = None, files: Sequence[InputF
         _trace.clear(config.profile_dir)
         _trace.start(config.profile_dir, "main")
     try:
-        staging, resumed = _staging(config, files)
+        staging, resumed, files = _staging(config, files)
         engine = make_engine(config, files, staging, resumed)
         interrupt = _Interrupt(engine, None if config.resume else staging)
         try:
             with profiled(config, "main", 1):
                 report = drive(engine, observer, interrupt)
-            summary = build_summary(config, files, report, time.monotonic() - started, engine)
+            unread = _live.unread(files)  # files still being written: warnings, or a line that may be cut
+            summary = build_summary(config, files, report, time.monotonic() - started, engine, unread)
             _add_profiles(config, summary)
             if resumed is not None:
                 summary.resumed_lines = resumed.lines
@@ -98,20 +100,21 @@ def run(config: Config, observer: Observer | None = None, files: Sequence[InputF
             _trace.merge(config.profile_dir)
 
 
-def _staging(config: Config, files: Sequence[InputFile]) -> tuple[Path, journal.State | None]:
-    """Where the run builds its output, and for --resume where it starts from."""
+def _staging(config: Config, files: Sequence[InputFile]) -> tuple[Path, journal.State | None, Sequence[InputFile]]:
+    """Where the run builds its output, for --resume where it starts from,
+    and the input as the run reads it (as the interrupted run listed it)."""
     if not config.resume:
-        return _output.make_temp(config.output_dir), None
+        return _output.make_temp(config.output_dir), None, files
     staging = _output.resume_dir(config.output_dir)
     header, state = journal.read(staging / journal.JOURNAL_NAME)
     if header is None:
         log.warning("--resume: nothing to resume for %s; starting from the start", config.output_dir)
         _fresh_journal(staging, files)
-        return staging, journal.State()
+        return staging, journal.State(), files
     journal.check_inputs(header, files)
     journal.restore(staging, state)
     log.warning("--resume: %s lines were written before; going on from there", f"{state.lines:,}")
-    return staging, state
+    return staging, state, journal.as_listed(header, files)
 
 
 def _fresh_journal(staging: Path, files: Sequence[InputFile]) -> None:

@@ -1,8 +1,8 @@
 """Summary: what ``summary.json`` holds, typed, and how it is built from a run.
 
 Talks to: the run (``_run``), which builds it from the collector's
-:class:`~mpevents._messages.Report` and the engine; the dashboard, which
-prints it. Field order is the key order of the file.
+:class:`~mpevents._messages.Report`, the engine and what each file left
+unread (``_live``); the dashboard, which prints it. Field order is the key order of the file.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import msgspec
 from ._board import WorkerField
 from ._config import Config, InputFile
 from ._engine import Engine, Restarts
+from ._live import Unread
 from ._messages import FileCounts, Report
 from ._output import TOOL
 from ._spec import REASONS
@@ -45,6 +46,12 @@ class FileSummary(msgspec.Struct):
     size_on_disk: int = 0
     compression: str = "none"
     """"none", "gzip" or "zstd"."""
+    unread_bytes: int | msgspec.UnsetType = msgspec.UNSET
+    """Only for a file with bytes not read (``_live``): its last line, which
+    had no line end yet in a file modified within --settle, and what it
+    gained during the run."""
+    unread_reasons: list[str] | msgspec.UnsetType = msgspec.UNSET
+    """Why, with unread_bytes: "unfinished_line", "grew", or both."""
 
 
 class Summary(msgspec.Struct):
@@ -62,6 +69,8 @@ class Summary(msgspec.Struct):
     bytes_read: int
     stages: Stages
     restarts: Restarts
+    unread_bytes: int = 0
+    """The files' unread_bytes, together."""
     cpu_profile: str | msgspec.UnsetType | None = msgspec.UNSET
     """With --cpu-profile: the merged profile (None when no process wrote one)."""
     memory: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
@@ -73,32 +82,43 @@ class Summary(msgspec.Struct):
 
 
 def build_summary(
-    config: Config, files: Sequence[InputFile], report: Report, elapsed: float, engine: Engine
+    config: Config,
+    files: Sequence[InputFile],
+    report: Report,
+    elapsed: float,
+    engine: Engine,
+    unread: dict[int, Unread] | None = None,
 ) -> Summary:
+    """``unread``: the files with bytes not read, by index (``_live.unread``)."""
+    unread = unread or {}
     totals = FileCounts()
     for counts in report.files:
         totals.lines += counts.lines
         totals.valid += counts.valid
         totals.rejected += counts.rejected
         totals.blank += counts.blank
+    entries = {}
+    for info, counts, end in zip(files, report.files, report.ends):
+        entry = FileSummary(
+            counts.lines, counts.valid, counts.rejected, counts.blank, end, info.size, info.compression or "none"
+        )
+        if info.index in unread:
+            entry.unread_bytes, entry.unread_reasons = unread[info.index]
+        entries[info.name] = entry
     return Summary(
         tool=TOOL,
         totals=totals,
-        files={
-            info.name: FileSummary(
-                counts.lines, counts.valid, counts.rejected, counts.blank, end, info.size, info.compression or "none"
-            )
-            for info, counts, end in zip(files, report.files, report.ends)
-        },
+        files=entries,
         rejected_by_reason=dict(zip(REASONS, report.reasons)),
         groups=dict(sorted(report.groups.items(), key=lambda item: int(item[0]))),
         workers=config.workers,
         engine=config.engine,
         elapsed_s=round(elapsed, 3),
         lines_per_s=round(totals.lines / elapsed) if elapsed > 0 else 0,
-        bytes_read=sum(info.size for info in files),
+        bytes_read=sum(info.end for info in files),
         stages=stage_shares(*engine.busy(), elapsed, chunks_per_worker(engine)),
         restarts=engine.restarts,
+        unread_bytes=sum(count for count, _ in unread.values()),
     )
 
 

@@ -89,6 +89,16 @@ def genlog(path: Path, lines: int, groups: int = 3, seed: int = 1) -> Path:
     return path
 
 
+def settled(directory: Path) -> Path:
+    """Date every file in ``directory`` a minute back: files written just now
+    by a test are finished, not still being written (``--settle``)."""
+    then = time.time() - 60
+    for path in directory.iterdir():
+        if path.is_file():
+            os.utime(path, (then, then))
+    return directory
+
+
 def tree(directory: Path) -> dict[str, bytes]:
     """Every file of an output directory; summary.json without its run-dependent keys."""
     files = {}
@@ -172,7 +182,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (directory / "e.log").write_bytes('9|é|"q"|back\\slash|-5|2|9\n'.encode() + b"\xff\xfe\n\n")
     (directory / "notes.txt").write_text("ignored\n")
     (directory / "sub.log").mkdir()
-    return directory
+    return settled(directory)
 
 
 def real_traffic(seed: int, count: int, groups: int = 200) -> bytes:

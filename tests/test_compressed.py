@@ -15,7 +15,7 @@ import zstandard
 
 from mpevents._compression import Decompressed, compression_of, read_span
 from mpevents._framing import Flag, Span, frames, read_chunk, stream_frames
-from tests.conftest import GENLOG, genlog, run_cli, temp_dirs, tree
+from tests.conftest import GENLOG, genlog, run_cli, settled, temp_dirs, tree
 
 pytestmark = pytest.mark.usefixtures("clean_processes")
 
@@ -45,7 +45,7 @@ def plain(tmp_path_factory: pytest.TempPathFactory) -> Path:
         b"\xef\xbb\xbf1|log|ev|u|1|1|1\r\n" + b"z" * 70_000 + b"\n2|x|y|z|1|2|3\nbad line\n" + b"y" * 200_000
     )
     (directory / "d.log").write_bytes(b"")
-    return directory
+    return settled(directory)
 
 
 def subprocess_genlog_real(path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mpevents._sources import list_url, open_url
-from tests.conftest import genlog, run_cli, temp_dirs, tree
+from tests.conftest import genlog, run_cli, settled, temp_dirs, tree
 
 pytestmark = pytest.mark.usefixtures("clean_processes")
 
@@ -52,7 +52,7 @@ def on_disk(tmp_path_factory: pytest.TempPathFactory) -> Path:
     genlog(directory / "b.log", 3_000, groups=3, seed=2)
     (directory / "c.log").write_bytes(b"1|log|ev|u|1|1|1\r\nbad line\n" + b"z" * 70_000 + b"\n2|x|y|z|1|2|3")
     (directory / "d.log.gz").write_bytes(gzip.compress((directory / "b.log").read_bytes()))
-    return directory
+    return settled(directory)
 
 
 @pytest.fixture(scope="module")
