@@ -9,43 +9,20 @@ import sys
 from pathlib import Path
 
 import pytest
-import sequential as reference
 
 from mpevents._cli import main
+from tests._reference import expected_output
 from tests.conftest import run_cli, temp_dirs, tree
 
 pytestmark = pytest.mark.usefixtures("clean_processes")
-
-
-def expected_output(corpus: Path) -> tuple[dict[str, list[bytes]], list[dict[str, object]], dict[str, int]]:
-    """What the reference parser says the output must be."""
-    groups: dict[str, list[bytes]] = {}
-    rejects: list[dict[str, object]] = []
-    totals = {"lines": 0, "valid": 0, "rejected": 0, "blank": 0}
-    for path in sorted(corpus.glob("*.log"), key=lambda p: os.fsencode(p.name)):
-        if not path.is_file():
-            continue
-        lines = reference.split(path.read_bytes(), file_start=True)
-        totals["lines"] += len(lines)
-        for number, line in enumerate(lines, 1):
-            outcome = reference.check(line)
-            if outcome is None:
-                totals["blank"] += 1
-            elif isinstance(outcome, str):
-                totals["rejected"] += 1
-                raw = line[:1024].decode("utf-8", "backslashreplace")
-                rejects.append({"file": path.name, "line": number, "reason": outcome, "raw": raw})
-            else:
-                totals["valid"] += 1
-                groups.setdefault(str(outcome["group_id"]), []).append(reference.to_json(outcome))
-    return groups, rejects, totals
 
 
 def test_output_follows_the_spec(corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = run_cli("--input", corpus, "--output", out, "-n", "2", "--no-progress")
     assert result.returncode == 0, result.stderr
-    groups, rejects, totals = expected_output(corpus)
+    expected = expected_output(corpus)
+    groups, rejects, totals = expected.groups, expected.rejects, expected.totals
     names = sorted(path.name for path in out.iterdir())
     assert names == sorted([*(f"group-{g}.jsonl" for g in groups), "rejected.jsonl", "summary.json"])
     for group, rows in groups.items():

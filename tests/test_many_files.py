@@ -15,8 +15,8 @@ from rich.console import Console
 from mpevents._board import Board, CollectorField, FileField, FileState, ReaderField
 from mpevents._config import FileList, InputFile
 from mpevents._dashboard import MAX_FILE_ROWS, render, summary_table, view_of
+from tests._reference import expected_output
 from tests.conftest import make_summary, run_cli, tree
-from tests.test_cli import expected_output
 
 FILES = 3_000
 
@@ -42,7 +42,8 @@ def test_thousands_of_tiny_files_match_the_reference_parser(many: Path, tmp_path
     out = tmp_path / "out"
     result = run_cli("--input", many, "--output", out, "-n", "2", "--no-progress")
     assert result.returncode == 0, result.stderr
-    groups, rejects, totals = expected_output(many)
+    expected = expected_output(many)
+    groups, rejects, totals = expected.groups, expected.rejects, expected.totals
     for group, rows in groups.items():
         assert (out / f"group-{group}.jsonl").read_bytes() == b"".join(rows)
     assert [json.loads(row) for row in (out / "rejected.jsonl").read_bytes().splitlines()] == rejects
