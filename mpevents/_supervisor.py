@@ -99,7 +99,7 @@ class LocalEngine:
     ) -> None:
         """``resume``: where a --resume run's journal left off, for the first
         attempt; ``reset_staging`` empties the staging directory for a fresh
-        attempt (by default: remove it and make it again)."""
+        attempt (by default: remove all it holds)."""
         self.config = config
         self.files = files
         self.temp = temp
@@ -211,8 +211,7 @@ class LocalEngine:
         return None
 
     def _fresh_staging(self) -> None:
-        _output.remove(self.temp)
-        self.temp.mkdir()
+        _output.empty(self.temp)  # emptied, not made again: the run holds this directory
 
     def _stalls_after(self, seconds: float) -> bool:
         """Whether nothing has moved for ``seconds`` since a child crashed."""
