@@ -86,9 +86,9 @@ class Spool(NamedTuple):
     directory: str
     limit: int
     held: int = -1
-    """Main's descriptor holding the directory (``_output.hold``), so that no
-    other run takes it for a dead run's (closed by :meth:`remove`, which only
-    main calls)."""
+    """Main's descriptor holding a spool in /dev/shm (``_output.hold``), so that
+    no other run takes it for a dead run's (closed by :meth:`remove`, which only
+    main calls); -1 for one in the staging directory."""
 
     @classmethod
     def make(cls, staging: Path, workers: int, readers: int, chunk_bytes: int) -> Spool:
@@ -104,7 +104,8 @@ class Spool(NamedTuple):
         if _room(RAM_DIRECTORY) >= 2 * most:
             with contextlib.suppress(OSError):  # a /dev/shm we may not write after all
                 made = _make_held(RAM_DIRECTORY)
-        directory, held = made or _make_held(str(staging))
+        # In the staging directory it needs no hold: that directory is the run's own.
+        directory, held = made or (tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=staging), -1)
         for name in (INPUTS, RESULTS):
             os.mkdir(os.path.join(directory, name))
         return cls(directory, limit, held)
