@@ -50,6 +50,7 @@ from typing import Any, Final
 from . import _collector, _failpoints, _output, _reader, _trace, _worker
 from ._board import Board, CollectorField, WorkerField
 from ._child import EXIT_REPORTED, context, run_child
+from ._compression import Decompressed
 from ._config import Config, InputFile
 from ._engine import Restarts, RetryBudget
 from ._errors import RunError
@@ -323,13 +324,15 @@ class LocalEngine:
             return f"{role} {index} failed"
 
     def _describe_span(self, span: Span) -> str:
-        """Name a span by its file and line range (counted from the file)."""
-        path = self.files[span.file].path
-        with open(path, "rb") as handle:
+        """Name a span by its file and line range (counted from the file's
+        start; a compressed file's spans lie in its decompressed bytes, so its
+        lines are counted in those)."""
+        info = self.files[span.file]
+        with open(info.path, "rb") if info.compression is None else Decompressed(info.path, info.compression) as handle:
             before = _count_newlines(handle, span.start)
             inside = _count_newlines(handle, span.end - span.start)
         last = before + max(inside, 1)
-        return f"the chunk of {self.files[span.file].name} at lines {before + 1}-{last}"
+        return f"the chunk of {info.name} at lines {before + 1}-{last}"
 
     # --- the end -----------------------------------------------------------
 
