@@ -72,7 +72,9 @@ QUEUE_SLOTS_PER_WORKER: Final = 2
 worker busy; more would only hold memory."""
 STALL_S: Final = 3.0
 """After a crash, this long without any progress means a queue was left broken
-(a healthy pipeline moves every few milliseconds)."""
+(a healthy pipeline moves every few milliseconds; a reader or worker that
+decompresses a big file again, up to where it is to go on, counts each MiB
+as a move: ``Board.progress``)."""
 _FATE_UNKNOWN: Final = 255
 """The exit code multiprocessing gives a child whose fork server died before it."""
 ERROR_SLOTS: Final = 16
