@@ -185,7 +185,8 @@ def hold(path: str | Path) -> int | None:
 @contextlib.contextmanager
 def locked(directory: Path | str) -> Iterator[None]:
     """``directory`` locked (``flock``, waiting for it) while the block runs:
-    held only for a few renames at a time, by runs whose outputs lie in it."""
+    held only for a moment (a look at its entries, a few renames), by runs
+    whose outputs or spools lie in it."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
