@@ -44,11 +44,13 @@ class WorkerField(enum.IntEnum):
     LINES = 1
     BUSY_NS = 2
     RESTARTS = 3
+    SKIPPED = 4  # decompressed bytes passed over to read a dead worker's span again
 
 
 class ReaderField(enum.IntEnum):
     FILE = 0  # the file being read, plus one (0: none)
     BYTES = 1  # bytes framed so far, all files together
+    SKIPPED = 2  # decompressed bytes passed over to reach a restart point
 
 
 class CollectorField(enum.IntEnum):
@@ -153,9 +155,15 @@ class Board:
             self.set_worker(slot, WorkerField.RESTARTS, count)
 
     def progress(self) -> tuple[int, ...]:
-        """A value that changes whenever any stage moves (for stall detection)."""
+        """A value that changes whenever any stage moves (for stall detection):
+        a span framed, checked or written, and also each MiB that a reader or
+        worker decompresses to get back to where it is to go on, which for a
+        big compressed file is seconds of work that frames nothing."""
+        readers, workers = range(self.n_readers), range(self.n_workers)
         return (
             self.read_bytes(),
-            sum(self.worker(k, WorkerField.CHUNKS) for k in range(self.n_workers)),
+            sum(self.worker(k, WorkerField.CHUNKS) for k in workers),
             self.collector(CollectorField.RESULTS),
+            sum(self.reader(k, ReaderField.SKIPPED) for k in readers),
+            sum(self.worker(k, WorkerField.SKIPPED) for k in workers),
         )

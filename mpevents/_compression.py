@@ -22,12 +22,14 @@ from __future__ import annotations
 import errno
 import gzip
 import os
+import time
 import zlib
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import ModuleType
 from typing import Any, BinaryIO, Final
 
+from . import _failpoints
 from ._errors import UsageError
 from ._framing import KEEP_BYTES, Flag, Span
 
@@ -128,13 +130,23 @@ class Decompressed:
             size -= len(block)
         return b"".join(parts)
 
-    def skip(self, size: int) -> None:
-        """Read and drop ``size`` bytes; the stream ending sooner means the file changed."""
+    def skip(self, size: int, moved: Callable[[int], None] | None = None) -> None:
+        """Read and drop ``size`` bytes; the stream ending sooner means the file changed.
+
+        ``moved`` is told each MiB dropped: decompressing a big file up to a
+        restart point takes seconds and sends nothing, and the supervisor
+        must see it move (``_board``: a pipeline that stops moving after a
+        crash is restarted)."""
+        slow = _failpoints.number("skip_slow")
         while size > 0:
             block = self.read(min(size, _SKIP_BLOCK))
             if not block:
                 raise OSError(errno.EIO, "the file changed while it was being read", self.path)
             size -= len(block)
+            if slow is not None:
+                time.sleep(slow)
+            if moved is not None:
+                moved(len(block))
 
     def _broken(self, exc: BaseException) -> OSError:
         """The error for a stream that broke: where, in decompressed bytes, as
@@ -211,14 +223,15 @@ class _ZstdStream:
         self._outputs.clear()
 
 
-def read_span(path: str, kind: str, span: Span) -> bytes:
+def read_span(path: str, kind: str, span: Span, moved: Callable[[int], None] | None = None) -> bytes:
     """A compressed span's bytes, as its reader sent them: decompressed again
     from the start of the file (for a worker replacing a dead one, which is
-    handed the spans it held without their bytes)."""
+    handed the spans it held without their bytes); ``moved`` as for
+    :meth:`Decompressed.skip`."""
     with Decompressed(path, kind) as stream:
-        stream.skip(span.start)
+        stream.skip(span.start, moved)
         if not span.flags & Flag.TRUNCATED:
             return stream.read_exactly(span.end - span.start)
         kept = stream.read_exactly(KEEP_BYTES)
-        stream.skip(span.end - span.start - KEEP_BYTES - 1)
+        stream.skip(span.end - span.start - KEEP_BYTES - 1, moved)
         return kept + b"\n" if stream.read_exactly(1) == b"\n" else kept

@@ -15,6 +15,8 @@ than a dictionary lookup per chunk.
                             forever, and the pipeline stalls
     checkpoint_s=SECONDS    a --resume run's collector journals this often (instead of every second)
     stall_s=SECONDS         after a crash, this long without progress is a stall (instead of 3 s)
+    skip_slow=SECONDS       decompressing a file up to a restart point sleeps this long per MiB
+                            (a big file on a slow machine)
     collector_kill=N        the first collector SIGKILLs itself after writing N results
     collector_slow=SECONDS  the collector sleeps this long before each result
     collector_write_error=N the collector's write fails with ENOSPC after N results

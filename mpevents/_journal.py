@@ -228,8 +228,11 @@ def as_listed(header: Header, files: Sequence[InputFile]) -> FileList:
 
 def restore(directory: Path, state: State) -> None:
     """Cut the staging directory back to ``state``: group files and rejects to
-    their journaled sizes, group files the journal never saw removed."""
+    their journaled sizes; group files the journal never saw removed, and so
+    is anything else (the spool of the interrupted run, where /dev/shm had no
+    room for it)."""
     from ._collector import REJECTS_NAME, group_file_name
+    from ._output import remove
 
     wanted = {group_file_name(group.encode()): size for group, (size, _) in state.groups.items()}
     wanted[REJECTS_NAME] = state.rejects_size
@@ -237,8 +240,8 @@ def restore(directory: Path, state: State) -> None:
         if path.name == JOURNAL_NAME:
             continue
         size = wanted.pop(path.name, None)
-        if size is None:
-            path.unlink()
+        if size is None or not path.is_file():
+            remove(path)
         elif path.stat().st_size < size:
             raise UsageError(
                 f"--resume: {path.name} is shorter than the journal says; remove {directory} to start over"

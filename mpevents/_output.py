@@ -1,11 +1,18 @@
-"""The output directory: refuse foreign ones, build beside, swap in atomically.
+"""The output directory: refuse foreign ones, build beside, swap in atomically, leave nothing else.
 
 Owns everything about ``--output DIR`` on disk. A run writes into a fresh
-temporary directory next to the output (same filesystem, so a rename moves
-it), and only when the whole run has succeeded is it exchanged with the old
-output in one ``renameat2(RENAME_EXCHANGE)`` call: a reader of the directory
-sees the old output or the new one, never a mix. A failed or interrupted run
-removes its temporary directory and leaves the old output as it was.
+temporary directory next to the output (next to where a symlink points: same
+filesystem, so a rename moves it), and only when the whole run has succeeded
+is it exchanged with the old output in one ``renameat2(RENAME_EXCHANGE)``
+call: a reader of the directory sees the old output or the new one, never a
+mix. A failed or interrupted run removes its temporary directory and leaves
+the old output as it was.
+
+A run holds its output by ``flock`` on its own temporary directory, which
+becomes the output at the swap (:func:`claim`): no lock file, and whatever a
+killed run left beside the output is recognised by no one holding it, and
+cleared by the next run. ``_spool`` clears its leftovers in /dev/shm the same
+way (:func:`remove_abandoned`).
 
 Nothing but ``group-<id>.jsonl``, ``rejected.jsonl`` and ``summary.json`` goes
 into the output. ``summary.json`` names mpevents as its tool, which is how a
@@ -14,14 +21,17 @@ later run knows the directory is its own to replace.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
 import os
+import platform
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Final
+from typing import Final, NamedTuple
 
 import msgspec
 
@@ -33,16 +43,24 @@ TEMP_PREFIX: Final = ".mpevents-tmp-"
 RESUME_PREFIX: Final = ".mpevents-resume-"
 """A --resume run's staging directory: named by its output alone, so that the
 next --resume run finds it."""
-LOCK_PREFIX: Final = ".mpevents-lock-"
+OLD_PREFIX: Final = ".mpevents-old-"
+"""An old output moved aside by a commit without renameat2 (see :func:`commit`)."""
 _OUR_NAMES: Final = re.compile(r"group-[0-9]+\.jsonl|rejected\.jsonl|summary\.json")
 _AT_FDCWD: Final = -100
 _RENAME_EXCHANGE: Final = 2
+_RENAMEAT2: Final = "renameat2"
+"""libc's name for it (a test names one that is not there)."""
+_SYS_RENAMEAT2: Final = {
+    "x86_64": 316, "aarch64": 276, "riscv64": 276, "ppc64le": 357, "ppc64": 357, "s390x": 347,
+    "i686": 353, "i386": 353, "armv7l": 382,
+}  # fmt: skip
+"""renameat2's system call number, by machine, for a libc without it."""
 
 
 def check_output(directory: Path) -> None:
     """Refuse an output directory that exists, is not empty and is not ours,
     or that cannot be made because something on its path is a file."""
-    for parent in directory.absolute().parents:
+    for parent in real_path(directory).parents:
         if parent.exists():
             if not parent.is_dir():
                 raise UsageError(f"output {str(directory)!r} cannot be made: {str(parent)!r} is a file")
@@ -75,57 +93,132 @@ def is_ours(directory: Path, names: list[str]) -> bool:
     return isinstance(summary, dict) and summary.get("tool") == TOOL
 
 
-def make_temp(directory: Path) -> Path:
-    """Create the temporary output beside ``directory``; clear stale ones first."""
-    parent = directory.absolute().parent
-    _remove_stale(parent, directory.name)
-    temp = parent / f"{TEMP_PREFIX}{directory.name}-{os.getpid()}"
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        remove(temp)
-        temp.mkdir()
-    except OSError as exc:
-        raise RunError(f"cannot create the output beside {str(directory)!r}: {exc.strerror}") from exc
-    return temp
+class Claim(NamedTuple):
+    """A run's hold on its output: the staging directory it builds in, and the
+    descriptor that holds it (see :func:`claim`)."""
+
+    staging: Path
+    fd: int
+
+    def release(self) -> None:
+        os.close(self.fd)
 
 
-def lock(directory: Path) -> int:
-    """Hold the output ``directory`` for this run: a lock file beside it, locked
-    until the returned descriptor is closed (or this process ends, however it
-    ends). A second run on the same output is refused (exit 2)."""
-    parent = directory.absolute().parent
+def real_path(directory: Path) -> Path:
+    """Where the output really is: every symlink on the way resolved, so that an
+    output given through a link is built and swapped beside the directory the
+    link points to (on its filesystem), and the link itself stays as it is."""
+    return Path(os.path.realpath(directory))
+
+
+def claim(directory: Path, resume: bool = False) -> Claim:
+    """Hold the output ``directory`` (a :func:`real_path`) for this run and make
+    its staging directory beside it: ``.mpevents-tmp-<output>-<pid>``, or for
+    --resume ``.mpevents-resume-<output>``, kept as it is if it is there.
+
+    A run holds its staging directory with ``flock`` on the directory itself
+    until it ends, however it ends; the commit renames that directory into the
+    output, so the hold moves with it. No lock file is needed: the parent's own
+    ``flock``, taken for a moment here and around the commit's renames, makes
+    the look at every directory of the output and the making of this run's one
+    step. So a second run on the same output is refused (exit 2), and what a
+    run that was killed left beside the output, held by no one, is cleared:
+    its staging directory removed, an old output that a commit had moved aside
+    (:func:`commit`) put back where the new one never came, or removed.
+    """
+    parent, name = directory.parent, directory.name
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(parent / f"{LOCK_PREFIX}{directory.name}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        with locked(parent):
+            _clear_leftovers(directory)
+            staging = resume_dir(directory) if resume else parent / f"{TEMP_PREFIX}{name}-{os.getpid()}"
+            staging.mkdir(exist_ok=resume)
+            fd = hold(staging)
     except OSError as exc:
         raise RunError(f"cannot create the output beside {str(directory)!r}: {exc.strerror}") from exc
+    assert fd is not None  # no other run makes or holds it while we have the parent
+    return Claim(staging, fd)
+
+
+def resume_dir(directory: Path) -> Path:
+    return directory.parent / f"{RESUME_PREFIX}{directory.name}"
+
+
+def _clear_leftovers(directory: Path) -> None:
+    """Refuse an output that a live run holds; else clear what dead runs left
+    beside it. Called with the parent locked."""
+    parent, name = directory.parent, directory.name
+    temps = re.compile(f"{re.escape(f'{TEMP_PREFIX}{name}-')}([0-9]+)")
+    olds = re.compile(f"{re.escape(f'{OLD_PREFIX}{name}-')}([0-9]+)")
+    entries = [path for path in parent.iterdir() if temps.fullmatch(path.name) or olds.fullmatch(path.name)]
+    for path in [directory, resume_dir(directory), *entries]:
+        try:
+            fd = hold(path)
+        except (FileNotFoundError, NotADirectoryError):  # not there (any more), or not a run's
+            continue
+        if fd is None:
+            raise UsageError(f"another mpevents run is writing {str(directory)!r}")
+        os.close(fd)
+    aside = sorted((path for path in entries if olds.fullmatch(path.name)), key=lambda path: path.stat().st_mtime_ns)
+    if aside and not directory.exists():  # killed between the commit's two renames: the old output goes back
+        os.rename(aside.pop(), directory)
+    for path in aside:
+        remove(path)
+    remove_abandoned(parent, temps)
+
+
+def hold(path: str | Path) -> int | None:
+    """A descriptor holding directory ``path`` (``flock``, let go when it is
+    closed or its process ends, however it ends); None if a live process holds it."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise UsageError(f"another mpevents run is writing {str(directory)!r}") from None
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
     return fd
 
 
-def resume_dir(directory: Path) -> Path:
-    return directory.absolute().parent / f"{RESUME_PREFIX}{directory.name}"
-
-
-def _remove_stale(parent: Path, name: str) -> None:
-    """Remove temporary outputs left by runs that were killed (their pid is gone)."""
-    prefix = f"{TEMP_PREFIX}{name}-"
+@contextlib.contextmanager
+def locked(directory: Path | str) -> Iterator[None]:
+    """``directory`` locked (``flock``, waiting for it) while the block runs:
+    held only for a moment (a look at its entries, a few renames), by runs
+    whose outputs or spools lie in it."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        entries = list(parent.iterdir())
-    except OSError:
-        return
-    for entry in entries:
-        pid = entry.name[len(prefix) :]
-        if entry.name.startswith(prefix) and pid.isdigit() and not alive(int(pid)):
-            remove(entry)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def remove_abandoned(directory: Path | str, names: re.Pattern[str]) -> None:
+    """Remove what runs killed outright left in ``directory``: the entries whose
+    names match ``names`` (its first group: the pid of the run that made the
+    entry) that no live run holds (:func:`hold`) and whose pid is not a live
+    process's, this one apart (a run of an earlier mpevents held none)."""
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        for entry in entries:
+            match = names.fullmatch(entry.name)
+            if match is None:
+                continue
+            pid = int(match.group(1))
+            try:
+                fd = hold(entry.path)
+            except OSError:  # gone meanwhile, or another user's
+                continue
+            if fd is None:
+                continue
+            if pid == os.getpid() or not alive(pid):
+                remove(Path(entry.path))
+            os.close(fd)
 
 
 def alive(pid: int) -> bool:
-    """Whether the run that made a temporary directory still runs (a zombie does not)."""
+    """Whether process ``pid`` runs (a zombie does not)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except FileNotFoundError:
@@ -140,7 +233,18 @@ def alive(pid: int) -> bool:
 
 
 def remove(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+    """Remove a directory and all it holds, or a file; nothing if it is not there."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def empty(directory: Path) -> None:
+    """Remove everything in ``directory``, keeping the directory (and so its hold)."""
+    for path in directory.iterdir():
+        remove(path)
 
 
 def write_summary(temp: Path, data: bytes) -> None:
@@ -170,33 +274,60 @@ def commit(temp: Path, directory: Path, fsync: bool = False) -> None:
     With ``fsync``, every output file and the temporary directory reach the
     disk before the swap, and the parent directory after it: after a power
     loss the output is the old one or the new one, whole.
+
+    Where ``renameat2(RENAME_EXCHANGE)`` is not to be had (a filesystem
+    without it, a kernel before 3.15), the old output is renamed aside to
+    ``.mpevents-old-<output>-<pid>`` and the new one renamed in: a reader may
+    find no output between the two, and a run killed there leaves the old
+    output aside, which the next run on it puts back (:func:`claim`).
     """
     try:
         if fsync:
             sync_tree(temp)
-        if directory.exists():
-            if not _exchange(temp, directory):
-                old = temp.with_name(temp.name + "-old")
-                os.rename(directory, old)
+        with locked(directory.parent):  # no other run looks while the output is aside
+            if not directory.exists():
                 os.rename(temp, directory)
-                temp = old
-            remove(temp)
-        else:
-            os.rename(temp, directory)
+                old = None
+            elif _exchange(temp, directory):
+                old = temp
+            else:
+                old = _swap_by_renames(temp, directory)
+        if old is not None:
+            remove(old)
         if fsync:
-            fsync_path(str(directory.absolute().parent))
+            fsync_path(str(directory.parent))
     except OSError as exc:
         raise RunError(f"cannot move the new output into {str(directory)!r}: {exc.strerror}") from exc
 
 
-def _exchange(a: Path, b: Path) -> bool:
-    """Exchange two paths in one step (Linux renameat2); False where unsupported."""
+def _swap_by_renames(temp: Path, directory: Path) -> Path:
+    """The swap in two renames, where they cannot be one; returns where the old output went."""
+    aside = directory.with_name(f"{OLD_PREFIX}{directory.name}-{os.getpid()}")
+    os.rename(directory, aside)
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+        os.rename(temp, directory)
+    except BaseException:
+        os.rename(aside, directory)
+        raise
+    return aside
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Exchange two paths in one step (Linux renameat2); False where unsupported.
+
+    Through libc's ``renameat2``, or, where libc has none (glibc before 2.28),
+    the system call itself."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    args = (ctypes.c_int(_AT_FDCWD), os.fsencode(a), ctypes.c_int(_AT_FDCWD), os.fsencode(b))
+    try:
+        result = getattr(libc, _RENAMEAT2)(*args, ctypes.c_uint(_RENAME_EXCHANGE))
+    except AttributeError:
+        number = _SYS_RENAMEAT2.get(platform.machine())
+        if number is None:
+            return False
+        # syscall(2) takes longs: every argument widened, the descriptors sign-extended
+        wide = (ctypes.c_long(_AT_FDCWD), args[1], ctypes.c_long(_AT_FDCWD), args[3])
+        result = libc.syscall(ctypes.c_long(number), *wide, ctypes.c_long(_RENAME_EXCHANGE))
     if result == 0:
         return True
     code = ctypes.get_errno()

@@ -112,8 +112,9 @@ def _read_compressed(info: InputFile, chunk_bytes: int, seq: int, start: int, se
     """Decompress a file from its start, skip to ``start`` (a restarted reader's
     first unwritten span), and send each span with its bytes."""
     assert info.compression is not None
+    board, slot = sender.board, sender.slot
     with Decompressed(info.path, info.compression, info.identity, info.size) as stream:
-        stream.skip(start)
+        stream.skip(start, lambda size: board.add_reader(slot, ReaderField.SKIPPED, size))
         read_from = stream.raw_position
         for span, data in stream_frames(stream, info.index, chunk_bytes, seq, start):
             # Progress in bytes of the file on disk, as for plain files, and

@@ -6,7 +6,7 @@ an engine (``_engine``: the local processes or Dask), the observer (the
 dashboard), the files still being written (``_live``: what each left
 unread) and the summary (``_summary``).
 
-    check config and inputs -> staging directory -> engine.start()
+    check config and inputs -> claim the output, staging directory -> engine.start()
     -> poll until the report (signals, dashboard ticks) -> unread bytes -> summary.json -> commit
 
 Signals: the first SIGINT or SIGTERM ends the run as interrupted, with the
@@ -59,12 +59,16 @@ def run(config: Config, observer: Observer | None = None, files: Sequence[InputF
     setproctitle.setproctitle("mpevents: main")
     started = time.monotonic()
     files = check(config) if files is None else FileList.of(files)
-    held = _output.lock(config.output_dir)
+    output = _output.real_path(config.output_dir)
+    claim = _output.claim(output, config.resume)
+    staging = claim.staging
     if config.trace:
         _trace.clear(config.profile_dir)
         _trace.start(config.profile_dir, "main")
     try:
-        staging, resumed, files = _staging(config, files)
+        resumed = None
+        if config.resume:
+            resumed, files = _resume(config, files, staging)
         engine = make_engine(config, files, staging, resumed)
         interrupt = _Interrupt(engine, None if config.resume else staging)
         try:
@@ -79,47 +83,43 @@ def run(config: Config, observer: Observer | None = None, files: Sequence[InputF
             if config.trace:
                 summary.trace = str(config.profile_dir / _trace.TRACE_NAME)
             _output.write_summary(staging, encode(summary))
-            _output.commit(staging, config.output_dir, config.fsync)
+            _output.commit(staging, output, config.fsync)
             _trace.tracer().instant("commit")
             if resumed is None:  # a --resume run's leftovers are superseded
-                _output.remove(_output.resume_dir(config.output_dir))
+                _output.remove(_output.resume_dir(output))
             return summary
         except OSError as exc:
             raise RunError(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)) from exc
         finally:
             engine.stop()
-            if resumed is None:
-                _output.remove(staging)
             interrupt.restore()
             if observer is not None:
                 observer.stop()
     finally:
-        os.close(held)
+        if not config.resume:  # gone already once committed; a --resume run's is kept for the next one
+            _output.remove(staging)
+        claim.release()
         if config.trace:
             _trace.stop()
             _trace.merge(config.profile_dir)
 
 
-def _staging(config: Config, files: Sequence[InputFile]) -> tuple[Path, journal.State | None, Sequence[InputFile]]:
-    """Where the run builds its output, for --resume where it starts from,
-    and the input as the run reads it (as the interrupted run listed it)."""
-    if not config.resume:
-        return _output.make_temp(config.output_dir), None, files
-    staging = _output.resume_dir(config.output_dir)
+def _resume(config: Config, files: Sequence[InputFile], staging: Path) -> tuple[journal.State, Sequence[InputFile]]:
+    """Where a --resume run starts from, its staging directory made ready for
+    it, and the input as the run reads it (as the interrupted run listed it)."""
     header, state = journal.read(staging / journal.JOURNAL_NAME)
     if header is None:
         log.warning("--resume: nothing to resume for %s; starting from the start", config.output_dir)
         _fresh_journal(staging, files)
-        return staging, journal.State(), files
+        return journal.State(), files
     journal.check_inputs(header, files)
     journal.restore(staging, state)
     log.warning("--resume: %s lines were written before; going on from there", f"{state.lines:,}")
-    return staging, state, journal.as_listed(header, files)
+    return state, journal.as_listed(header, files)
 
 
 def _fresh_journal(staging: Path, files: Sequence[InputFile]) -> None:
-    _output.remove(staging)
-    staging.mkdir(parents=True)
+    _output.empty(staging)  # emptied, not made again: the run holds this directory
     journal.start(staging, files)
 
 

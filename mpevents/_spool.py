@@ -26,9 +26,9 @@ by the other, whoever else is running:
   template lines and 0.95 to 1.0 on real-shaped ones (20 paired runs each).
 
 * The spool is a directory in /dev/shm (tmpfs: memory, never a disk) where
-  there is one with room, else in the run's staging directory. One left by a
-  run that was killed outright is removed by the next run, which finds its
-  owner gone.
+  there is one with room, else in the run's staging directory. Main holds it
+  (``flock``) while it lives; one left by a run that was killed outright is
+  removed by the next run, which finds it held by no one.
 * An input file appears whole (written under a name of its own, then
   renamed), so a restarted reader that frames the same spans again replaces
   it safely. A worker that finds no file (its span's first copy took it, or
@@ -48,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import re
 import tempfile
 import time
 from collections.abc import Iterator
@@ -74,6 +75,8 @@ _IOV_MAX: Final = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 FULL_POLL_S: Final = 0.002
 """How often a reader looks again at a full spool: a worker takes a file every
 few milliseconds."""
+_NAMES: Final = re.compile(f"{re.escape(PREFIX)}([0-9]+)-.*")
+"""A spool's name: the pid of the run that made it, then mkdtemp's letters."""
 _names = itertools.count()  # result files of one worker, numbered
 
 
@@ -82,10 +85,14 @@ class Spool(NamedTuple):
 
     directory: str
     limit: int
+    held: int = -1
+    """Main's descriptor holding a spool in /dev/shm (``_output.hold``), so that
+    no other run takes it for a dead run's (closed by :meth:`remove`, which only
+    main calls); -1 for one in the staging directory."""
 
     @classmethod
     def make(cls, staging: Path, workers: int, readers: int, chunk_bytes: int) -> Spool:
-        """A fresh spool for one attempt of a run.
+        """A fresh spool for one attempt of a run, held by this process until :meth:`remove`.
 
         In /dev/shm when it has room for twice what the spool may hold (a
         container's is often 64 MB), else in the staging directory.
@@ -93,14 +100,15 @@ class Spool(NamedTuple):
         # Each reader may have passed the check for room before any has written.
         limit = CHUNKS_PER_WORKER * workers + readers
         most = (limit + 3 * RESULTS_PER_WORKER * workers) * chunk_bytes
-        parent = RAM_DIRECTORY if _room(RAM_DIRECTORY) >= 2 * most else str(staging)
-        try:
-            directory = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=parent)
-        except OSError:  # a /dev/shm we may not write after all
-            directory = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=staging)
+        made = None
+        if _room(RAM_DIRECTORY) >= 2 * most:
+            with contextlib.suppress(OSError):  # a /dev/shm we may not write after all
+                made = _make_held(RAM_DIRECTORY)
+        # In the staging directory it needs no hold: that directory is the run's own.
+        directory, held = made or (tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=staging), -1)
         for name in (INPUTS, RESULTS):
             os.mkdir(os.path.join(directory, name))
-        return cls(directory, limit)
+        return cls(directory, limit, held)
 
     def _path(self, span: Span) -> str:
         return os.path.join(self.directory, INPUTS, f"{span.file}-{span.seq}")
@@ -138,6 +146,8 @@ class Spool(NamedTuple):
 
     def remove(self) -> None:
         _output.remove(Path(self.directory))
+        if self.held >= 0:
+            os.close(self.held)
 
 
 class ResultWriter:
@@ -248,12 +258,19 @@ def _room(directory: str) -> int:
     return stat.f_bavail * stat.f_frsize
 
 
+def _make_held(parent: str) -> tuple[str, int]:
+    """A new spool directory in ``parent``, already held when another run looks
+    there for abandoned ones (``_output.remove_abandoned``)."""
+    with _output.locked(parent):
+        directory = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=parent)
+        held = _output.hold(directory)
+    assert held is not None  # new, and no other run looks while the parent is locked
+    return directory, held
+
+
 def remove_stale() -> None:
-    """Remove the spools in /dev/shm of runs that are gone (the pid in the
-    name): a run killed outright leaves its own there, which nothing else
+    """Remove the spools in /dev/shm of runs that are gone (no one holds
+    them): a run killed outright leaves its own there, which nothing else
     would free until a reboot. (One in a staging directory goes with it.)"""
-    with contextlib.suppress(OSError), os.scandir(RAM_DIRECTORY) as entries:
-        for entry in entries:
-            pid = entry.name[len(PREFIX) :].split("-", 1)[0]
-            if entry.name.startswith(PREFIX) and pid.isdigit() and not _output.alive(int(pid)):
-                _output.remove(Path(entry.path))
+    with contextlib.suppress(OSError), _output.locked(RAM_DIRECTORY):
+        _output.remove_abandoned(RAM_DIRECTORY, _NAMES)

@@ -50,6 +50,7 @@ from typing import Any, Final
 from . import _collector, _failpoints, _output, _reader, _trace, _worker
 from ._board import Board, CollectorField, WorkerField
 from ._child import EXIT_REPORTED, context, run_child
+from ._compression import Decompressed
 from ._config import Config, InputFile
 from ._engine import Restarts, RetryBudget
 from ._errors import RunError
@@ -71,7 +72,9 @@ QUEUE_SLOTS_PER_WORKER: Final = 2
 worker busy; more would only hold memory."""
 STALL_S: Final = 3.0
 """After a crash, this long without any progress means a queue was left broken
-(a healthy pipeline moves every few milliseconds)."""
+(a healthy pipeline moves every few milliseconds; a reader or worker that
+decompresses a big file again, up to where it is to go on, counts each MiB
+as a move: ``Board.progress``)."""
 _FATE_UNKNOWN: Final = 255
 """The exit code multiprocessing gives a child whose fork server died before it."""
 ERROR_SLOTS: Final = 16
@@ -99,7 +102,7 @@ class LocalEngine:
     ) -> None:
         """``resume``: where a --resume run's journal left off, for the first
         attempt; ``reset_staging`` empties the staging directory for a fresh
-        attempt (by default: remove it and make it again)."""
+        attempt (by default: remove all it holds)."""
         self.config = config
         self.files = files
         self.temp = temp
@@ -211,8 +214,7 @@ class LocalEngine:
         return None
 
     def _fresh_staging(self) -> None:
-        _output.remove(self.temp)
-        self.temp.mkdir()
+        _output.empty(self.temp)  # emptied, not made again: the run holds this directory
 
     def _stalls_after(self, seconds: float) -> bool:
         """Whether nothing has moved for ``seconds`` since a child crashed."""
@@ -324,13 +326,15 @@ class LocalEngine:
             return f"{role} {index} failed"
 
     def _describe_span(self, span: Span) -> str:
-        """Name a span by its file and line range (counted from the file)."""
-        path = self.files[span.file].path
-        with open(path, "rb") as handle:
+        """Name a span by its file and line range (counted from the file's
+        start; a compressed file's spans lie in its decompressed bytes, so its
+        lines are counted in those)."""
+        info = self.files[span.file]
+        with open(info.path, "rb") if info.compression is None else Decompressed(info.path, info.compression) as handle:
             before = _count_newlines(handle, span.start)
             inside = _count_newlines(handle, span.end - span.start)
         last = before + max(inside, 1)
-        return f"the chunk of {self.files[span.file].name} at lines {before + 1}-{last}"
+        return f"the chunk of {info.name} at lines {before + 1}-{last}"
 
     # --- the end -----------------------------------------------------------
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, Final
 
 from . import _failpoints, _trace
@@ -65,7 +66,8 @@ def work(
             data = read_chunk(info.path, span, info.identity)
         else:  # left in the spool by its reader; if not there, decompressed again
             taken = spool.take(span) if spool is not None else None
-            data = taken if taken is not None else read_span(info.path, info.compression, span)
+            moved = partial(board.add_worker, slot, WorkerField.SKIPPED)  # the supervisor sees this worker move
+            data = taken if taken is not None else read_span(info.path, info.compression, span, moved)
         writer = spool.result_writer(span) if spool is not None else None
         on_flush = writer.write if writer is not None else None
         result = process_chunk_parts(data, file_start=span.start == 0, on_flush=on_flush)

@@ -73,6 +73,13 @@ def start_cli(*args: str | Path, env: dict[str, str] | None = None) -> subproces
     )
 
 
+def patched_cli(setup: str, *args: str | Path) -> list[str]:
+    """The command line of a run whose main first runs ``setup`` (Python): for
+    what a test cannot set from outside, such as a small /dev/shm or a crash at
+    one chosen moment."""
+    return [sys.executable, "-c", f"{setup}\nfrom mpevents._cli import main_exit\nmain_exit()", *map(str, args)]
+
+
 def make_summary(**fields: object) -> Summary:
     """A summary with ``fields`` and plain defaults for the rest (for drawing it)."""
     base: dict[str, object] = {

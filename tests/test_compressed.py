@@ -213,3 +213,25 @@ def test_an_empty_file_is_a_file_with_no_lines(tmp_path: Path) -> None:
         assert kind is not None
         with Decompressed(str(tmp_path / name), kind) as stream:
             assert list(stream_frames(stream, 0, 4096)) == [(Span(0, 0, 0, 0, Flag.LAST), b"")]
+
+
+def test_a_compressed_chunk_that_keeps_killing_workers_is_named_by_its_decompressed_lines(tmp_path: Path) -> None:
+    plain, packed = tmp_path / "plain", tmp_path / "packed"
+    plain.mkdir()
+    packed.mkdir()
+    genlog(plain / "a.log", 20_000)
+    (packed / "a.log.gz").write_bytes(gz((plain / "a.log").read_bytes()))
+    named = {}
+    for inputs in (plain, packed):  # cut into the same spans: the same lines
+        result = run_cli(
+            "--input", inputs, "--output", tmp_path / f"out-{inputs.name}", "-n", "2", "-q", "--chunk-bytes", "16K",
+            "--max-retries", "2", env={"MPEVENTS_FAILPOINTS": "worker_kill_always=0:5"},
+        )  # fmt: skip
+        assert result.returncode == 1
+        found = re.search(r"at lines ([0-9]+)-([0-9]+) killed 2 workers", result.stderr)
+        assert found is not None, result.stderr
+        named[inputs.name] = (int(found[1]), int(found[2]))
+    first, last = named["plain"]
+    lines = (plain / "a.log").read_bytes().splitlines(keepends=True)
+    assert sum(map(len, lines[: first - 1])) > 5 * 8192 and last - first > 100  # the sixth span, of 16 KiB
+    assert named["packed"] == named["plain"]

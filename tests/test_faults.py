@@ -8,6 +8,7 @@ directory is left. pytest-timeout and the subprocess timeouts bound every test.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import resource
@@ -360,3 +361,26 @@ def test_children_exit_when_main_is_killed_and_the_next_run_cleans_up(logs: Path
     result = run_cli("--input", logs, "--output", out, "-q")
     assert result.returncode == 0, result.stderr
     assert temp_dirs(tmp_path) == []  # ...the next run removes
+
+
+@pytest.mark.timeout(120)
+def test_a_restarted_reader_decompressing_up_to_its_restart_point_is_no_stall(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    data = b"".join(b"%d|log|ev|u|%d|%d|1\n" % (i, i, i % 7) for i in range(480_000))  # 12 MiB: 48 spans of 256 KiB
+    (inputs / "big.log.gz").write_bytes(gzip.compress(data, compresslevel=1))
+    out = tmp_path / "out"
+    # The reader dies before its 45th span; the spool and the queues keep it at
+    # most a dozen spans ahead of the collector, so its replacement decompresses
+    # the file again up to the first span not yet written, 8 MiB or more, each
+    # MiB slowed to a fifth of the time after which a pipeline that does not
+    # move is taken for a stalled one.
+    result = run_cli(
+        "--input", inputs, "--output", out, "-n", "2", "--no-progress", "--chunk-bytes", "256K",
+        env={"MPEVENTS_FAILPOINTS": "reader_kill=0:44,skip_slow=0.2,stall_s=1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "stopped moving" not in result.stderr
+    summary = summary_of(out)
+    assert summary["restarts"] == {"workers": 0, "readers": 1, "pipeline": 0}
+    assert summary["totals"]["lines"] == 480_000  # type: ignore[index]

@@ -88,20 +88,22 @@ import json, sys
 from pathlib import Path
 from mpevents._config import Config, check
 from mpevents._engine import RetryBudget
-from mpevents._output import make_temp, remove
+from mpevents._output import claim, remove
 from mpevents._run import drive
 from mpevents._supervisor import LocalEngine
 
 config = Config(input_dir=Path(sys.argv[1]), output_dir=Path(sys.argv[2]), workers=2, readers=2,
                 chunk_bytes=4096, max_retries=5)
 files = check(config)
-temp = make_temp(config.output_dir)
+held = claim(config.output_dir)
+temp = held.staging
 engine = LocalEngine(config, files, temp, RetryBudget(config.max_retries))
 try:
     report = drive(engine, None)
 finally:
     engine.stop()
     remove(temp)
+    held.release()
 print(json.dumps({"free": engine.ledger.credits_free(), "budget": engine.ledger.budget,
                   "readers": engine.restarts.readers, "lines": sum(c.lines for c in report.files)}))
 """

@@ -1,14 +1,21 @@
-"""The output directory's commit, with and without --fsync."""
+"""The output directory: its commit (with and without --fsync, with and without
+renameat2), its lock, an output through a symlink, and nothing left beside it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import platform
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from mpevents import _output
-from tests.conftest import REPO, run_cli, tree
+from tests.conftest import REPO, RUN_TIMEOUT_S, genlog, patched_cli, run_cli, tree
 
 
 def test_fsync_syncs_every_file_and_both_directories_around_the_swap(
@@ -17,7 +24,8 @@ def test_fsync_syncs_every_file_and_both_directories_around_the_swap(
     out = tmp_path / "out"
     out.mkdir()
     (out / "summary.json").write_text('{"tool": "mpevents"}')
-    temp = _output.make_temp(out)
+    claim = _output.claim(out)
+    temp = claim.staging
     for name in ("group-1.jsonl", "rejected.jsonl", "summary.json"):
         (temp / name).write_text(name)
     synced: list[str] = []
@@ -29,6 +37,7 @@ def test_fsync_syncs_every_file_and_both_directories_around_the_swap(
 
     monkeypatch.setattr(os, "fsync", record)
     _output.commit(temp, out, fsync=True)
+    claim.release()
     names = [Path(path).name for path in synced]
     assert sorted(names[:3]) == ["group-1.jsonl", "rejected.jsonl", "summary.json"]  # the files first,
     assert names[3] == temp.name  # then the directory that holds them, before the swap,
@@ -37,10 +46,11 @@ def test_fsync_syncs_every_file_and_both_directories_around_the_swap(
 
 
 def test_without_fsync_nothing_is_synced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    temp = _output.make_temp(tmp_path / "out")
-    (temp / "summary.json").write_text("{}")
+    claim = _output.claim(tmp_path / "out")
+    (claim.staging / "summary.json").write_text("{}")
     monkeypatch.setattr(os, "fsync", lambda fd: pytest.fail("synced without --fsync"))
-    _output.commit(temp, tmp_path / "out")
+    _output.commit(claim.staging, tmp_path / "out")
+    claim.release()
     assert (tmp_path / "out" / "summary.json").exists()
 
 
@@ -49,3 +59,199 @@ def test_a_run_with_fsync_gives_the_same_output(tmp_path: Path) -> None:
     assert run_cli("--input", REPO / "data" / "input", "--output", plain, "-q").returncode == 0
     assert run_cli("--input", REPO / "data" / "input", "--output", synced, "-q", "--fsync").returncode == 0
     assert tree(plain) == tree(synced)
+
+
+# --- nothing left beside the output ------------------------------------------
+
+SLOW = "collector_slow=0.05,checkpoint_s=0.05"
+"""A run long enough to be interrupted (seconds), journalling often with --resume."""
+ARGS = ("-n", "2", "-q", "--chunk-bytes", "16K")
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("logs")
+    for seed in range(1, 4):
+        genlog(directory / f"part-{seed}.log", 20_000, groups=4, seed=seed)
+    return directory
+
+
+def start(logs: Path, out: Path, *extra: str, failpoints: str = SLOW) -> subprocess.Popen[str]:
+    """A run in a process group of its own, so that all of it can be killed at once."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "mpevents", "--input", str(logs), "--output", str(out), *ARGS, *extra],
+        env={**os.environ, "MPEVENTS_FAILPOINTS": failpoints}, cwd=REPO, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+
+
+def wait_written(process: subprocess.Popen[str], parent: Path, lines: int = 2_000, timeout: float = 60) -> None:
+    """Until the run has written ``lines`` records beside the output (or fail)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        records = 0
+        for staging in parent.glob(".mpevents-*"):
+            with contextlib.suppress(OSError):  # a file being created or the directory going away
+                records += sum(path.read_bytes().count(b"\n") for path in staging.glob("group-*.jsonl"))
+        if records >= lines:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the run never wrote {lines} records")
+
+
+@pytest.mark.usefixtures("clean_processes")
+@pytest.mark.timeout(180)
+def test_the_parent_holds_the_output_alone_after_every_ending_of_a_run(logs: Path, tmp_path: Path) -> None:
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    out = parent / "out"
+
+    def cli(*extra: str, failpoints: str = "") -> subprocess.CompletedProcess[str]:
+        return run_cli("--input", logs, "--output", out, *ARGS, *extra, env={"MPEVENTS_FAILPOINTS": failpoints})
+
+    assert cli().returncode == 0  # a good run
+    assert os.listdir(parent) == ["out"]
+    good = tree(out)
+    assert cli(failpoints="collector_write_error=2").returncode == 1  # a failed one
+    assert os.listdir(parent) == ["out"] and tree(out) == good
+    process = start(logs, out)  # Ctrl-C
+    wait_written(process, parent)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=30) == 130
+    assert os.listdir(parent) == ["out"] and tree(out) == good
+    process = start(logs, out)  # SIGKILL of the whole process group, then the next run
+    wait_written(process, parent)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.communicate(timeout=30)
+    assert cli().returncode == 0
+    assert os.listdir(parent) == ["out"] and tree(out) == good
+    process = start(logs, out, "--resume")  # --resume killed: its directory stays, for the next one
+    wait_written(process, parent)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.communicate(timeout=30)
+    assert sorted(os.listdir(parent)) == [".mpevents-resume-out", "out"]
+    assert cli("--resume").returncode == 0
+    assert os.listdir(parent) == ["out"] and tree(out) == good
+
+
+@pytest.mark.usefixtures("clean_processes")
+@pytest.mark.parametrize("first", [(), ("--resume",)], ids=["plain", "resume"])
+def test_a_second_run_on_the_same_output_is_refused_while_one_runs(
+    logs: Path, tmp_path: Path, first: tuple[str, ...]
+) -> None:
+    out = tmp_path / "out"
+    process = start(logs, out, *first)
+    wait_written(process, tmp_path, 1)
+    for second in ((), ("--resume",)):
+        result = run_cli("--input", logs, "--output", out, *ARGS, *second)
+        assert result.returncode == 2
+        assert "another mpevents run is writing" in result.stderr
+    other = run_cli("--input", logs, "--output", tmp_path / "other", *ARGS)  # a sibling output is not held
+    assert other.returncode == 0, other.stderr
+    os.killpg(process.pid, signal.SIGKILL)
+    process.communicate(timeout=30)
+
+
+def test_a_run_whose_engine_cannot_be_made_leaves_nothing(logs: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    (blocker / "distributed.py").write_text("raise ImportError('blocked for the test')\n")
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    result = run_cli(
+        "--input", logs, "--output", parent / "out", "--engine", "dask", env={"PYTHONPATH": str(blocker)}
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert os.listdir(parent) == []
+
+
+# --- an output through a symlink ---------------------------------------------
+
+
+@pytest.mark.parametrize("target", ["absolute", "relative"])
+def test_an_output_through_a_symlink_is_made_beside_its_target_and_the_link_kept(
+    logs: Path, tmp_path: Path, target: str
+) -> None:
+    plain = tmp_path / "plain"
+    assert run_cli("--input", logs, "--output", plain, *ARGS).returncode == 0
+    here, there = tmp_path / "here", tmp_path / "there"
+    here.mkdir()
+    there.mkdir()
+    link = here / "out"
+    pointed = there / "out" if target == "absolute" else Path("..") / "there" / "out"
+    link.symlink_to(pointed)  # dangling until the first run
+    for _ in range(2):  # made, then replaced
+        result = run_cli("--input", logs, "--output", link, *ARGS)
+        assert result.returncode == 0, result.stderr
+        assert link.is_symlink() and os.readlink(link) == str(pointed)
+        assert os.listdir(here) == ["out"] and os.listdir(there) == ["out"]
+        assert (there / "out").is_dir() and not (there / "out").is_symlink()
+        assert tree(there / "out") == tree(plain)
+
+
+# --- the commit where renameat2 is missing ------------------------------------
+
+
+def test_the_fallback_swap_replaces_the_output_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.json").write_text('{"tool": "mpevents", "old": true}')
+    claim = _output.claim(out)
+    (claim.staging / "summary.json").write_text('{"tool": "mpevents"}')
+    monkeypatch.setattr(_output, "_exchange", lambda a, b: False)  # as where renameat2 is missing
+    _output.commit(claim.staging, out)
+    claim.release()
+    assert os.listdir(tmp_path) == ["out"]
+    assert (out / "summary.json").read_text() == '{"tool": "mpevents"}'
+
+
+CRASH_BETWEEN_RENAMES = """
+import os, sys
+from pathlib import Path
+from mpevents import _output
+out = Path(sys.argv[sys.argv.index("--output") + 1]).absolute()
+_output._exchange = lambda a, b: False  # as where renameat2 is missing
+rename = os.rename
+def crash_before_the_second(source, target, *args, **kwargs):
+    if Path(os.fsdecode(source)).name.startswith(".mpevents-tmp-") and Path(os.fsdecode(target)) == out:
+        os._exit(137)  # killed with the old output moved aside and the new one not yet in
+    rename(source, target, *args, **kwargs)
+os.rename = crash_before_the_second
+"""
+
+
+@pytest.mark.usefixtures("clean_processes")
+def test_a_crash_between_the_fallback_renames_is_undone_by_the_next_run(logs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert run_cli("--input", REPO / "data" / "input", "--output", out, "-q").returncode == 0
+    old = tree(out)
+    crashed = subprocess.run(
+        patched_cli(CRASH_BETWEEN_RENAMES, "--input", logs, "--output", out, *ARGS),
+        capture_output=True, text=True, timeout=RUN_TIMEOUT_S, cwd=REPO, check=False,
+    )  # fmt: skip
+    assert crashed.returncode == 137, crashed.stderr
+    assert not out.exists()  # the moment the crash came
+    failed = run_cli(
+        "--input", logs, "--output", out, *ARGS, env={"MPEVENTS_FAILPOINTS": "collector_write_error=1"}
+    )  # fmt: skip
+    assert failed.returncode == 1, failed.stderr
+    assert os.listdir(tmp_path) == ["out"] and tree(out) == old  # the old output is back
+    assert run_cli("--input", logs, "--output", out, *ARGS).returncode == 0
+    assert os.listdir(tmp_path) == ["out"] and tree(out) != old
+
+
+def test_the_exchange_goes_through_the_system_call_where_libc_has_no_renameat2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if platform.machine() not in _output._SYS_RENAMEAT2:
+        pytest.skip(f"no system call number known for {platform.machine()}")
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    (first / "mark").touch()
+    monkeypatch.setattr(_output, "_RENAMEAT2", "no_such_function")  # as in a glibc before 2.28
+    assert _output._exchange(first, second)
+    assert (second / "mark").exists() and not (first / "mark").exists()

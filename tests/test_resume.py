@@ -12,9 +12,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from mpevents import _spool
 from mpevents._journal import JOURNAL_NAME, Checkpoint, Header, State, append, read
 from mpevents._messages import FileCounts
-from tests.conftest import REPO, genlog, run_cli, temp_dirs, tree
+from tests.conftest import REPO, genlog, patched_cli, run_cli, temp_dirs, tree
 
 pytestmark = pytest.mark.usefixtures("clean_processes")
 
@@ -43,10 +44,12 @@ def staging_of(out: Path) -> Path:
     return out.parent / f".mpevents-resume-{out.name}"
 
 
-def start_resumable(inputs: Path, out: Path) -> subprocess.Popen[str]:
-    """A --resume run in a process group of its own, so that all of it can be killed at once."""
+def start_resumable(inputs: Path, out: Path, setup: str | None = None) -> subprocess.Popen[str]:
+    """A --resume run in a process group of its own, so that all of it can be
+    killed at once; its main first runs ``setup`` (Python), if given."""
+    args = ("--input", inputs, "--output", out, *ARGS, "--resume")
     return subprocess.Popen(
-        [sys.executable, "-m", "mpevents", "--input", str(inputs), "--output", str(out), *ARGS, "--resume"],
+        [sys.executable, "-m", "mpevents", *map(str, args)] if setup is None else patched_cli(setup, *args),
         env={**os.environ, **SLOW}, cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         start_new_session=True,
     )  # fmt: skip
@@ -95,6 +98,23 @@ def test_ctrl_c_keeps_the_journal_and_the_next_resume_finishes(
     assert (staging_of(out) / JOURNAL_NAME).exists()
     assert run_cli("--input", inputs, "--output", out, *ARGS, "--resume").returncode == 0
     assert tree(out) == reference
+
+
+def test_a_spool_left_in_the_resume_directory_does_not_stop_the_next_resume(
+    inputs: Path, reference: dict[str, bytes], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    small_shm = "from mpevents import _spool\n_spool._room = lambda directory: 0  # a container's 64 MB /dev/shm, full"
+    process = start_resumable(inputs, out, small_shm)
+    wait_for_checkpoints(process, out, 3_000)
+    assert any(path.name.startswith(_spool.PREFIX) for path in staging_of(out).iterdir())  # the spool lives there
+    os.killpg(process.pid, signal.SIGKILL)
+    process.communicate(timeout=30)
+    result = run_cli("--input", inputs, "--output", out, *ARGS, "--resume")
+    assert result.returncode == 0, result.stderr
+    assert "were written before; going on from there" in result.stderr
+    assert tree(out) == reference
+    assert not staging_of(out).exists()
 
 
 def test_resume_refuses_changed_input_naming_the_first_difference(inputs: Path, tmp_path: Path) -> None:
