@@ -301,6 +301,8 @@ def _read_index(fd: int, path: str) -> tuple[list[bytes], list[list[tuple[int, i
     for position, size in zip(flat[::2], flat[1::2]):
         pieces[position].append((at, size))
         at += size
+    if at != end - length:
+        raise OSError(errno.EIO, "a task's part file does not hold what its index says", path)
     return groups, pieces
 
 
