@@ -1,7 +1,9 @@
 """Command line: parse arguments, run, map every outcome to an exit code.
 
 Owns argparse, logging set-up and the promise that a user sees one clear line
-on stderr, never a traceback, unless they ask for ``--debug``.
+on stderr, never a traceback, unless they ask for ``--debug``: every error
+ends here, and :func:`one_line` makes its message one line of at most
+ERROR_CHARS characters, however long or many-lined it came.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Final, NoReturn
 
 from . import __version__
 from ._child import start_fork_server
@@ -285,23 +287,41 @@ def main(argv: Sequence[str] | None = None) -> int:
             print_summary(summary, config)
         return EXIT_OK
     except Interrupted as exc:
-        _error_console().print(f"mpevents: {exc}", markup=False)
+        _say(f"mpevents: {exc}")
         return exc.code
     except MpeventsError as exc:
-        console = _error_console()
-        if debug:
-            console.print_exception()
-        console.print(f"mpevents: error: {exc}", markup=False)
+        _say(f"mpevents: error: {exc}", debug=debug)
         return exc.exit_code
     except KeyboardInterrupt:
-        _error_console().print("mpevents: interrupted", markup=False)
+        _say("mpevents: interrupted")
         return EXIT_SIGINT
     except Exception as exc:  # a bug: still one line, unless --debug asks for more
-        console = _error_console()
-        if debug:
-            console.print_exception()
-        console.print(f"mpevents: internal error: {type(exc).__name__}: {exc} (--debug shows where)", markup=False)
+        _say(f"mpevents: internal error: {type(exc).__name__}: {exc}", " (--debug shows where)", debug=debug)
         return EXIT_FAILURE
+
+
+ERROR_CHARS: Final = 300
+"""The longest error line: enough for a path, a cause and a hint; a message
+longer than that (Dask's once named 3,889 futures, 180 KB) is cut."""
+
+
+def one_line(text: str, hint: str = "", limit: int = ERROR_CHARS) -> str:
+    """``text`` as one line of at most ``limit`` characters, ``hint`` included:
+    its lines joined, runs of white space made one space, and its start kept
+    (where the first cause is named) when it is too long."""
+    flat = " ".join(text.split())
+    if len(flat) + len(hint) <= limit:
+        return flat + hint
+    hint = hint or " (--debug shows all)"
+    return flat[: limit - len(hint) - 1].rstrip() + "…" + hint
+
+
+def _say(text: str, hint: str = "", *, debug: bool = False) -> None:
+    """Print an error as one line on stderr; with ``debug``, its traceback first."""
+    console = _error_console()
+    if debug:
+        console.print_exception()
+    console.print(one_line(text, hint), markup=False)
 
 
 def _error_console() -> Console:

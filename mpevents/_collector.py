@@ -16,6 +16,10 @@ worker or reader was restarted, is dropped by its (file, sequence) key.
 
 Reject line numbers are made absolute here, from the line counts of the
 chunks before: a worker only knows its own chunk.
+
+The Dask engine runs a :class:`Collector` in its client: there a result's
+records stay in a task's part file, which the collector hands, in its turn,
+to a :class:`PartSink` (``_dask.PartFiles``) instead of writing them.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from ._config import InputFile
 from ._framing import Flag, Span
 from ._journal import CHECKPOINT_S, JOURNAL_NAME, State
 from ._ledger import Ledger
-from ._messages import FileCounts, Report, Result, SpooledResult
+from ._messages import FileCounts, PartsResult, Report, Result, SpooledResult
 from ._spec import REASON_INDEX, REASONS
 from ._spool import discard, open_result
 
@@ -74,12 +78,11 @@ class RejectLine(msgspec.Struct, gc=False):
     raw: str
 
 
-class GroupSink(Protocol):
-    """Where the collector puts each group's records, in order."""
+class PartSink(Protocol):
+    """Where a Dask task's part file goes when its turn comes (``_dask.PartFiles``):
+    its records are placed in the group files by tasks, never by the collector."""
 
-    def write(self, group: bytes, data: Any) -> None: ...
-    def flush(self, groups: set[bytes]) -> dict[bytes, int]: ...
-    def close(self) -> None: ...
+    def place(self, result: PartsResult) -> None: ...
 
 
 class GroupFiles:
@@ -199,11 +202,11 @@ class Collector:
         ledger: Ledger,
         generation: int = 0,
         resume: State | None = None,
-        groups: GroupSink | None = None,
+        parts: PartSink | None = None,
     ) -> None:
         """``resume``: where a --resume run's journal left off (the staging
         directory is cut back to it); with it, checkpoints are journaled.
-        ``groups``: where the records go (by default :class:`GroupFiles`)."""
+        ``parts``: where the part files of :class:`PartsResult` go (the Dask engine)."""
         self.files = files
         self.board = board
         self.ledger = ledger
@@ -216,7 +219,8 @@ class Collector:
         self._ends = array("q", bytes(8 * len(files)))  # where each file's last written span ends
         self._reasons = [0] * len(REASONS)
         self._group_counts: dict[bytes, int] = {}
-        self._groups: GroupSink = groups or GroupFiles(directory, max_open_files)
+        self._groups = GroupFiles(directory, max_open_files)  # opens nothing until written to
+        self._parts = parts
         self._rejects = open(directory / REJECTS_NAME, "ab" if resume else "wb")  # noqa: SIM115
         self._journal = journal.Syncer(directory / JOURNAL_NAME) if resume is not None else None
         self._directory = directory
@@ -289,9 +293,11 @@ class Collector:
         valid = 0
         group_counts = self._group_counts
         if isinstance(result, SpooledResult):
-            assert isinstance(self._groups, GroupFiles)
             with open_result(result) as source:
                 self._groups.send_all(source, result.parts)
+        elif isinstance(result, PartsResult):
+            assert self._parts is not None
+            self._parts.place(result)
         else:
             for group, (_, data) in result.groups.items():
                 self._groups.write(group, data)

@@ -28,20 +28,19 @@ from ._framing import Span
 from ._spec import ChunkResult, Reject
 
 
-class Part(NamedTuple):
-    """A group's records of one Dask task, in a file the task wrote."""
-
-    path: str
-    size: int
-
-
 class PartsResult(NamedTuple):
-    """A Dask task's result: a ChunkResult whose records stay in part files."""
+    """A Dask task's result: a ChunkResult whose records stay in the task's part file.
+
+    ``groups`` maps each group to (records, bytes), in the order the part
+    file's index lists them (``_dask``); ``path`` is that file ("" when the
+    task had no records).
+    """
 
     lines: int
     blank: int
-    groups: dict[bytes, tuple[int, Part]]
+    groups: dict[bytes, tuple[int, int]]
     rejects: list[Reject]
+    path: str
 
 
 class SpooledResult(NamedTuple):

@@ -1,13 +1,15 @@
 """Benchmark mpevents against its peers, side by side, in interleaved rounds.
 
     python scripts/bench.py [--rounds 3] [--corpora template-2M,real-2M,template-10M] [--workers 1,2] [--no-peers]
+    python scripts/bench.py --corpora '' --spec-rounds 0 --dask-groups     # only the Dask engine on many groups
 
 Builds the corpora once with scripts/genlog.sh (files of 500,000 lines in
 ``.bench/``), then runs every program once per round, in turn, so that
 a noisy machine slows them all alike. A corpus is named ``MIX-SIZE``: MIX is
 ``template`` (the seed's one template, 3 groups) or ``real`` (what real logs
 hold: text outside ASCII, quotes, 200 groups, 1 line in 200 broken; see
-genlog.sh), SIZE the lines in millions. For each it reports the median wall
+genlog.sh), SIZE the lines in millions (``2M``) or thousands (``322K``); a
+``-GROUPSg`` part sets genlog's groups (``real-1M-10000g``). For each it reports the median wall
 time, lines per second and the peak memory of its whole process tree (summed
 PSS read from /proc while it runs, plus the files of mpevents' spool in
 /dev/shm), and the ratios that the targets name. Then it times
@@ -22,6 +24,18 @@ the timed rounds run undisturbed, and ``--memory-rounds`` more rounds
 
 Peers: the sequential stdlib script (scripts/sequential.py), and DuckDB and
 Polars when installed (``pip install -e '.[bench]'``).
+
+``--dask-groups`` adds the Dask engine on many groups (issue #24): the
+corpora of DASK_GROUPS, each run in interleaved rounds by the local engine
+(N=2), by ``--engine dask`` with a LocalCluster of 2 workers (its start-up
+timed too) and by ``--engine dask --scheduler`` on a scheduler and 2 workers
+started once, outside the timing (``dask_bench.Cluster``). Every Dask output is
+compared with the local engine's, byte for byte, and the client's peak
+memory is its own ru_maxrss (with a LocalCluster that includes the
+scheduler, which runs in the client). It reports the targets: identical
+output, client peak at most DASK_CLIENT_MIB, the first corpus done with a
+LocalCluster within DASK_LOCAL_CLUSTER_S, and on the second the external
+cluster's wall at most DASK_WALL_RATIO times the local engine's.
 """
 
 from __future__ import annotations
@@ -80,26 +94,32 @@ class Corpus:
     files: int
     suffix: str = ""  # "", ".gz" or ".zst"
 
+    groups: int | None = None  # genlog's default where None
+
     @classmethod
     def parse(cls, name: str) -> Corpus:
         mix, size, *rest = name.split("-")
         suffix = f".{rest.pop()}" if rest and rest[-1] in ("gz", "zst") else ""
+        groups = rest.pop()[:-1] if rest and rest[-1].endswith("g") else ""
         files = rest[0] if rest else ""
+        unit = {"K": 1_000, "M": 1_000_000}.get(size[-1:].upper(), 0)
+        lines = int(size[:-1]) * unit if size[:-1].isdigit() else 0
         valid = (
             mix in MIXES
-            and size.upper().endswith("M")
-            and size[:-1].isdigit()
+            and lines > 0
             and len(rest) <= 1
             and (not rest or (files.endswith("f") and files[:-1].isdigit() and int(files[:-1]) > 0))
-            and not (rest and suffix and int(files[:-1]) > max(1, int(size[:-1]) * 1_000_000 // LINES_PER_FILE))
+            and not (rest and suffix and int(files[:-1]) > max(1, lines // LINES_PER_FILE))
+            and (groups == "" or (groups.isdigit() and int(groups) > 0))
         )
         if not valid:
             raise SystemExit(
-                f"bench: a corpus is MIX-SIZE[-FILESf][-gz|-zst] with MIX one of {', '.join(MIXES)}, SIZE like 2M "
-                f"and FILES a count (with compression, no more than one file per 500,000 lines), not {name!r}"
+                f"bench: a corpus is MIX-SIZE[-FILESf][-GROUPSg][-gz|-zst] with MIX one of {', '.join(MIXES)}, SIZE "
+                "like 2M or 322K, FILES a count (with compression, no more than one file per 500,000 lines) and "
+                f"GROUPS genlog's groups, not {name!r}"
             )
-        lines = int(size[:-1]) * 1_000_000
-        return cls(name, mix, lines, int(files[:-1]) if rest else max(1, lines // LINES_PER_FILE), suffix)
+        files_count = int(files[:-1]) if rest else max(1, lines // LINES_PER_FILE)
+        return cls(name, mix, lines, files_count, suffix, int(groups) if groups else None)
 
     def build(self) -> Path:
         """The corpus's directory, made once: genlog.sh files of 500,000 lines
@@ -115,6 +135,8 @@ class Corpus:
                 env = {**os.environ, "GENLOG_SEED": str(index + 1)}
                 path = directory / f"part-{index:03d}.log{self.suffix}"
                 command = [str(REPO / "scripts" / "genlog.sh"), "--mix", self.mix, str(path), str(self.lines // parts)]
+                if self.groups is not None:
+                    command.append(str(self.groups))
                 subprocess.run(command, check=True, env=env)
             if self.files != parts:
                 for index in range(parts):
@@ -273,6 +295,120 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
     return out
 
 
+DASK_GROUPS = ("real-322K-4922g", "real-1M-10000g")
+"""Issue #24's corpora: the 322,000 lines in 4,922 groups that a Dask run once
+failed on, and 1M lines in 10,000 groups."""
+DASK_CLIENT_MIB = 300
+DASK_LOCAL_CLUSTER_S = 10.0
+DASK_WALL_RATIO = 2.0
+CLIENT = (
+    "import resource, sys\n"
+    "from mpevents._cli import main\n"
+    "code = main(sys.argv[2:])\n"
+    "with open(sys.argv[1], 'w') as out:\n"
+    "    out.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\n"
+    "sys.exit(code)\n"
+)
+"""mpevents, then its own peak resident memory (KiB) into the file named first."""
+
+
+def same_output(one: Path, other: Path) -> bool:
+    """Whether two outputs hold the same files, byte for byte, summary.json
+    compared on what does not depend on the run (its counts)."""
+    names = sorted(path.name for path in one.iterdir())
+    if names != sorted(path.name for path in other.iterdir()):
+        return False
+    for name in names:
+        if name == "summary.json":
+            first, second = (json.loads((path / name).read_bytes()) for path in (one, other))
+            keys = ("totals", "files", "rejected_by_reason", "groups")
+            if any(first.get(key) != second.get(key) for key in keys):
+                return False
+        elif (one / name).read_bytes() != (other / name).read_bytes():
+            return False
+    return True
+
+
+def dask_groups(rounds: int, console: Console) -> dict[str, Any]:
+    """The Dask engine on DASK_GROUPS beside the local engine; see the module docstring."""
+    from dask_bench import Cluster
+
+    python = sys.executable
+    rss = WORK / "client-rss"
+    cluster = Cluster(REPO)
+    results: dict[str, Any] = {}
+    try:
+        for name in DASK_GROUPS:
+            directory = Corpus.parse(name).build()
+            outputs = {label: WORK / f"out-{label}" for label in ("local", "cluster", "scheduler")}
+            dask = ["--input", str(directory), "--quiet", "--engine", "dask"]
+            programs = {
+                "local": Program("local engine, N=2", [python, "-m", "mpevents", "--input", str(directory), "--output",
+                                 str(outputs["local"]), "--quiet", "-n", "2"], REPO),
+                "cluster": Program("dask, LocalCluster of 2 (start-up included)", [python, "-c", CLIENT, str(rss),
+                                   *dask, "--output", str(outputs["cluster"]), "-n", "2"], REPO),
+                "scheduler": Program("dask, scheduler and 2 workers running", [python, "-c", CLIENT, str(rss),
+                                     *dask, "--output", str(outputs["scheduler"]), "--scheduler", cluster.address],
+                                     REPO),
+            }  # fmt: skip
+            clients: dict[str, list[int]] = {"cluster": [], "scheduler": []}
+            identical = True
+            for round_ in range(rounds):
+                for label, program in programs.items():
+                    measure(program, outputs[label], memory=False)
+                    if label != "local":
+                        clients[label].append(int(rss.read_text()))
+                        identical = identical and same_output(outputs["local"], outputs[label])
+                    console.log(f"{name} round {round_ + 1}: {program.name} {program.walls[-1]:.2f} s")
+            rows = {
+                program.name: {
+                    "wall_s": round(statistics.median(program.walls), 3),
+                    "walls_s": [round(wall, 3) for wall in program.walls],
+                    **({"client_peak_mib": round(max(clients[label]) / 1024, 1)} if label in clients else {}),
+                }
+                for label, program in programs.items()
+            }
+            local = statistics.median(programs["local"].walls)
+            results[name] = {
+                "rows": rows,
+                "identical": identical,
+                "client_peak_mib": round(max(max(peaks) for peaks in clients.values()) / 1024, 1),
+                "wall_cluster_s": round(statistics.median(programs["cluster"].walls), 3),
+                "wall_ratio_scheduler_local": round(statistics.median(programs["scheduler"].walls) / local, 2),
+            }
+            for output in outputs.values():
+                shutil.rmtree(output, ignore_errors=True)
+    finally:
+        cluster.stop()
+        rss.unlink(missing_ok=True)
+    first, second = (results[name] for name in DASK_GROUPS)
+    results["targets"] = {
+        "identical to the local engine, both corpora": [first["identical"] and second["identical"], "true"],
+        "client peak MiB, both corpora": [max(first["client_peak_mib"], second["client_peak_mib"]),
+                                          f"<= {DASK_CLIENT_MIB}"],
+        f"{DASK_GROUPS[0]}: wall with a LocalCluster (s)": [first["wall_cluster_s"], f"<= {DASK_LOCAL_CLUSTER_S:g}"],
+        f"{DASK_GROUPS[1]}: wall, running cluster / local engine": [second["wall_ratio_scheduler_local"],
+                                                                    f"<= {DASK_WALL_RATIO:g}"],
+    }  # fmt: skip
+    return results
+
+
+def print_dask_groups(results: dict[str, Any], rounds: int, console: Console) -> None:
+    for name in DASK_GROUPS:
+        table = Table(title=f"{name}, median of {rounds} interleaved rounds")
+        for column in ("program", "wall (s)", "client peak (MiB)"):
+            table.add_column(column, justify="left" if column == "program" else "right")
+        for label, row in results[name]["rows"].items():
+            table.add_row(label, f"{row['wall_s']:.2f}", str(row.get("client_peak_mib", "")))
+        console.print(table)
+    targets = Table(title="Dask on many groups: issue #24's targets")
+    for column in ("target", "measured", "wanted"):
+        targets.add_column(column, justify="left" if column == "target" else "right")
+    for label, (value, wanted) in results["targets"].items():
+        targets.add_row(label, str(value).lower(), wanted)
+    console.print(targets)
+
+
 def machine() -> dict[str, Any]:
     model = ""
     try:
@@ -305,12 +441,16 @@ def main() -> int:
         "--baseline", type=Path, default=None, metavar="DIR",
         help="also run the mpevents of another checkout (git worktree add DIR COMMIT) in the same rounds",
     )  # fmt: skip
+    parser.add_argument(
+        "--dask-groups", action="store_true",
+        help=f"also the Dask engine on many groups ({', '.join(DASK_GROUPS)}) and issue #24's targets",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.rounds < 1 or args.memory_rounds < 1:
         parser.error("--rounds and --memory-rounds must be at least 1")
     cores = os.cpu_count() or 1
     workers = [int(n) for n in args.workers.split(",")] if args.workers else list(range(1, cores + 1))
-    corpora = [Corpus.parse(name) for name in args.corpora.split(",")]
+    corpora = [Corpus.parse(name) for name in args.corpora.split(",") if name]
     sequential_limit = int(args.sequential_up_to.rstrip("Mm")) * 1_000_000
     console = Console()
     compile_bytecode()
@@ -336,6 +476,7 @@ def main() -> int:
         results[corpus.name] = report_size(corpus.lines, programs)
     shutil.rmtree(output, ignore_errors=True)
     spec = spec_bench.measure(args.spec_rounds) if args.spec_rounds > 0 else {}
+    many_groups = dask_groups(args.rounds, console) if args.dask_groups else {}
     document = {
         "machine": machine(),
         "rounds": args.rounds,
@@ -344,6 +485,7 @@ def main() -> int:
         "ratios": ratios(results),
         "spec_rounds": args.spec_rounds,
         "spec": spec,
+        "dask_groups": many_groups,
     }
     args.out.write_text(json.dumps(document, indent=2) + "\n")
     for name, rows in results.items():
@@ -364,12 +506,15 @@ def main() -> int:
         for name, row in spec.items():
             spec_table.add_row(name, f"{row['ns_per_line']:,.0f}", f"{row['per_template']:.2f}")
         console.print(spec_table)
-    ratio_table = Table(title="ratios")
-    ratio_table.add_column("ratio")
-    ratio_table.add_column("value", justify="right")
-    for name, value in document["ratios"].items():
-        ratio_table.add_row(name, f"{value:.2f}")
-    console.print(ratio_table)
+    if many_groups:
+        print_dask_groups(many_groups, args.rounds, console)
+    if document["ratios"]:
+        ratio_table = Table(title="ratios")
+        ratio_table.add_column("ratio")
+        ratio_table.add_column("value", justify="right")
+        for name, value in document["ratios"].items():
+            ratio_table.add_row(name, f"{value:.2f}")
+        console.print(ratio_table)
     console.print(f"machine: {document['machine']}")
     return 0
 

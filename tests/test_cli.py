@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from mpevents._cli import main
+from mpevents import _cli
+from mpevents._cli import ERROR_CHARS, main, one_line
+from mpevents._errors import RunError
 from tests._reference import expected_output
 from tests.conftest import run_cli, temp_dirs, tree
 
@@ -227,3 +229,45 @@ def test_other_systems_are_refused_in_one_line(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert "Linux only" in err[0] and "darwin" in err[0]
+
+
+def test_a_very_long_error_is_one_line_that_keeps_its_start_and_exit_code(tmp_path: Path) -> None:
+    missing = tmp_path.joinpath(*["deep-" * 10] * 20, "logs")  # a real error, whose message holds a long path
+    result = run_cli("--input", missing, "--output", tmp_path / "out")
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert len(line) <= ERROR_CHARS
+    assert line.startswith(f"mpevents: error: input directory '{tmp_path}/deep-deep-")
+    assert line.endswith("… (--debug shows all)")
+
+
+MANY_LINES = "it failed:\n" + "Traceback\n  line\n" * 5_000
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "start", "end"),
+    [
+        (RunError(MANY_LINES), 1, "mpevents: error: it failed: Traceback line", "… (--debug shows all)"),
+        (KeyError("x" * 100_000), 1, "mpevents: internal error: KeyError: 'xxx", "… (--debug shows where)"),
+    ],
+)
+def test_every_error_is_one_line(
+    error: Exception,
+    code: int,
+    start: str,
+    end: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def fail(config: object) -> None:
+        raise error
+
+    monkeypatch.setattr(_cli, "check", fail)
+    assert _cli.main(["--input", "anywhere"]) == code
+    (line,) = capsys.readouterr().err.splitlines()
+    assert len(line) <= ERROR_CHARS and line.startswith(start) and line.endswith(end)
+
+
+def test_a_short_error_is_left_as_it_is() -> None:
+    assert one_line("cannot read x.log: Permission denied") == "cannot read x.log: Permission denied"
+    assert one_line("two\n  lines", " (hint)") == "two lines (hint)"

@@ -537,5 +537,6 @@ def test_a_dask_task_never_reads_past_where_the_listing_ended(tmp_path: Path) ->
     with open(path, "ab") as handle:
         handle.write(b"83122\n495|live|ev|u|1|9|1\n")
     tasks = [Span(0, 0, 0, len(LINES) + 3), Span(0, 1, len(LINES) + 3, info.size, Flag.LAST)]
+    (tmp_path / "parts").mkdir()  # the engine makes it before the first task
     outcomes = [process_range(info, task, 16, str(tmp_path / "parts")) for task in tasks]
     assert [(outcome.end, outcome.result.lines) for outcome in outcomes] == [(info.size, 3), (info.size, 0)]
