@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import ceiling
 import spec_bench
 from rich.console import Console
 from rich.table import Table
@@ -409,6 +410,32 @@ def print_dask_groups(results: dict[str, Any], rounds: int, console: Console) ->
     console.print(targets)
 
 
+CEILING_CORPORA = ("template-2M", "real-2M", "real-2M-8f-1000g")
+"""The ceiling report's corpora: the seed's template (3 groups), real-shaped
+logs in 200 groups, and in 1,000 groups (8 files)."""
+
+
+def ceilings(rounds: int, console: Console) -> dict[str, Any]:
+    """The ceiling report (scripts/ceiling.py) on CEILING_CORPORA."""
+    results = {}
+    for name in CEILING_CORPORA:
+        results[name] = ceiling.measure(Corpus.parse(name).build(), WORK / "out-ceiling", REPO, rounds)
+        console.log(f"{name} ceiling: {results[name]['ceiling']} workers ({results[name]['busiest']})")
+    shutil.rmtree(WORK / "out-ceiling", ignore_errors=True)
+    return results
+
+
+def print_ceilings(results: dict[str, Any], rounds: int, console: Console) -> None:
+    table = Table(title=f"ceiling: workers the busiest thread outside them could serve, N=1, median of {rounds}")
+    for column in ("corpus", "worker CPU (s)", "busiest other thread", "its CPU (s)", "ceiling"):
+        table.add_column(column, justify="left" if column in ("corpus", "busiest other thread") else "right")
+    for name, row in results.items():
+        table.add_row(
+            name, f"{row['worker_cpu_s']:.2f}", row["busiest"], f"{row['busiest_cpu_s']:.2f}", f"{row['ceiling']:.1f}"
+        )
+    console.print(table)
+
+
 def machine() -> dict[str, Any]:
     model = ""
     try:
@@ -445,6 +472,10 @@ def main() -> int:
         "--dask-groups", action="store_true",
         help=f"also the Dask engine on many groups ({', '.join(DASK_GROUPS)}) and issue #24's targets",
     )  # fmt: skip
+    parser.add_argument(
+        "--ceiling", action="store_true",
+        help=f"also the ceiling report (scripts/ceiling.py) on {', '.join(CEILING_CORPORA)}",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.rounds < 1 or args.memory_rounds < 1:
         parser.error("--rounds and --memory-rounds must be at least 1")
@@ -477,6 +508,7 @@ def main() -> int:
     shutil.rmtree(output, ignore_errors=True)
     spec = spec_bench.measure(args.spec_rounds) if args.spec_rounds > 0 else {}
     many_groups = dask_groups(args.rounds, console) if args.dask_groups else {}
+    ceiling_report = ceilings(args.rounds, console) if args.ceiling else {}
     document = {
         "machine": machine(),
         "rounds": args.rounds,
@@ -486,6 +518,7 @@ def main() -> int:
         "spec_rounds": args.spec_rounds,
         "spec": spec,
         "dask_groups": many_groups,
+        "ceiling": ceiling_report,
     }
     args.out.write_text(json.dumps(document, indent=2) + "\n")
     for name, rows in results.items():
@@ -508,6 +541,8 @@ def main() -> int:
         console.print(spec_table)
     if many_groups:
         print_dask_groups(many_groups, args.rounds, console)
+    if ceiling_report:
+        print_ceilings(ceiling_report, args.rounds, console)
     if document["ratios"]:
         ratio_table = Table(title="ratios")
         ratio_table.add_column("ratio")

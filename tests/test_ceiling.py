@@ -1,0 +1,28 @@
+"""scripts/ceiling.py: the CPU of every thread of a run, and the ceiling it sets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ceiling
+import pytest
+
+from tests.conftest import genlog, settled
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.timeout(120)
+def test_the_ceiling_is_the_worker_over_the_busiest_other_thread(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    genlog(inputs / "a.log", 300_000, groups=50)
+    result = ceiling.measure(settled(inputs), tmp_path / "out", REPO, rounds=1)
+    processes = {thread["process"] for thread in result["threads"]}
+    assert "worker 1" in processes and "main" in processes  # every process of the run, by its title
+    assert result["worker_cpu_s"] > 0.2  # 300,000 lines are checked by the one worker
+    others = [thread for thread in result["threads"] if not thread["process"].startswith("worker")]
+    busiest = max(others, key=lambda thread: thread["cpu_s"])
+    assert result["busiest"] == f"{busiest['process']} / {busiest['thread']}"
+    assert result["ceiling"] == pytest.approx(result["worker_cpu_s"] / result["busiest_cpu_s"], abs=0.06)
+    assert (tmp_path / "out" / "summary.json").exists()
