@@ -22,8 +22,8 @@ running program costs CPU that it would otherwise have (see SAMPLE_S), so
 the timed rounds run undisturbed, and ``--memory-rounds`` more rounds
 (one by default) read the memory every SAMPLE_S.
 
-Peers: the sequential stdlib script (scripts/sequential.py), and DuckDB and
-Polars when installed (``pip install -e '.[bench]'``).
+Peers: the sequential stdlib script (scripts/sequential.py), and DuckDB,
+Polars and chDB when installed (``pip install -e '.[bench]'``).
 
 ``--dask-groups`` adds the Dask engine on many groups (issue #24): the
 corpora of DASK_GROUPS, each run in interleaved rounds by the local engine
@@ -234,7 +234,7 @@ def programs_for(
             Program("sequential", [python, str(REPO / "scripts" / "sequential.py"), str(directory), str(output)])
         )
     if peers:
-        for peer in ("duckdb",) if compressed else ("duckdb", "polars"):  # Polars scans no .gz
+        for peer in ("duckdb",) if compressed else ("duckdb", "polars", "chdb"):  # Polars and chDB: plain files here
             if available(peer):
                 progs.append(
                     Program(peer, [python, str(REPO / "scripts" / "peers.py"), peer, str(directory), str(output)])
@@ -264,7 +264,7 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
         one = rows.get("mpevents N=1")
         if two is None:
             continue
-        for peer in ("duckdb", "polars", "sequential"):
+        for peer in ("duckdb", "polars", "chdb", "sequential"):
             if peer in rows:
                 out[f"{name}: wall N=2 / {peer}"] = round(two["wall_s"] / rows[peer]["wall_s"], 2)
                 out[f"{name}: memory N=2 / {peer}"] = round(two["peak_pss_mib"] / rows[peer]["peak_pss_mib"], 2)
@@ -456,7 +456,7 @@ def main() -> int:
         "--corpora", default="template-2M,real-2M,template-10M", help="corpora, e.g. real-2M,template-10M"
     )
     parser.add_argument("--workers", default=None, help="worker counts for mpevents, e.g. 1,2,4 (default: 1 to cores)")
-    parser.add_argument("--no-peers", action="store_true", help="skip DuckDB and Polars")
+    parser.add_argument("--no-peers", action="store_true", help="skip DuckDB, Polars and chDB")
     parser.add_argument("--sequential-up-to", default="2M", help="run the slow sequential script up to this size")
     parser.add_argument("--out", type=Path, default=REPO / "bench-results.json")
     parser.add_argument("--trace", action="store_true", help="also run mpevents N=2 with --trace")
