@@ -261,6 +261,14 @@ def check(config: Config) -> Sequence[InputFile]:
     output directory that is not ours. Returns the input files."""
     from ._output import check_output
 
-    files = find_inputs(config)
-    check_output(config.output_dir)
+    # A path the system refuses even to look at (a name over 255 bytes, a loop
+    # of links) is bad input too, not a failure of the run.
+    try:
+        files = find_inputs(config)
+    except OSError as exc:
+        raise UsageError(f"{exc.strerror}: input {str(config.input_dir)!r}") from exc
+    try:
+        check_output(config.output_dir)
+    except OSError as exc:
+        raise UsageError(f"{exc.strerror}: output {str(config.output_dir)!r}") from exc
     return files

@@ -271,3 +271,18 @@ def test_every_error_is_one_line(
 def test_a_short_error_is_left_as_it_is() -> None:
     assert one_line("cannot read x.log: Permission denied") == "cannot read x.log: Permission denied"
     assert one_line("two\n  lines", " (hint)") == "two lines (hint)"
+
+
+@pytest.mark.parametrize("which", ["input", "output"])
+def test_a_path_the_system_refuses_is_bad_input(which: str, tmp_path: Path) -> None:
+    too_long = tmp_path / ("x" * 300)  # one name over the 255 bytes a filesystem takes
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "a.log").write_text("1|a|b|c|5|2|9\n")
+    paths = {"input": too_long, "output": tmp_path / "out"} | (
+        {"input": inputs, "output": too_long} if which == "output" else {}
+    )
+    result = run_cli("--input", paths["input"], "--output", paths["output"], "-q")
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"mpevents: error: File name too long: {which} '")  # the cause first, then the path
