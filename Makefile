@@ -29,6 +29,7 @@ run: $(VENV)/.run-deps
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check mpevents tests scripts
 	$(BIN)/ruff format --check mpevents tests scripts
+	$(BIN)/lint-imports
 
 typecheck: $(VENV)/.test-deps
 	$(BIN)/mypy

@@ -1,8 +1,8 @@
 """mpevents: turn directories of pipe-delimited event logs into validated JSON.
 
 Data flow of the local engine (one process per box; each arrow between
-processes is a bounded multiprocessing.Queue (``_queue``) carrying one
-message per span of whole lines, ``_messages``)::
+processes is a bounded multiprocessing.Queue (``local.queue``) carrying one
+message per span of whole lines, ``local.messages``)::
 
     +--------------------------------- main ----------------------------------+
     | cli -> run: checks, staging, signals, summary, atomic commit            |
@@ -17,21 +17,21 @@ message per span of whole lines, ``_messages``)::
                                                                      (Result)          |
                                                        Report (counts for summary.json) -+-> main
 
-* reader (``_reader``): takes the next input file in input order and cuts it
-  into spans of whole lines (``_framing``); does not parse. A span on the work
+* reader (``local.reader``): takes the next input file in input order and cuts it
+  into spans of whole lines (``core.framing``); does not parse. A span on the work
   queue says where its lines lie in the file; a compressed file's spans have
-  their decompressed bytes left in a spool of files in RAM (``_spool``).
-* worker (``_worker``): reads each span from its file, checks every line
-  against the spec (``_spec``) and encodes valid records as JSON, per group;
+  their decompressed bytes left in a spool of files in RAM (``local.spool``).
+* worker (``local.worker``): reads each span from its file, checks every line
+  against the spec (``core.spec``) and encodes valid records as JSON, per group;
   rejects carry their reason.
-* collector (``_collector``): puts results back in input order and writes them
+* collector (``local.collector``): puts results back in input order and writes them
   into a temporary directory as they arrive. The records of a big result wait
   in the spool, where the collector copies them from in the kernel.
 * main: the run (``_run``) around an engine (``_engine``): the local one
-  (``_supervisor``: supervision and fault recovery) or Dask (``_dask``).
+  (``local.supervisor``: supervision and fault recovery) or Dask (``dask.engine``).
 
-Progress travels through shared memory (``_board``), not through the queues;
-so does what recovery needs to know (``_ledger``).
+Progress travels through shared memory (``observe.board``), not through the queues;
+so does what recovery needs to know (``local.ledger``).
 
 Public API: :func:`run` with a :class:`Config`; :func:`process_chunk` and
 :func:`check_line`, the record spec as pure functions; :func:`main`, the
@@ -44,25 +44,26 @@ from typing import TYPE_CHECKING
 
 __version__ = "0.2.0"
 
-from ._config import Config, InputFile
-from ._errors import Interrupted, MpeventsError, RunError, UsageError
-from ._spec import REASONS, ChunkResult, Record, Reject, check_line, process_chunk
-from ._summary import Summary
+from mpevents._config import Config
+from mpevents._summary import Summary
+from mpevents.core.errors import Interrupted, MpeventsError, RunError, UsageError
+from mpevents.core.inputs import InputFile
+from mpevents.core.spec import REASONS, ChunkResult, Record, Reject, check_line, process_chunk
 
 if TYPE_CHECKING:
-    from ._run import Observer
+    from mpevents._run import Observer
 
 
 def run(config: Config, observer: Observer | None = None) -> Summary:
     """Run the pipeline; return the summary written to ``summary.json``."""
-    from ._run import run as _run
+    from mpevents._run import run as _run
 
     return _run(config, observer)
 
 
 def main(argv: list[str] | None = None) -> int:
     """The command line; returns the exit code."""
-    from ._cli import main as _main
+    from mpevents._cli import main as _main
 
     return _main(argv)
 

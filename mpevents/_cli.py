@@ -20,9 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, NoReturn
 
-from . import __version__
-from ._child import start_fork_server
-from ._config import (
+from mpevents import __version__
+from mpevents._config import (
     DEFAULT_CHUNK_BYTES,
     DEFAULT_INPUT,
     DEFAULT_MAX_OPEN_FILES,
@@ -36,8 +35,9 @@ from ._config import (
     check,
     parse_size,
 )
-from ._errors import EXIT_FAILURE, EXIT_OK, EXIT_SIGINT, Interrupted, MpeventsError, UsageError
-from ._sources import is_url
+from mpevents.core.errors import EXIT_FAILURE, EXIT_OK, EXIT_SIGINT, Interrupted, MpeventsError, UsageError
+from mpevents.core.sources import is_url
+from mpevents.local.child import start_fork_server
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -273,16 +273,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             # pipeline while this process imports the supervisor.
             start_fork_server()
         _setup_logging("ERROR" if args.quiet else args.log_level)  # --quiet: errors only
-        from ._run import run
+        from mpevents._run import run
 
         observer = None
         if config.progress == "auto":  # rich is imported only when there is something to draw
-            from ._dashboard import make_observer
+            from mpevents.observe.dashboard import make_observer
 
             observer = make_observer(config)
         summary = run(config, observer, files)
         if config.progress != "quiet":
-            from ._dashboard import print_summary
+            from mpevents.observe.dashboard import print_summary
 
             print_summary(summary, config)
         return EXIT_OK

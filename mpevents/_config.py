@@ -11,15 +11,15 @@ import functools
 import math
 import os
 import time
-from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, overload
+from typing import Final
 
-from ._compression import check_available, compression_of
-from ._errors import UsageError
-from ._live import unread_tail
+from mpevents.core.compression import check_available, compression_of
+from mpevents.core.errors import UsageError
+from mpevents.core.inputs import FileList, InputFile
+from mpevents.core.live import unread_tail
 
 DEFAULT_INPUT: Final = Path("data/input")
 DEFAULT_OUTPUT: Final = Path("data/output")
@@ -41,98 +41,6 @@ DEFAULT_PROFILE_DIR: Final = Path("profiles")
 # logs in bursts is done with a line within milliseconds; 2 s leaves ample
 # room for a slow or paused one, and a run on finished logs never waits.
 DEFAULT_SETTLE_S: Final = 2.0
-
-
-@dataclass(frozen=True, slots=True)
-class InputFile:
-    """One input file, fixed at start-up."""
-
-    index: int
-    name: str
-    path: str
-    size: int
-    identity: tuple[int, int] | None = None
-    """(device, inode) at start-up: workers refuse a file that was replaced since."""
-    tag: str | None = None
-    """For an input named by a URL: its ETag (or generation) when it was listed; None for a local file."""
-    unread: int = 0
-    """Bytes at its end not read: the last line of a file still being written,
-    which has no line end yet (``_live``). Decided once, when it was listed."""
-
-    @property
-    def end(self) -> int:
-        """Where its lines end: what readers, workers and tasks read up to."""
-        return self.size - self.unread
-
-    @property
-    def compression(self) -> str | None:
-        """ "gzip" or "zstd" by the name's suffix; None for a plain file."""
-        return compression_of(self.name)
-
-
-class FileList(Sequence[InputFile]):
-    """The input files, in input order, as compact columns.
-
-    Every child process gets the whole list when it starts, and keeps it. As a
-    list of dataclasses holding ``Path`` objects, 20,000 files cost each child
-    0.37 s of CPU to unpickle and about 6 MiB to hold (measured); as columns
-    (names, one directory, sizes and identities in int64 arrays; the few
-    files with a path of their own, a tag or an unread tail in dicts) they
-    cost milliseconds and about 1.5 MiB, and each file is rebuilt when asked for.
-    """
-
-    def __init__(
-        self,
-        directory: str,
-        names: list[str],
-        numbers: array[int],
-        paths: dict[int, str] | None = None,
-        tags: dict[int, str] | None = None,
-        unread: dict[int, int] | None = None,
-    ) -> None:
-        self._directory = directory
-        self._names = names
-        self._numbers = numbers  # size, device, inode of each file in turn; device -1: no identity
-        self._paths = paths or {}  # files whose path is not the directory and the name
-        self._tags = tags or {}  # the objects' tags, for input named by a URL
-        self._unread = unread or {}  # files still being written: the bytes at their end not read
-
-    @classmethod
-    def of(cls, files: Iterable[InputFile]) -> FileList:
-        listed = list(files)
-        directory = os.path.dirname(listed[0].path) if listed else ""
-        numbers = array("q")
-        paths, tags, unread = {}, {}, {}
-        for index, info in enumerate(listed):
-            numbers.extend((info.size, *(info.identity or (-1, -1))))
-            if info.path != os.path.join(directory, info.name):
-                paths[index] = info.path
-            if info.tag is not None:
-                tags[index] = info.tag
-            if info.unread:
-                unread[index] = info.unread
-        return cls(directory, [info.name for info in listed], numbers, paths, tags, unread)
-
-    def __len__(self) -> int:
-        return len(self._names)
-
-    @overload
-    def __getitem__(self, index: int) -> InputFile: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[InputFile]: ...
-    def __getitem__(self, index: int | slice) -> InputFile | list[InputFile]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        if index < 0:
-            index += len(self)
-        name = self._names[index]
-        size, device, inode = self._numbers[3 * index : 3 * index + 3]
-        path = self._paths.get(index) or os.path.join(self._directory, name)
-        identity = None if device < 0 else (device, inode)
-        return InputFile(index, name, path, size, identity, self._tags.get(index), self._unread.get(index, 0))
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (FileList, (self._directory, self._names, self._numbers, self._paths, self._tags, self._unread))
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +110,7 @@ def find_inputs(config: Config) -> Sequence[InputFile]:
 
     Sorted by the bytes of their names. A plain file modified within
     ``--settle`` whose last line has no line end yet gets that line left
-    unread (``_live``). Raises :class:`UsageError` for a missing or unreadable
+    unread (``core.live``). Raises :class:`UsageError` for a missing or unreadable
     directory, an input that is a file, no match, or a matching file that
     cannot be read.
     """
@@ -247,7 +155,7 @@ def find_inputs(config: Config) -> Sequence[InputFile]:
 
 
 def _find_url_inputs(url: str, patterns: Sequence[str]) -> Sequence[InputFile]:
-    from ._sources import list_url
+    from mpevents.core.sources import list_url
 
     found = list_url(url, patterns)
     check_available(name for name, _, _, _ in found)
@@ -259,7 +167,7 @@ def _find_url_inputs(url: str, patterns: Sequence[str]) -> Sequence[InputFile]:
 def check(config: Config) -> Sequence[InputFile]:
     """Everything that can be refused before any work: the inputs, and an
     output directory that is not ours. Returns the input files."""
-    from ._output import check_output
+    from mpevents.output.directory import check_output
 
     # A path the system refuses even to look at (a name over 255 bytes, a loop
     # of links) is bad input too, not a failure of the run.

@@ -1,8 +1,8 @@
 """Engine: what a run asks of whatever checks and writes the lines.
 
 Talks to: nothing by itself; it is the contract between the run (``_run``)
-and the engines: the local one (``_supervisor``: reader, worker and
-collector processes on this machine) and the Dask one (``_dask``: tasks on a
+and the engines: the local one (``local.supervisor``: reader, worker and
+collector processes on this machine) and the Dask one (``dask.engine``: tasks on a
 cluster). The run owns everything around an engine (checks, the staging
 directory, signals, the dashboard, the summary, the commit) and drives it in
 one loop::
@@ -25,10 +25,10 @@ from typing import Protocol
 
 import msgspec
 
-from ._board import Board
-from ._config import InputFile
-from ._errors import RunError
-from ._messages import Report
+from mpevents.core.errors import RunError
+from mpevents.core.inputs import InputFile
+from mpevents.local.messages import Report
+from mpevents.observe.board import Board
 
 
 class Restarts(msgspec.Struct):

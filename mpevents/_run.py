@@ -1,9 +1,9 @@
 """Run: the whole job around an engine, the same for every engine.
 
 Talks to: the command line or a library caller (:func:`run`), the config
-checks, the output directory (``_output``: staging and the atomic commit),
+checks, the output directory (``output.directory``: staging and the atomic commit),
 an engine (``_engine``: the local processes or Dask), the observer (the
-dashboard), the files still being written (``_live``: what each left
+dashboard), the files still being written (``core.live``: what each left
 unread) and the summary (``_summary``).
 
     check config and inputs -> claim the output, staging directory -> engine.start()
@@ -26,14 +26,17 @@ from typing import Final, Protocol
 
 import setproctitle
 
-from . import _journal as journal
-from . import _live, _output, _trace
-from ._config import Config, FileList, InputFile, check
-from ._engine import Engine, RetryBudget
-from ._errors import Interrupted, RunError
-from ._messages import Report
-from ._profiling import memory_report, merge_cpu_profiles, peak_rss_kib, profiled
-from ._summary import Summary, build_summary, encode
+from mpevents._config import Config, check
+from mpevents._engine import Engine, RetryBudget
+from mpevents._summary import Summary, build_summary, encode
+from mpevents.core import live as _live
+from mpevents.core.errors import Interrupted, RunError
+from mpevents.core.inputs import FileList, InputFile
+from mpevents.local.messages import Report
+from mpevents.observe import trace as _trace
+from mpevents.observe.profiling import memory_report, merge_cpu_profiles, peak_rss_kib, profiled
+from mpevents.output import directory as _output
+from mpevents.output import journal
 
 log = logging.getLogger("mpevents")
 
@@ -42,7 +45,7 @@ TICK_S: Final = 0.1
 
 
 class Observer(Protocol):
-    """What the run tells the dashboard; see ``_dashboard.py``."""
+    """What the run tells the dashboard; see ``observe.dashboard``."""
 
     def start(self, engine: Engine) -> None: ...
     def tick(self) -> None: ...
@@ -137,11 +140,11 @@ def make_engine(config: Config, files: Sequence[InputFile], temp: Path, resume: 
     """The engine ``--engine`` names, with the run's one retry budget."""
     budget = RetryBudget(config.max_retries)
     if config.engine == "dask":
-        from ._dask import DaskEngine, import_distributed
+        from mpevents.dask.engine import DaskEngine, import_distributed
 
         import_distributed()  # fail early, before any work, when the extra is missing
         return DaskEngine(config, files, temp, budget)
-    from ._supervisor import LocalEngine
+    from mpevents.local.supervisor import LocalEngine
 
     if resume is None:
         return LocalEngine(config, files, temp, budget)

@@ -1,8 +1,8 @@
 """Summary: what ``summary.json`` holds, typed, and how it is built from a run.
 
 Talks to: the run (``_run``), which builds it from the collector's
-:class:`~mpevents._messages.Report`, the engine and what each file left
-unread (``_live``); the dashboard, which prints it. Field order is the key order of the file.
+:class:`~mpevents.local.messages.Report`, the engine and what each file left
+unread (``core.live``); the dashboard, which prints it. Field order is the key order of the file.
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ from typing import Any, Final
 
 import msgspec
 
-from ._board import WorkerField
-from ._config import Config, InputFile
-from ._engine import Engine, Restarts
-from ._live import Unread
-from ._messages import FileCounts, Report
-from ._output import TOOL
-from ._spec import REASONS
+from mpevents._config import Config
+from mpevents._engine import Engine, Restarts
+from mpevents.core.inputs import InputFile
+from mpevents.core.live import Unread
+from mpevents.core.spec import REASONS
+from mpevents.local.messages import FileCounts, Report
+from mpevents.observe.board import WorkerField
+from mpevents.output.directory import TOOL
 
 LIMIT_SHARE: Final = 0.6
 """A stage busy for more than this share of the run is the one that limits it."""
@@ -47,7 +48,7 @@ class FileSummary(msgspec.Struct):
     compression: str = "none"
     """"none", "gzip" or "zstd"."""
     unread_bytes: int | msgspec.UnsetType = msgspec.UNSET
-    """Only for a file with bytes not read (``_live``): its last line, which
+    """Only for a file with bytes not read (``core.live``): its last line, which
     had no line end yet in a file modified within --settle, and what it
     gained during the run."""
     unread_reasons: list[str] | msgspec.UnsetType = msgspec.UNSET

@@ -59,8 +59,8 @@ import spec_bench
 from rich.console import Console
 from rich.table import Table
 
-from mpevents import _spool
-from mpevents._profiling import tree_pss_kib
+from mpevents.local import spool as _spool
+from mpevents.observe.profiling import tree_pss_kib
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / ".bench"
@@ -167,7 +167,7 @@ def compile_bytecode(repo: Path = REPO) -> None:
 
 def spool_kib(pid: int) -> int:
     """What a run of ``pid`` holds in its spool: compressed chunks and results
-    waiting in files in /dev/shm (``mpevents._spool``), memory that no process maps."""
+    waiting in files in /dev/shm (``mpevents.local.spool``), memory that no process maps."""
     total = 0
     for directory in Path(_spool.RAM_DIRECTORY).glob(f"{_spool.PREFIX}{pid}-*"):
         for folder, _, names in os.walk(directory):

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mpevents import _child
+from mpevents.local import child as _child
 
 
 def report(connection: Any) -> None:

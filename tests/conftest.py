@@ -16,8 +16,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from mpevents._profiling import process_tree
 from mpevents._summary import Summary
+from mpevents.observe.profiling import process_tree
 
 REPO = Path(__file__).resolve().parents[1]
 # The reference parser lives in scripts/sequential.py (it is also the sequential baseline).

@@ -1,4 +1,4 @@
-"""What every child sets up for itself (``_child``)."""
+"""What every child sets up for itself (``local.child``)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from mpevents._child import FORKED_SERVER_PYTHONS
+from mpevents.local.child import FORKED_SERVER_PYTHONS
 from tests.conftest import REPO
 
 # Allocate, free and allocate again 8 MiB, as a worker does for each chunk;
 # print the page faults of the second allocation.
 _REUSE = """
 import resource, sys
-from mpevents._child import keep_freed_memory
+from mpevents.local.child import keep_freed_memory
 if sys.argv[1] == "keep":
     keep_freed_memory()
 block = bytearray(8 << 20)
@@ -70,5 +70,5 @@ def test_children_import_nothing_as_they_start(tmp_path: Path) -> None:
             name = line.rsplit("|", 1)[1].strip()
             imports[name] = imports.get(name, 0) + 1
     ours = {name: count for name, count in imports.items() if name.startswith(("mpevents", "multiprocessing"))}
-    assert "mpevents._worker" in ours  # the imports were seen
+    assert "mpevents.local.worker" in ours  # the imports were seen
     assert {name: count for name, count in ours.items() if count > 2} == {}

@@ -12,7 +12,7 @@ import pytest
 
 from mpevents import _cli
 from mpevents._cli import ERROR_CHARS, main, one_line
-from mpevents._errors import RunError
+from mpevents.core.errors import RunError
 from tests._reference import expected_output
 from tests.conftest import run_cli, temp_dirs, tree
 
@@ -201,7 +201,7 @@ def test_a_quiet_run_that_goes_well_never_imports_rich(corpus: Path, tmp_path: P
     # twentieth of a second; -X importtime lists every module the run imported.
     result = run_cli("--input", corpus, "--output", tmp_path / "out", "-q", env={"PYTHONPROFILEIMPORTTIME": "1"})
     assert result.returncode == 0, result.stderr
-    assert "mpevents._supervisor" in result.stderr  # the listing is there...
+    assert "mpevents.local.supervisor" in result.stderr  # the listing is there...
     assert "rich" not in result.stderr  # ...and rich is not in it
 
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from mpevents._board import Board, CollectorField
-from mpevents._collector import Collector, GroupFiles
-from mpevents._config import InputFile
-from mpevents._framing import Flag, Span
-from mpevents._ledger import Ledger
-from mpevents._messages import FileCounts, Result
-from mpevents._spec import REASONS, process_chunk
+from mpevents.core.framing import Flag, Span
+from mpevents.core.inputs import InputFile
+from mpevents.core.spec import REASONS, process_chunk
+from mpevents.local.collector import Collector, GroupFiles
+from mpevents.local.ledger import Ledger
+from mpevents.local.messages import FileCounts, Result
+from mpevents.observe.board import Board, CollectorField
 
 
 def make_results(file: int, chunks: list[bytes]) -> list[Result]:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from mpevents._compression import Decompressed, compression_of, read_span
-from mpevents._framing import Flag, Span, frames, read_chunk, stream_frames
+from mpevents.core.compression import Decompressed, compression_of, read_span
+from mpevents.core.framing import Flag, Span, frames, read_chunk, stream_frames
 from tests.conftest import GENLOG, genlog, run_cli, settled, temp_dirs, tree
 
 pytestmark = pytest.mark.usefixtures("clean_processes")

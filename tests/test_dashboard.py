@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from mpevents._dashboard import FileView, View, WorkerView, progress_line, render, summary_table
+from mpevents.observe.dashboard import FileView, View, WorkerView, progress_line, render, summary_table
 from tests.conftest import REPO, genlog, make_summary, run_cli
 
 pytestmark = pytest.mark.usefixtures("clean_processes")

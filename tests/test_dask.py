@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from mpevents import _dask
-from mpevents._config import InputFile
-from mpevents._dask import _Parts, cancelled, place_parts, plan, task_bytes
-from mpevents._framing import Flag
-from mpevents._messages import PartsResult
-from mpevents._spec import ChunkResult
+from mpevents.core.framing import Flag
+from mpevents.core.inputs import InputFile
+from mpevents.core.spec import ChunkResult
+from mpevents.dask import engine as _dask
+from mpevents.dask.engine import _Parts, cancelled, place_parts, plan, task_bytes
+from mpevents.local.messages import PartsResult
 from tests.conftest import genlog, real_traffic, run_cli, temp_dirs, tree
 
 pytest.importorskip("distributed", reason="the dask extra is not installed")

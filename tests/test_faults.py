@@ -24,7 +24,7 @@ from typing import TypeVar
 
 import pytest
 
-from mpevents._profiling import tree_pss_kib
+from mpevents.observe.profiling import tree_pss_kib
 from tests.conftest import REPO, genlog, mpevents_processes, run_cli, start_cli, temp_dirs, tree, wait_no_processes
 
 pytestmark = pytest.mark.usefixtures("clean_processes")

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mpevents._framing import KEEP_BYTES, Flag, Span, frames, line_start, read_chunk, stream_frames
-from mpevents._spec import process_chunk
+from mpevents.core.framing import KEEP_BYTES, Flag, Span, frames, line_start, read_chunk, stream_frames
+from mpevents.core.spec import process_chunk
 
 line_lengths = st.sampled_from([0, 1, 2, 5, 40, KEEP_BYTES - 1, KEEP_BYTES, KEEP_BYTES + 1, 100_000])
 lines = st.lists(st.tuples(line_lengths, st.sampled_from([b"\n", b"\r\n"])), max_size=12)

@@ -11,9 +11,9 @@ import threading
 import time
 from pathlib import Path
 
-from mpevents._child import context
-from mpevents._framing import Flag, Span
-from mpevents._ledger import CREDIT_BYTES, Ledger, credit_budget, credit_units
+from mpevents.core.framing import Flag, Span
+from mpevents.local.child import context
+from mpevents.local.ledger import CREDIT_BYTES, Ledger, credit_budget, credit_units
 from tests.conftest import REPO, RUN_TIMEOUT_S, genlog
 
 
@@ -88,9 +88,9 @@ import json, sys
 from pathlib import Path
 from mpevents._config import Config, check
 from mpevents._engine import RetryBudget
-from mpevents._output import claim, remove
+from mpevents.output.directory import claim, remove
 from mpevents._run import drive
-from mpevents._supervisor import LocalEngine
+from mpevents.local.supervisor import LocalEngine
 
 config = Config(input_dir=Path(sys.argv[1]), output_dir=Path(sys.argv[2]), workers=2, readers=2,
                 chunk_bytes=4096, max_retries=5)

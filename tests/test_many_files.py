@@ -12,9 +12,9 @@ from types import SimpleNamespace
 import pytest
 from rich.console import Console
 
-from mpevents._board import Board, CollectorField, FileField, FileState, ReaderField
-from mpevents._config import FileList, InputFile
-from mpevents._dashboard import MAX_FILE_ROWS, render, summary_table, view_of
+from mpevents.core.inputs import FileList, InputFile
+from mpevents.observe.board import Board, CollectorField, FileField, FileState, ReaderField
+from mpevents.observe.dashboard import MAX_FILE_ROWS, render, summary_table, view_of
 from tests._reference import expected_output
 from tests.conftest import make_summary, run_cli, tree
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mpevents import _output
+from mpevents.output import directory as _output
 from tests.conftest import REPO, RUN_TIMEOUT_S, genlog, patched_cli, run_cli, tree
 
 
@@ -211,7 +211,7 @@ def test_the_fallback_swap_replaces_the_output_and_leaves_nothing(
 CRASH_BETWEEN_RENAMES = """
 import os, sys
 from pathlib import Path
-from mpevents import _output
+from mpevents.output import directory as _output
 out = Path(sys.argv[sys.argv.index("--output") + 1]).absolute()
 _output._exchange = lambda a, b: False  # as where renameat2 is missing
 rename = os.rename

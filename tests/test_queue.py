@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from mpevents._child import context
-from mpevents._queue import KEEP_BUFFER_BYTES, PIPE_BYTES, ChunkQueue
+from mpevents.local.child import context
+from mpevents.local.queue import KEEP_BUFFER_BYTES, PIPE_BYTES, ChunkQueue
 
 # Around the framing's 16 KiB split, the pipe's size, and the kept buffer's.
 SIZES = [0, 1, 16_383, 16_384, 16_385, PIPE_BYTES + 7, 3 * PIPE_BYTES, 10, KEEP_BUFFER_BYTES + 1, 5]

@@ -12,9 +12,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from mpevents import _spool
-from mpevents._journal import JOURNAL_NAME, Checkpoint, Header, State, append, read
-from mpevents._messages import FileCounts
+from mpevents.local import spool as _spool
+from mpevents.local.messages import FileCounts
+from mpevents.output.journal import JOURNAL_NAME, Checkpoint, Header, State, append, read
 from tests.conftest import REPO, genlog, patched_cli, run_cli, temp_dirs, tree
 
 pytestmark = pytest.mark.usefixtures("clean_processes")

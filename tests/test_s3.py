@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mpevents._sources import list_url, open_url
+from mpevents.core.sources import list_url, open_url
 from tests.conftest import genlog, run_cli, settled, temp_dirs, tree
 
 pytestmark = pytest.mark.usefixtures("clean_processes")

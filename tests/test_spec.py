@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mpevents import REASONS, check_line, process_chunk
-from mpevents._spec import _FLUSH_BYTES, encode_record, process_chunk_parts
+from mpevents.core.spec import _FLUSH_BYTES, encode_record, process_chunk_parts
 from tests.conftest import real_traffic
 
 VALID = b"17|log3|appsetup|tom|24123|2|1587583122"

@@ -14,15 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from mpevents import _collector, _spool
-from mpevents._board import Board
-from mpevents._collector import Collector, GroupFiles, group_file_name
-from mpevents._config import InputFile
-from mpevents._framing import Flag, Span
-from mpevents._ledger import Ledger
-from mpevents._messages import Result
-from mpevents._spec import process_chunk, process_chunk_parts
-from mpevents._spool import Spool, open_result
+from mpevents.core.framing import Flag, Span
+from mpevents.core.inputs import InputFile
+from mpevents.core.spec import process_chunk, process_chunk_parts
+from mpevents.local import collector as _collector
+from mpevents.local import spool as _spool
+from mpevents.local.collector import Collector, GroupFiles, group_file_name
+from mpevents.local.ledger import Ledger
+from mpevents.local.messages import Result
+from mpevents.local.spool import Spool, open_result
+from mpevents.observe.board import Board
 from tests.conftest import RUN_TIMEOUT_S, genlog, real_traffic, run_cli, start_cli, tree
 
 SPAN = Span(0, 3, 100, 200, Flag.NONE)

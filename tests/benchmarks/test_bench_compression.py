@@ -2,7 +2,7 @@
 
     pytest tests/benchmarks --benchmark-only -k decompress
 
-Why mpevents takes ISA-L for gzip where it is installed (``_compression``).
+Why mpevents takes ISA-L for gzip where it is installed (``core.compression``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 import zstandard
 from isal import igzip
 
-from mpevents._compression import _ZstdStream
+from mpevents.core.compression import _ZstdStream
 from tests.conftest import genlog
 
 BLOCK = 1 << 20

@@ -17,7 +17,7 @@ import pytest
 from rich.console import Console
 
 from mpevents import Config, Summary, run
-from mpevents._dashboard import LiveDashboard
+from mpevents.observe.dashboard import LiveDashboard
 from tests.conftest import genlog
 
 LINES_PER_FILE = 250_000

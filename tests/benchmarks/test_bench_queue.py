@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from mpevents._child import context
-from mpevents._queue import _F_SETPIPE_SZ, PIPE_BYTES, ChunkQueue
+from mpevents.local.child import context
+from mpevents.local.queue import _F_SETPIPE_SZ, PIPE_BYTES, ChunkQueue
 
 MESSAGES = 100
 GROUP_BYTES = 800_000  # three groups: about the result of one 1 MiB chunk of seed lines

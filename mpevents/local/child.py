@@ -35,15 +35,15 @@ from typing import Any, Final
 
 import setproctitle
 
-from . import _trace
-from ._config import Config
-from ._profiling import profiled
+from mpevents._config import Config
+from mpevents.observe import trace as _trace
+from mpevents.observe.profiling import profiled
 
 START_METHOD: Final = "forkserver"
 """Never the platform default: fork would copy main's threads and state, spawn
 would re-import everything per child. The fork server forks children from a
 small process that has imported the pipeline once."""
-PIPELINE_MODULE: Final = "mpevents._preload"
+PIPELINE_MODULE: Final = "mpevents.local.preload"
 """Imports everything a child runs, then freezes it for the garbage collector."""
 PRELOAD: Final = ["__main__", PIPELINE_MODULE]
 """What the fork server imports before forking. '__main__' too: otherwise

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 if TYPE_CHECKING:
-    from ._config import Config
+    from mpevents._config import Config
 
 TOP_SITES = 10
 

@@ -26,12 +26,12 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ._board import CollectorField, FileField, FileState, ReaderField, WorkerField
-from ._config import Config
+from mpevents._config import Config
+from mpevents.observe.board import CollectorField, FileField, FileState, ReaderField, WorkerField
 
 if TYPE_CHECKING:
-    from ._engine import Engine
-    from ._summary import Summary
+    from mpevents._engine import Engine
+    from mpevents._summary import Summary
 
 REFRESH_S: Final = 0.2
 """Five redraws a second: smooth to the eye, and well under the 10 a second

@@ -11,7 +11,7 @@ the old output as it was.
 A run holds its output by ``flock`` on its own temporary directory, which
 becomes the output at the swap (:func:`claim`): no lock file, and whatever a
 killed run left beside the output is recognised by no one holding it, and
-cleared by the next run. ``_spool`` clears its leftovers in /dev/shm the same
+cleared by the next run. ``local.spool`` clears its leftovers in /dev/shm the same
 way (:func:`remove_abandoned`).
 
 Nothing but ``group-<id>.jsonl``, ``rejected.jsonl`` and ``summary.json`` goes
@@ -35,7 +35,7 @@ from typing import Final, NamedTuple
 
 import msgspec
 
-from ._errors import RunError, UsageError
+from mpevents.core.errors import RunError, UsageError
 
 SUMMARY_NAME: Final = "summary.json"
 TOOL: Final = "mpevents"

@@ -1,12 +1,12 @@
 """Reader: up to ``--readers`` long-lived processes cutting files into spans of whole lines.
 
 Talks to: the file queue (takes the next input file), the work queue (puts
-:class:`~mpevents._framing.Span`), the ledger (which reader took each file;
-credits), the spool (the bytes of a compressed file's spans, ``_spool``) and
+:class:`~mpevents.core.framing.Span`), the ledger (which reader took each file;
+credits), the spool (the bytes of a compressed file's spans, ``local.spool``) and
 the scoreboard (bytes framed). Each reader takes the next file in
 input order as it finishes one, retitled ``mpevents: reader <file>`` for each,
 so thousands of small files cost no process start each. Readers never parse
-lines; they only frame them (``_framing``): a reader reads the tail of each
+lines; they only frame them (``core.framing``): a reader reads the tail of each
 span's window to find its last line end, and sends where the span lies; the
 worker reads the span itself. A file that fits in one span is not even opened.
 A compressed file is decompressed as a stream and cut by the same rule; each
@@ -14,7 +14,7 @@ span's bytes go to the spool, for the worker that takes the span.
 
 A reader whose file is not yet being written takes credits for each span it
 sends, so that the collector never holds back more than a bounded amount of
-early results (see ``_ledger``).
+early results (see ``local.ledger``).
 """
 
 from __future__ import annotations
@@ -25,13 +25,14 @@ from typing import Any, NamedTuple
 
 import setproctitle
 
-from . import _failpoints, _trace
-from ._board import Board, FileField, FileState, ReaderField
-from ._compression import Decompressed
-from ._config import InputFile
-from ._framing import Flag, Span, frames, stream_frames
-from ._ledger import Ledger
-from ._spool import Spool
+from mpevents.core import failpoints as _failpoints
+from mpevents.core.compression import Decompressed
+from mpevents.core.framing import Flag, Span, frames, stream_frames
+from mpevents.core.inputs import InputFile
+from mpevents.local.ledger import Ledger
+from mpevents.local.spool import Spool
+from mpevents.observe import trace as _trace
+from mpevents.observe.board import Board, FileField, FileState, ReaderField
 
 
 class FileQueue:
@@ -68,7 +69,7 @@ class ReaderJob(NamedTuple):
     """(file, first span, its start) of files a dead reader had taken, read first."""
     generation: int  # 0 for the first reader of a slot, where test failpoints fire
     spool: Spool | None
-    """Where the bytes of compressed spans go (``_spool``)."""
+    """Where the bytes of compressed spans go (``local.spool``)."""
 
 
 def read_files(
@@ -90,7 +91,7 @@ def _read_file(info: InputFile, chunk_bytes: int, seq: int, start: int, sender: 
 
     The file is read as it was listed at start-up, up to where its lines
     ended then (``InputFile.end``: its size, less the last line of a file
-    still being written, ``_live``); a worker that finds those bytes changed
+    still being written, ``core.live``); a worker that finds those bytes changed
     fails the run.
     """
     file, board = info.index, sender.board

@@ -29,9 +29,9 @@ from collections.abc import Callable, Iterable
 from types import ModuleType
 from typing import Any, BinaryIO, Final
 
-from . import _failpoints
-from ._errors import UsageError
-from ._framing import KEEP_BYTES, Flag, Span
+from mpevents.core import failpoints as _failpoints
+from mpevents.core.errors import UsageError
+from mpevents.core.framing import KEEP_BYTES, Flag, Span
 
 SUFFIXES: Final = {".gz": "gzip", ".zst": "zstd"}
 """Compression by the end of a file's name."""
@@ -135,7 +135,7 @@ class Decompressed:
 
         ``moved`` is told each MiB dropped: decompressing a big file up to a
         restart point takes seconds and sends nothing, and the supervisor
-        must see it move (``_board``: a pipeline that stops moving after a
+        must see it move (``observe.board``: a pipeline that stops moving after a
         crash is restarted)."""
         slow = _failpoints.number("skip_slow")
         while size > 0:

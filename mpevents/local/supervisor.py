@@ -2,7 +2,7 @@
 
 Talks to: the run (``_run``), which drives it through the engine interface
 (``_engine``); its children, which it starts and watches; the ledger
-(``_ledger``), which tells it what a dead child held; the scoreboard, for
+(``local.ledger``), which tells it what a dead child held; the scoreboard, for
 the dashboard.
 
 Starts ``--readers`` readers (each takes one input file after another), the
@@ -47,19 +47,25 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from . import _collector, _failpoints, _output, _reader, _trace, _worker
-from ._board import Board, CollectorField, WorkerField
-from ._child import EXIT_REPORTED, context, run_child
-from ._compression import Decompressed
-from ._config import Config, InputFile
-from ._engine import Restarts, RetryBudget
-from ._errors import RunError
-from ._framing import Span
-from ._journal import State
-from ._ledger import Ledger, credit_budget
-from ._messages import Report
-from ._queue import ChunkQueue
-from ._spool import Spool, remove_stale
+from mpevents._config import Config
+from mpevents._engine import Restarts, RetryBudget
+from mpevents.core import failpoints as _failpoints
+from mpevents.core.compression import Decompressed
+from mpevents.core.errors import RunError
+from mpevents.core.framing import Span
+from mpevents.core.inputs import InputFile
+from mpevents.local import collector as _collector
+from mpevents.local import reader as _reader
+from mpevents.local import worker as _worker
+from mpevents.local.child import EXIT_REPORTED, context, run_child
+from mpevents.local.ledger import Ledger, credit_budget
+from mpevents.local.messages import Report
+from mpevents.local.queue import ChunkQueue
+from mpevents.local.spool import Spool, remove_stale
+from mpevents.observe import trace as _trace
+from mpevents.observe.board import Board, CollectorField, WorkerField
+from mpevents.output import directory as _output
+from mpevents.output.journal import State
 
 log = logging.getLogger("mpevents")
 

@@ -1,12 +1,12 @@
 """Worker: N processes that check and encode chunks.
 
-Talks to: the work queue (takes :class:`~mpevents._framing.Span`), the input
+Talks to: the work queue (takes :class:`~mpevents.core.framing.Span`), the input
 files (reads each span's bytes; a compressed file's from the spool,
-``_spool``), the result queue (puts one :class:`Result` per span; the records
+``local.spool``), the result queue (puts one :class:`Result` per span; the records
 of a big one wait in the spool), its slot in the ledger, where it records the span it holds before
 working on it (if it dies, main reads that slot and hands the span to its
 replacement), and its counters on the scoreboard. All the rules live in
-``_spec.py``.
+``core.spec``.
 """
 
 from __future__ import annotations
@@ -16,20 +16,21 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any, Final
 
-from . import _failpoints, _trace
-from ._board import Board, WorkerField
-from ._compression import read_span
-from ._config import InputFile
-from ._framing import Span, read_chunk
-from ._ledger import Ledger
-from ._messages import Result
-from ._spec import process_chunk_parts
-from ._spool import Spool
+from mpevents.core import failpoints as _failpoints
+from mpevents.core.compression import read_span
+from mpevents.core.framing import Span, read_chunk
+from mpevents.core.inputs import InputFile
+from mpevents.core.spec import process_chunk_parts
+from mpevents.local.ledger import Ledger
+from mpevents.local.messages import Result
+from mpevents.local.spool import Spool
+from mpevents.observe import trace as _trace
+from mpevents.observe.board import Board, WorkerField
 
 SPOOL_RESULT_BYTES: Final = 1 << 18
 """Results smaller than this are written to the result queue by the worker
 itself (a small file's, say); the records of larger ones go to the spool,
-and only their sizes to the queue (``_spool``)."""
+and only their sizes to the queue (``local.spool``)."""
 
 
 def work(

@@ -39,9 +39,9 @@ from typing import BinaryIO, Final
 
 import msgspec
 
-from ._config import FileList, InputFile
-from ._errors import UsageError
-from ._messages import FileCounts
+from mpevents.core.errors import UsageError
+from mpevents.core.inputs import FileList, InputFile
+from mpevents.local.messages import FileCounts
 
 JOURNAL_NAME: Final = ".journal"
 CHECKPOINT_S: Final = 0.5
@@ -58,7 +58,7 @@ class Header(msgspec.Struct, array_like=True):
     """Each input file: name, size (as listed), mtime_ns, device, inode."""
     unread: dict[int, int] = msgspec.field(default_factory=dict)
     """Files still being written, by index: the bytes at their end the run
-    did not read (``_live``), so that the next run reads them as this one did."""
+    did not read (``core.live``), so that the next run reads them as this one did."""
 
 
 class Checkpoint(msgspec.Struct, array_like=True):
@@ -152,7 +152,7 @@ class Syncer:
         self._work.put((paths, checkpoint))
 
     def _run(self) -> None:
-        from ._output import fsync_path
+        from mpevents.output.directory import fsync_path
 
         while (item := self._work.get()) is not None:
             paths, checkpoint = item
@@ -231,8 +231,8 @@ def restore(directory: Path, state: State) -> None:
     their journaled sizes; group files the journal never saw removed, and so
     is anything else (the spool of the interrupted run, where /dev/shm had no
     room for it)."""
-    from ._collector import REJECTS_NAME, group_file_name
-    from ._output import remove
+    from mpevents.local.collector import REJECTS_NAME, group_file_name
+    from mpevents.output.directory import remove
 
     wanted = {group_file_name(group.encode()): size for group, (size, _) in state.groups.items()}
     wanted[REJECTS_NAME] = state.rejects_size

@@ -6,7 +6,7 @@ whenever it likes. Each cell has one writer, so no lock is needed; a reader
 may see a value a moment old, which is all a dashboard needs.
 
 It only counts. What recovery needs (the span each worker holds, where each
-file resumes, credits) is the ledger's (``_ledger``); the counts in
+file resumes, credits) is the ledger's (``local.ledger``); the counts in
 ``summary.json`` come from the collector's report, not from here.
 """
 
@@ -16,7 +16,7 @@ import enum
 from multiprocessing.sharedctypes import RawArray
 from typing import Any, Final
 
-from ._spec import REASONS
+from mpevents.core.spec import REASONS
 
 TOP_GROUPS: Final = 5
 """How many of the largest groups the collector publishes for the dashboard."""

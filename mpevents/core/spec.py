@@ -2,7 +2,7 @@
 
 This module owns every rule about what a line means. It is pure: no I/O, no
 processes, no shared state, so the rules can be tested line by line. The
-worker (``_worker.py``) and the Dask engine call :func:`process_chunk`; the
+worker (``local.worker``) and the Dask engine call :func:`process_chunk`; the
 collector only writes what it returns.
 
 A chunk is a run of whole lines cut by a reader. :func:`process_chunk` checks
@@ -103,7 +103,7 @@ class ChunkParts(NamedTuple):
     ``groups`` maps a group to its number of records and their NDJSON bytes
     in one or more parts, in order. The worker writes the parts of a big
     result to the spool as they are made: joining them first copied every
-    byte once more, out of the CPU cache (``_spool``).
+    byte once more, out of the CPU cache (``local.spool``).
     """
 
     lines: int

@@ -11,7 +11,7 @@ being read, pickled and piped by the reader and read and unpickled again by
 the worker (3% of a run's CPU, measured on 10M lines).
 
 A compressed file cannot be read at an offset, so its reader leaves each
-span's decompressed bytes in a file in RAM for the worker (``_spool``).
+span's decompressed bytes in a file in RAM for the worker (``local.spool``).
 
 Spans and results are NamedTuples of plain values, cheap to pickle and plain
 to read; the report is a msgspec Struct, typed end to end. ``None`` on the
@@ -24,15 +24,15 @@ from typing import NamedTuple
 
 import msgspec
 
-from ._framing import Span
-from ._spec import ChunkResult, Reject
+from mpevents.core.framing import Span
+from mpevents.core.spec import ChunkResult, Reject
 
 
 class PartsResult(NamedTuple):
     """A Dask task's result: a ChunkResult whose records stay in the task's part file.
 
     ``groups`` maps each group to (records, bytes), in the order the part
-    file's index lists them (``_dask``); ``path`` is that file ("" when the
+    file's index lists them (``dask.engine``); ``path`` is that file ("" when the
     task had no records).
     """
 
@@ -44,11 +44,11 @@ class PartsResult(NamedTuple):
 
 
 class SpooledResult(NamedTuple):
-    """A ChunkResult whose records wait in a spool file (``_spool``).
+    """A ChunkResult whose records wait in a spool file (``local.spool``).
 
     ``parts`` says what the file holds, one part after another, as (group,
     bytes): each group's parts in order, but groups may take turns (see
-    :class:`~mpevents._spool.ResultWriter`). ``groups`` maps each group to
+    :class:`~mpevents.local.spool.ResultWriter`). ``groups`` maps each group to
     (records, bytes).
     """
 

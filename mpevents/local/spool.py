@@ -55,10 +55,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final, NamedTuple
 
-from . import _output
-from ._framing import Span
-from ._messages import SpooledResult
-from ._spec import ChunkParts
+from mpevents.core.framing import Span
+from mpevents.core.spec import ChunkParts
+from mpevents.local.messages import SpooledResult
+from mpevents.output import directory as _output
 
 RAM_DIRECTORY: Final = "/dev/shm"
 PREFIX: Final = "mpevents-spool-"
@@ -153,7 +153,7 @@ class Spool(NamedTuple):
 class ResultWriter:
     """The spool file of one result, written while its records are made.
 
-    A worker hands :meth:`write` to :func:`~mpevents._spec.process_chunk_parts`,
+    A worker hands :meth:`write` to :func:`~mpevents.core.spec.process_chunk_parts`,
     which gives it the records it has joined every 256 KiB of input (a part
     per group), while they are in the CPU cache: written at the end, after
     the rest of the chunk, they no longer were. :meth:`finish` writes the

@@ -13,7 +13,7 @@ nothing more.
 
 The decision is made once, in main, and travels with the file list: to every
 reader (a restarted one too), every worker, every Dask task, and into the
-journal of a ``--resume`` run (``_journal``), so that all of them agree where
+journal of a ``--resume`` run (``output.journal``), so that all of them agree where
 each file's lines end.
 
 After the run (:func:`unread`) each local file is looked at again: what it
@@ -24,7 +24,7 @@ a record its writer may never have written.
 
 Compressed files are read whole whatever their age: a compressed file still
 being written is a truncated stream, which fails the run naming the file
-(``_compression``). Objects named by a URL cannot change once written: the
+(``core.compression``). Objects named by a URL cannot change once written: the
 rule does not apply to them.
 
 Talks to: ``_config`` (the listing), ``_run`` (after the engine's report:
@@ -39,11 +39,11 @@ import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final, NamedTuple
 
-from ._errors import RunError
-from ._framing import lines_end
+from mpevents.core.errors import RunError
+from mpevents.core.framing import lines_end
 
 if TYPE_CHECKING:
-    from ._config import InputFile
+    from mpevents.core.inputs import InputFile
 
 log = logging.getLogger("mpevents")
 

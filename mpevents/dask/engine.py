@@ -13,7 +13,7 @@ the scoreboard, for the dashboard.
 
 A task is a byte range of one file; it owns the lines that *start* inside the
 range, reads them itself (a local file, which the Dask workers must see at
-the same path, or any fsspec URL: ``_sources``), and runs the very same
+the same path, or any fsspec URL: ``core.sources``), and runs the very same
 :func:`process_chunk` as the local workers. It writes its records, group by
 group, into one part file of its own under the staging directory (which the
 Dask workers must be able to write), and returns only its counts, its
@@ -56,20 +56,22 @@ from typing import Any, Final, NamedTuple
 
 import msgspec
 
-from . import _failpoints, _trace
-from ._board import Board, CollectorField, FileField, FileState, ReaderField
-from ._child import keep_freed_memory
-from ._collector import Collector, group_file_name
-from ._compression import Decompressed
-from ._config import Config, InputFile
-from ._engine import Restarts, RetryBudget
-from ._errors import RunError, UsageError
-from ._framing import Flag, Span, frames, line_start, read_chunk, read_span, stream_frames
-from ._ledger import Ledger
-from ._messages import PartsResult, Report, Result
-from ._sources import open_url, reader_of
-from ._spec import ChunkResult, Reject, process_chunk
-from ._spool import _write_all as write_all
+from mpevents._config import Config
+from mpevents._engine import Restarts, RetryBudget
+from mpevents.core import failpoints as _failpoints
+from mpevents.core.compression import Decompressed
+from mpevents.core.errors import RunError, UsageError
+from mpevents.core.framing import Flag, Span, frames, line_start, read_chunk, read_span, stream_frames
+from mpevents.core.inputs import InputFile
+from mpevents.core.sources import open_url, reader_of
+from mpevents.core.spec import ChunkResult, Reject, process_chunk
+from mpevents.local.child import keep_freed_memory
+from mpevents.local.collector import Collector, group_file_name
+from mpevents.local.ledger import Ledger
+from mpevents.local.messages import PartsResult, Report, Result
+from mpevents.local.spool import _write_all as write_all
+from mpevents.observe import trace as _trace
+from mpevents.observe.board import Board, CollectorField, FileField, FileState, ReaderField
 
 log = logging.getLogger("mpevents")
 
@@ -189,7 +191,7 @@ def process_range(info: InputFile, task: Span, chunk_bytes: int, parts_root: str
             handle = open_url(info.path, info.tag) if info.tag is not None else open(info.path, "rb")  # noqa: SIM115
             with handle:
                 # Never past where the file's lines ended when it was listed
-                # (``_live``): a line_start beyond it is in bytes written since.
+                # (``core.live``): a line_start beyond it is in bytes written since.
                 first = min(info.end, line_start(handle, task.start))
                 end = info.end if task.end >= info.end else min(info.end, line_start(handle, task.end))
                 for span in frames(handle, info.index, info.end, chunk_bytes, first, stop=end):

@@ -1,7 +1,7 @@
 """Collector: the one process that writes the output, in input order.
 
 Talks to: the result queue (takes :class:`Result`), the spool (where the
-records of big results wait, ``_spool``), the temporary output directory
+records of big results wait, ``local.spool``), the temporary output directory
 (group files and ``rejected.jsonl``), the ledger (each file's first
 unwritten span; it returns readers' credits), the scoreboard (what it has
 written, for the dashboard), and at the end the report pipe (the
@@ -37,16 +37,17 @@ from typing import Any, BinaryIO, Final, Protocol
 
 import msgspec
 
-from . import _failpoints, _trace
-from . import _journal as journal
-from ._board import TOP_GROUPS, Board, CollectorField, FileField, FileState
-from ._config import InputFile
-from ._framing import Flag, Span
-from ._journal import CHECKPOINT_S, JOURNAL_NAME, State
-from ._ledger import Ledger
-from ._messages import FileCounts, PartsResult, Report, Result, SpooledResult
-from ._spec import REASON_INDEX, REASONS
-from ._spool import discard, open_result
+from mpevents.core import failpoints as _failpoints
+from mpevents.core.framing import Flag, Span
+from mpevents.core.inputs import InputFile
+from mpevents.core.spec import REASON_INDEX, REASONS
+from mpevents.local.ledger import Ledger
+from mpevents.local.messages import FileCounts, PartsResult, Report, Result, SpooledResult
+from mpevents.local.spool import discard, open_result
+from mpevents.observe import trace as _trace
+from mpevents.observe.board import TOP_GROUPS, Board, CollectorField, FileField, FileState
+from mpevents.output import journal
+from mpevents.output.journal import CHECKPOINT_S, JOURNAL_NAME, State
 
 REJECTS_NAME: Final = "rejected.jsonl"
 _RESERVED_FDS: Final = 16

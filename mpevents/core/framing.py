@@ -5,7 +5,7 @@ functions around it. Readers cut files into spans (:func:`frames`), workers
 read a span's bytes (:func:`read_chunk`), the collector orders results by a
 span's (file, seq), a Dask task finds where its byte range's lines begin
 (:func:`line_start`), and the listing of a file still being written finds
-where its whole lines end (:func:`lines_end`, for ``_live``). Nothing here
+where its whole lines end (:func:`lines_end`, for ``core.live``). Nothing here
 starts a process or touches a queue, so all of it is tested on its own
 (``tests/test_framing.py``).
 
@@ -28,7 +28,7 @@ import os
 from collections.abc import Callable, Iterator
 from typing import BinaryIO, Final, NamedTuple, Protocol
 
-from ._spec import MAX_LINE_BYTES
+from mpevents.core.spec import MAX_LINE_BYTES
 
 KEEP_BYTES: Final = MAX_LINE_BYTES + 2
 """Of an over-long line, this much is kept: after one '\\r' is removed it is
@@ -47,7 +47,7 @@ class Flag(enum.IntFlag):
     LAST = 1
     """The last span of its file (an empty file has one empty last span)."""
     CREDIT = 2
-    """Sent ahead of its file's turn: it holds credits, which the collector returns (``_ledger``)."""
+    """Sent ahead of its file's turn: it holds credits, which the collector returns (``local.ledger``)."""
     TRUNCATED = 4
     """A single over-long line, kept only as far as the spec needs to reject it."""
     REDO = 8

@@ -23,7 +23,7 @@ file's reader never waits for a credit; and counting bytes rather than spans
 lets a hundred small files be in flight where a span count would allow a
 handful.
 
-The scoreboard (``_board``) only counts, for the dashboard and the summary;
+The scoreboard (``observe.board``) only counts, for the dashboard and the summary;
 nothing here is shown to the user.
 """
 
@@ -33,7 +33,7 @@ import enum
 from multiprocessing.sharedctypes import RawArray, RawValue
 from typing import Any, Final
 
-from ._framing import Flag, Span
+from mpevents.core.framing import Flag, Span
 
 CREDIT_BYTES: Final = 1 << 16
 """One credit per this many bytes of a span: small enough that a file of a

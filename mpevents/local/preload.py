@@ -15,6 +15,6 @@ import multiprocessing.popen_fork
 import multiprocessing.popen_forkserver
 import multiprocessing.synchronize  # noqa: F401
 
-from . import _supervisor  # noqa: F401  # everything the children run
+from mpevents.local import supervisor as _supervisor  # noqa: F401  # everything the children run
 
 gc.freeze()

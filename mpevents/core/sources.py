@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO, Final
 
-from ._errors import UsageError
+from mpevents.core.errors import UsageError
 
 INSTALL_HINT: Final = "pip install 'mpevents[dask]'"
 _BLOCK_BYTES: Final = 1 << 22
