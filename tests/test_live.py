@@ -26,7 +26,8 @@ from mpevents.core.errors import RunError, UsageError
 from mpevents.core.framing import lines_end
 from mpevents.core.inputs import FileList, InputFile
 from mpevents.core.live import GREW, UNFINISHED_LINE, WARNED_FILES, Unread, quiet, unread, unread_tail
-from mpevents.output.journal import JOURNAL_NAME, Header, as_listed, check_inputs, read, start
+from mpevents.output.journal import Header, as_listed, check_inputs, read, start
+from mpevents.output.names import JOURNAL_NAME
 from tests.conftest import RUN_TIMEOUT_S, genlog, run_cli, settled, start_cli, temp_dirs, tree
 
 pytestmark = pytest.mark.usefixtures("clean_processes")

@@ -47,7 +47,6 @@ import os
 import shutil
 import socket
 import time
-import uuid
 from array import array
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError
@@ -66,12 +65,13 @@ from mpevents.core.inputs import InputFile
 from mpevents.core.sources import open_url, reader_of
 from mpevents.core.spec import ChunkResult, Reject, process_chunk
 from mpevents.local.child import keep_freed_memory
-from mpevents.local.collector import Collector, group_file_name
+from mpevents.local.collector import Collector
 from mpevents.local.ledger import Ledger
 from mpevents.local.messages import PartsResult, Report, Result
 from mpevents.local.spool import _write_all as write_all
 from mpevents.observe import trace as _trace
 from mpevents.observe.board import Board, CollectorField, FileField, FileState, ReaderField
+from mpevents.output.names import PARTS_DIR, group_file_name, part_file_name
 
 log = logging.getLogger("mpevents")
 
@@ -151,8 +151,6 @@ def plan(files: Sequence[InputFile], task_bytes: int) -> list[Span]:
     return tasks
 
 
-PARTS_DIR: Final = ".parts"
-"""Where tasks write their part files, inside the staging directory (removed before the commit)."""
 HOLD_BYTES: Final = 32 << 20
 """Records a task holds in memory before it writes them out, each group's one
 after another: a task of up to 12 chunks writes them once, in one run, and a
@@ -179,7 +177,7 @@ def process_range(info: InputFile, task: Span, chunk_bytes: int, parts_root: str
     started, started_wall = time.perf_counter_ns(), time.time_ns()
     _maybe_die(info.path, task.start)
     _settle_in()
-    parts = _Parts(os.path.join(parts_root, f"{task.file}-{task.seq}-{uuid.uuid4().hex}"))
+    parts = _Parts(os.path.join(parts_root, part_file_name(task.file, task.seq)))
     try:
         if info.compression is not None:
             raw = open_url(info.path, info.tag) if info.tag is not None else None

@@ -47,9 +47,9 @@ from mpevents.local.spool import discard, open_result
 from mpevents.observe import trace as _trace
 from mpevents.observe.board import TOP_GROUPS, Board, CollectorField, FileField, FileState
 from mpevents.output import journal
-from mpevents.output.journal import CHECKPOINT_S, JOURNAL_NAME, State
+from mpevents.output.journal import CHECKPOINT_S, State
+from mpevents.output.names import JOURNAL_NAME, REJECTS_NAME, group_file_name
 
-REJECTS_NAME: Final = "rejected.jsonl"
 _RESERVED_FDS: Final = 16
 """Descriptors kept free for everything but group files (queues, stdio, rejects)."""
 _TOP_EVERY_S: Final = 0.25
@@ -64,10 +64,6 @@ the real-shaped corpus: 0.72 s against 1.07 s, profiled, with a read
 per part; read whole, less again)."""
 _COUNTS: Final = 4
 """Counts kept per file: lines, valid, rejected, blank."""
-
-
-def group_file_name(group: bytes) -> str:
-    return f"group-{group.decode('ascii')}.jsonl"
 
 
 class RejectLine(msgspec.Struct, gc=False):

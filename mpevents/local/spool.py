@@ -48,7 +48,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import re
 import tempfile
 import time
 from collections.abc import Iterator
@@ -59,9 +58,9 @@ from mpevents.core.framing import Span
 from mpevents.core.spec import ChunkParts
 from mpevents.local.messages import SpooledResult
 from mpevents.output import directory as _output
+from mpevents.output.names import SPOOL_NAMES, SPOOL_PREFIX
 
 RAM_DIRECTORY: Final = "/dev/shm"
-PREFIX: Final = "mpevents-spool-"
 CHUNKS_PER_WORKER: Final = 2
 """Spooled spans waiting per worker: its next one ready while it checks one."""
 RESULTS_PER_WORKER: Final = 6
@@ -75,8 +74,6 @@ _IOV_MAX: Final = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 FULL_POLL_S: Final = 0.002
 """How often a reader looks again at a full spool: a worker takes a file every
 few milliseconds."""
-_NAMES: Final = re.compile(f"{re.escape(PREFIX)}([0-9]+)-.*")
-"""A spool's name: the pid of the run that made it, then mkdtemp's letters."""
 _names = itertools.count()  # result files of one worker, numbered
 
 
@@ -105,7 +102,7 @@ class Spool(NamedTuple):
             with contextlib.suppress(OSError):  # a /dev/shm we may not write after all
                 made = _make_held(RAM_DIRECTORY)
         # In the staging directory it needs no hold: that directory is the run's own.
-        directory, held = made or (tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=staging), -1)
+        directory, held = made or (tempfile.mkdtemp(prefix=f"{SPOOL_PREFIX}{os.getpid()}-", dir=staging), -1)
         for name in (INPUTS, RESULTS):
             os.mkdir(os.path.join(directory, name))
         return cls(directory, limit, held)
@@ -262,7 +259,7 @@ def _make_held(parent: str) -> tuple[str, int]:
     """A new spool directory in ``parent``, already held when another run looks
     there for abandoned ones (``_output.remove_abandoned``)."""
     with _output.locked(parent):
-        directory = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=parent)
+        directory = tempfile.mkdtemp(prefix=f"{SPOOL_PREFIX}{os.getpid()}-", dir=parent)
         held = _output.hold(directory)
     assert held is not None  # new, and no other run looks while the parent is locked
     return directory, held
@@ -273,4 +270,4 @@ def remove_stale() -> None:
     them): a run killed outright leaves its own there, which nothing else
     would free until a reboot. (One in a staging directory goes with it.)"""
     with contextlib.suppress(OSError), _output.locked(RAM_DIRECTORY):
-        _output.remove_abandoned(RAM_DIRECTORY, _NAMES)
+        _output.remove_abandoned(RAM_DIRECTORY, SPOOL_NAMES)

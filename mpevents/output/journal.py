@@ -42,8 +42,9 @@ import msgspec
 from mpevents.core.errors import UsageError
 from mpevents.core.inputs import FileList, InputFile
 from mpevents.local.messages import FileCounts
+from mpevents.output.directory import fsync_path, remove
+from mpevents.output.names import JOURNAL_NAME, REJECTS_NAME, group_file_name
 
-JOURNAL_NAME: Final = ".journal"
 CHECKPOINT_S: Final = 0.5
 """How often the collector makes a checkpoint: a crash loses at most about
 this much writing (a tenth of a 10M-line run would be 0.8 s), and syncing
@@ -152,8 +153,6 @@ class Syncer:
         self._work.put((paths, checkpoint))
 
     def _run(self) -> None:
-        from mpevents.output.directory import fsync_path
-
         while (item := self._work.get()) is not None:
             paths, checkpoint = item
             try:
@@ -231,9 +230,6 @@ def restore(directory: Path, state: State) -> None:
     their journaled sizes; group files the journal never saw removed, and so
     is anything else (the spool of the interrupted run, where /dev/shm had no
     room for it)."""
-    from mpevents.local.collector import REJECTS_NAME, group_file_name
-    from mpevents.output.directory import remove
-
     wanted = {group_file_name(group.encode()): size for group, (size, _) in state.groups.items()}
     wanted[REJECTS_NAME] = state.rejects_size
     for path in directory.iterdir():
