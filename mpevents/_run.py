@@ -32,12 +32,12 @@ from mpevents._summary import Summary, build_summary, encode
 from mpevents.core import live as _live
 from mpevents.core.errors import Interrupted, RunError
 from mpevents.core.inputs import FileList, InputFile
-from mpevents.local.messages import Report
 from mpevents.observe import trace as _trace
 from mpevents.observe.profiling import memory_report, merge_cpu_profiles, peak_rss_kib, profiled
 from mpevents.output import directory as _output
 from mpevents.output import journal
 from mpevents.output.names import JOURNAL_NAME
+from mpevents.output.report import Report
 
 log = logging.getLogger("mpevents")
 

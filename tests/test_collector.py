@@ -13,8 +13,9 @@ from mpevents.core.inputs import InputFile
 from mpevents.core.spec import REASONS, process_chunk
 from mpevents.local.collector import Collector, GroupFiles
 from mpevents.local.ledger import Ledger
-from mpevents.local.messages import FileCounts, Result
+from mpevents.local.messages import Result
 from mpevents.observe.board import Board, CollectorField
+from mpevents.output.report import FileCounts
 
 
 def make_results(file: int, chunks: list[bytes]) -> list[Result]:

@@ -12,9 +12,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from mpevents.local.messages import FileCounts
 from mpevents.output.journal import Checkpoint, Header, State, append, read
 from mpevents.output.names import JOURNAL_NAME, SPOOL_PREFIX
+from mpevents.output.report import FileCounts
 from tests.conftest import REPO, genlog, patched_cli, run_cli, temp_dirs, tree
 
 pytestmark = pytest.mark.usefixtures("clean_processes")

@@ -67,11 +67,12 @@ from mpevents.core.spec import ChunkResult, Reject, process_chunk
 from mpevents.local.child import keep_freed_memory
 from mpevents.local.collector import Collector
 from mpevents.local.ledger import Ledger
-from mpevents.local.messages import PartsResult, Report, Result
+from mpevents.local.messages import PartsResult, Result
 from mpevents.local.spool import _write_all as write_all
 from mpevents.observe import trace as _trace
 from mpevents.observe.board import Board, CollectorField, FileField, FileState, ReaderField
 from mpevents.output.names import PARTS_DIR, group_file_name, part_file_name
+from mpevents.output.report import Report
 
 log = logging.getLogger("mpevents")
 

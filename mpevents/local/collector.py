@@ -42,13 +42,14 @@ from mpevents.core.framing import Flag, Span
 from mpevents.core.inputs import InputFile
 from mpevents.core.spec import REASON_INDEX, REASONS
 from mpevents.local.ledger import Ledger
-from mpevents.local.messages import FileCounts, PartsResult, Report, Result, SpooledResult
+from mpevents.local.messages import PartsResult, Result, SpooledResult
 from mpevents.local.spool import discard, open_result
 from mpevents.observe import trace as _trace
 from mpevents.observe.board import TOP_GROUPS, Board, CollectorField, FileField, FileState
 from mpevents.output import journal
 from mpevents.output.journal import CHECKPOINT_S, State
 from mpevents.output.names import JOURNAL_NAME, REJECTS_NAME, group_file_name
+from mpevents.output.report import FileCounts, Report
 
 _RESERVED_FDS: Final = 16
 """Descriptors kept free for everything but group files (queues, stdio, rejects)."""

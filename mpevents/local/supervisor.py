@@ -59,13 +59,13 @@ from mpevents.local import reader as _reader
 from mpevents.local import worker as _worker
 from mpevents.local.child import EXIT_REPORTED, context, run_child
 from mpevents.local.ledger import Ledger, credit_budget
-from mpevents.local.messages import Report
 from mpevents.local.queue import ChunkQueue
 from mpevents.local.spool import Spool, remove_stale
 from mpevents.observe import trace as _trace
 from mpevents.observe.board import Board, CollectorField, WorkerField
 from mpevents.output import directory as _output
 from mpevents.output.journal import State
+from mpevents.output.report import Report
 
 log = logging.getLogger("mpevents")
 

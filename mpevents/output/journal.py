@@ -41,9 +41,9 @@ import msgspec
 
 from mpevents.core.errors import UsageError
 from mpevents.core.inputs import FileList, InputFile
-from mpevents.local.messages import FileCounts
 from mpevents.output.directory import fsync_path, remove
 from mpevents.output.names import JOURNAL_NAME, REJECTS_NAME, group_file_name
+from mpevents.output.report import FileCounts
 
 CHECKPOINT_S: Final = 0.5
 """How often the collector makes a checkpoint: a crash loses at most about
