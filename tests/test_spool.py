@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from mpevents.core import system as _system
 from mpevents.core.framing import Flag, Span
 from mpevents.core.inputs import InputFile
 from mpevents.core.spec import process_chunk, process_chunk_parts
@@ -124,7 +125,7 @@ def test_a_compressed_run_leaves_no_spool_behind_and_removes_a_stale_one(tmp_pat
 def test_a_result_waits_in_the_spool_group_after_group(ram: Path, tmp_path: Path) -> None:
     spool = Spool.make(tmp_path, workers=2, readers=1, chunk_bytes=1 << 20)
     # More groups than one writev takes, so the writes go in several calls.
-    data = b"".join(b"%d|a|b|c|1|%d|1\n" % (i, i) for i in range(_spool._IOV_MAX + 500))
+    data = b"".join(b"%d|a|b|c|1|%d|1\n" % (i, i) for i in range(_system._IOV_MAX + 500))
     spooled = spool.put_result(SPAN, process_chunk_parts(data))
     result = process_chunk(data)
     assert spooled is not None
@@ -166,7 +167,7 @@ def test_a_result_whose_writing_fails_midway_goes_as_it_is(
             raise OSError(28, "No space left on device")
         writes.append(os.write(fd, b"".join(buffers)))
 
-    monkeypatch.setattr(_spool, "_write_all", write_then_fail)
+    monkeypatch.setattr(_spool, "write_all", write_then_fail)
     writer = spool.result_writer(SPAN)
     result = process_chunk_parts(real_traffic(3, 12_000, groups=4), on_flush=writer.write)
     assert writes and writer.finish(result) is None

@@ -64,11 +64,10 @@ from mpevents.core.framing import Flag, Span, frames, line_start, read_chunk, re
 from mpevents.core.inputs import InputFile
 from mpevents.core.sources import open_url, reader_of
 from mpevents.core.spec import ChunkResult, Reject, process_chunk
-from mpevents.local.child import keep_freed_memory
+from mpevents.core.system import keep_freed_memory, write_all
 from mpevents.local.collector import Collector
 from mpevents.local.ledger import Ledger
 from mpevents.local.messages import PartsResult, Result
-from mpevents.local.spool import _write_all as write_all
 from mpevents.observe import trace as _trace
 from mpevents.observe.board import Board, CollectorField, FileField, FileState, ReaderField
 from mpevents.output.names import PARTS_DIR, group_file_name, part_file_name

@@ -56,6 +56,7 @@ from typing import Final, NamedTuple
 
 from mpevents.core.framing import Span
 from mpevents.core.spec import ChunkParts
+from mpevents.core.system import write_all
 from mpevents.local.messages import SpooledResult
 from mpevents.output import directory as _output
 from mpevents.output.names import SPOOL_NAMES, SPOOL_PREFIX
@@ -69,8 +70,6 @@ credits), each about three times its chunk: only to choose where the spool
 goes, as results are bounded by the queue and the credits."""
 INPUTS: Final = "inputs"
 RESULTS: Final = "results"
-_IOV_MAX: Final = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
-"""Buffers one writev may take."""
 FULL_POLL_S: Final = 0.002
 """How often a reader looks again at a full spool: a worker takes a file every
 few milliseconds."""
@@ -177,7 +176,7 @@ class ResultWriter:
         try:
             if self._fd is None:
                 self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            _write_all(self._fd, [records for _, records in parts])
+            write_all(self._fd, [records for _, records in parts])
         except OSError:
             self._failed = True
             self._close()
@@ -226,22 +225,9 @@ def _write_file(path: str, buffers: list[bytes], mode: int) -> None:
     """Create ``path`` (``mode``: O_TRUNC or O_EXCL) holding ``buffers`` one after another."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | mode | os.O_CLOEXEC, 0o600)
     try:
-        _write_all(fd, buffers)
+        write_all(fd, buffers)
     finally:
         os.close(fd)
-
-
-def _write_all(fd: int, buffers: list[bytes]) -> None:
-    """Write every buffer, in order: writev, again for what a short write left."""
-    views = [memoryview(buffer) for buffer in buffers if buffer]
-    first = 0
-    while first < len(views):
-        written = os.writev(fd, views[first : first + _IOV_MAX])
-        while first < len(views) and written >= len(views[first]):
-            written -= len(views[first])
-            first += 1
-        if written:
-            views[first] = views[first][written:]
 
 
 def _room(directory: str) -> int:
