@@ -20,7 +20,7 @@ from mpevents.core.inputs import InputFile
 from mpevents.core.spec import process_chunk, process_chunk_parts
 from mpevents.local import collector as _collector
 from mpevents.local import spool as _spool
-from mpevents.local.collector import Collector, GroupFiles
+from mpevents.local.collector import GroupFiles, local_collector
 from mpevents.local.ledger import Ledger
 from mpevents.local.messages import Result
 from mpevents.local.spool import Spool, open_result
@@ -197,9 +197,9 @@ def test_spooled_results_are_written_in_order_with_direct_ones_and_dropped_repea
     repeat = spool.put_result(spans[1], parts[1])
     assert repeat is not None
     files = [InputFile(0, "a.log", str(tmp_path / "a.log"), 0)]
-    collector = Collector(files, out, 16, Board(1, 1), Ledger(1, 1))
+    collector = local_collector(files, out, 16, Board(1, 1), Ledger(1, 1))
     for message in [messages[3], messages[1], messages[0], Result(spans[1], repeat), messages[2]]:
-        collector.add(message)
+        collector.add(message.span, message.result)
     assert collector.done
     collector.close()
     for group in (b"1", b"2"):

@@ -1,9 +1,9 @@
 """Dask engine: the worker stage as tasks on a dask.distributed cluster.
 
 Talks to: a Dask scheduler (``--scheduler tcp://HOST:8786``, or a
-``LocalCluster`` of ``--worker-number`` processes), the collector (the same
-:class:`Collector` as the local engine, run here in the client process), and
-the scoreboard, for the dashboard.
+``LocalCluster`` of ``--worker-number`` processes), the collector core (the
+same as the local engine's, ``output.collector``, run here in the client
+process with a :class:`PartFiles` sink), and the scoreboard, for the dashboard.
 
     input files or URLs --(byte ranges)--> [Dask worker: process_range] --> a part file per task
                                                    | counts, rejects, bytes per group
@@ -48,7 +48,7 @@ import shutil
 import socket
 import time
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import CancelledError
 from pathlib import Path
 from typing import Any, Final, NamedTuple
@@ -65,11 +65,10 @@ from mpevents.core.inputs import InputFile
 from mpevents.core.sources import open_url, reader_of
 from mpevents.core.spec import ChunkResult, Reject, process_chunk
 from mpevents.core.system import keep_freed_memory, write_all
-from mpevents.local.collector import Collector
-from mpevents.local.ledger import Ledger
-from mpevents.local.messages import PartsResult, Result
+from mpevents.local.messages import PartsResult
 from mpevents.observe import trace as _trace
 from mpevents.observe.board import Board, CollectorField, FileField, FileState, ReaderField
+from mpevents.output.collector import Collector
 from mpevents.output.names import PARTS_DIR, group_file_name, part_file_name
 from mpevents.output.report import Report
 
@@ -310,7 +309,7 @@ def _read_index(fd: int, path: str) -> tuple[list[bytes], list[list[tuple[int, i
 
 
 class PartFiles:
-    """The client's side of the group files: where each part goes, not its bytes.
+    """The Dask client's sink (``output.sink.Sink``): where each task's records go, not their bytes.
 
     A group file is its tasks' records one after another, so as results come
     in input order the client knows where each task's records go in each
@@ -328,16 +327,29 @@ class PartFiles:
         self._place = place
         self._sizes: dict[bytes, int] = {}
 
-    def place(self, result: PartsResult) -> None:
-        if not result.groups:
+    def write(self, span: Span, payload: PartsResult) -> None:
+        """Have ``span``'s part file placed after what was placed before."""
+        if not payload.groups:
             return
         sizes = self._sizes
         offsets = array("q")
-        for group, (_, size) in result.groups.items():
+        for group, (_, size) in payload.groups.items():
             at = sizes.get(group, 0)
             offsets.append(at)
             sizes[group] = at + size
-        self._place(result.path, offsets)
+        self._place(payload.path, offsets)
+
+    def drop(self, span: Span, payload: PartsResult) -> None:
+        """Nothing: a task's result is taken once (a failed attempt gives none),
+        and a part file nothing refers to goes with the staging directory."""
+
+    def flush(self, groups: Iterable[bytes]) -> dict[bytes, int]:
+        """The sizes ``groups``' files will have once the placings handed on so
+        far are done. (The Dask engine journals nothing: --resume is refused.)"""
+        return {group: self._sizes.get(group, 0) for group in groups}
+
+    def close(self) -> None:
+        """Nothing: the group files are the placing tasks'."""
 
 
 def place_parts(part: str, directory: str, offsets: Sequence[int]) -> int:
@@ -439,7 +451,7 @@ class DaskEngine:
         self._client: Any = None
         self._cluster: Any = None
         self._distributed: Any = None
-        self._collector: Collector | None = None
+        self._collector: Collector[PartsResult] | None = None
         self._parts = temp / PARTS_DIR
         self._waiting: list[Span] = []  # in reverse input order: the next task is popped from the end
         self._running: dict[Any, Span] = {}
@@ -455,9 +467,7 @@ class DaskEngine:
         self._distributed = import_distributed()
         self._connect(self._distributed)
         self._parts.mkdir(exist_ok=True)
-        ledger = Ledger(len(self.files), 0)  # only orders the output: nothing runs ahead
-        sink = PartFiles(self._place)
-        self._collector = Collector(self.files, self.temp, self.config.max_open_files, self.board, ledger, parts=sink)
+        self._collector = Collector(self.files, self.temp, PartFiles(self._place), self.board)
         self._watch_workers(now=True)
         tasks = plan(self.files, task_bytes(self.total_bytes, self.dask_workers, self.config.chunk_bytes))
         self.tasks_total = len(tasks)
@@ -502,7 +512,7 @@ class DaskEngine:
             end, result, busy_ns = outcome[:3]
             self._trace_task(task, outcome)
             started = time.perf_counter_ns()
-            self._collector.add(Result(task._replace(end=end), result))
+            self._collector.add(task._replace(end=end), result)
             board = self.board
             board.set_collector(
                 CollectorField.BUSY_NS, board.collector(CollectorField.BUSY_NS) + time.perf_counter_ns() - started

@@ -2,7 +2,7 @@
 
     work queue    reader -> worker      Span    (where a run of whole lines lies in its file)
     result queue  worker -> collector   Result  (its span, and per-group NDJSON, rejects, counts;
-                                                 for a big result, only where its NDJSON waits, _spool)
+                                                 for a big result, only where its NDJSON waits, ``local.spool``)
     report pipe   collector -> main     Report  (the counts for summary.json, once, at the end:
                                                  ``output.report``)
 
@@ -58,6 +58,11 @@ class SpooledResult(NamedTuple):
     parts: list[tuple[bytes, int]]
 
 
+LocalPayload = ChunkResult | SpooledResult
+"""A local result's records: in its message, or in a spool file (the local
+collector's sink takes both: ``local.collector.LocalSink``)."""
+
+
 class Result(NamedTuple):
     span: Span
-    result: ChunkResult | PartsResult | SpooledResult
+    result: LocalPayload

@@ -176,11 +176,11 @@ class LocalEngine:
             self._start_worker(slot, [])
         for slot in range(1, self.readers):
             self._start_reader(slot, [])
-        self._start(
-            "collector", 0, "collector", _collector.collect,
+        job = _collector.CollectorJob(
             self.files, self.temp, config.max_open_files,
             self.result_queue, report_end, self.board, self.ledger, self.restarts.pipeline, resume,
         )  # fmt: skip
+        self._start("collector", 0, "collector", _collector.collect, job)
         report_end.close()  # the collector's copy is the only writer
 
     def poll(self, timeout: float) -> Report | None:

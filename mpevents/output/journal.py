@@ -5,8 +5,9 @@ the input is the one the journal was started on, and the restoring of the
 staging directory to the last checkpoint.
 
 Talks to: the run (``_run``), which starts a journal or restores one before the
-engine starts; the collector, which appends a checkpoint every CHECKPOINT_S
-seconds of writing; nothing else.
+engine starts; the collector core (``output.collector``), which appends a
+checkpoint every CHECKPOINT_S seconds of writing; the names on disk
+(``output.names``); nothing else.
 
 The collector writes files in input order, so everything it has written is
 "all lines before span ``next_seq`` of file ``head``": one position. A
