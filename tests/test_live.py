@@ -531,7 +531,7 @@ def test_the_journal_records_unread_tails(tmp_path: Path) -> None:
 def test_a_dask_task_never_reads_past_where_the_listing_ended(tmp_path: Path) -> None:
     """A quiet file whose last line, cut by a task boundary, got its line end during the run."""
     from mpevents.core.framing import Flag, Span
-    from mpevents.dask.engine import process_range
+    from mpevents.dask.tasks import process_range
 
     path = tmp_path / "app.log"
     path.write_bytes(LINES + PARTIAL)

@@ -26,21 +26,6 @@ from mpevents.core.framing import Span
 from mpevents.core.spec import ChunkResult, Reject
 
 
-class PartsResult(NamedTuple):
-    """A Dask task's result: a ChunkResult whose records stay in the task's part file.
-
-    ``groups`` maps each group to (records, bytes), in the order the part
-    file's index lists them (``dask.engine``); ``path`` is that file ("" when the
-    task had no records).
-    """
-
-    lines: int
-    blank: int
-    groups: dict[bytes, tuple[int, int]]
-    rejects: list[Reject]
-    path: str
-
-
 class SpooledResult(NamedTuple):
     """A ChunkResult whose records wait in a spool file (``local.spool``).
 
