@@ -24,11 +24,13 @@ message per span of whole lines, ``local.messages``)::
 * worker (``local.worker``): reads each span from its file, checks every line
   against the spec (``core.spec``) and encodes valid records as JSON, per group;
   rejects carry their reason.
-* collector (``local.collector``): puts results back in input order and writes them
+* collector (``local.collector``, around the core both engines share,
+  ``output.collector``): puts results back in input order and writes them
   into a temporary directory as they arrive. The records of a big result wait
   in the spool, where the collector copies them from in the kernel.
 * main: the run (``_run``) around an engine (``_engine``): the local one
-  (``local.supervisor``: supervision and fault recovery) or Dask (``dask.engine``).
+  (``local.supervisor``: supervision and fault recovery) or Dask (``dask.engine``,
+  the client; ``dask.tasks``, what runs on the Dask workers).
 
 Progress travels through shared memory (``observe.board``), not through the queues;
 so does what recovery needs to know (``local.ledger``).

@@ -27,8 +27,8 @@ import msgspec
 
 from mpevents.core.errors import RunError
 from mpevents.core.inputs import InputFile
-from mpevents.local.messages import Report
 from mpevents.observe.board import Board
+from mpevents.output.report import Report
 
 
 class Restarts(msgspec.Struct):

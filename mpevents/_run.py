@@ -32,11 +32,12 @@ from mpevents._summary import Summary, build_summary, encode
 from mpevents.core import live as _live
 from mpevents.core.errors import Interrupted, RunError
 from mpevents.core.inputs import FileList, InputFile
-from mpevents.local.messages import Report
 from mpevents.observe import trace as _trace
 from mpevents.observe.profiling import memory_report, merge_cpu_profiles, peak_rss_kib, profiled
 from mpevents.output import directory as _output
 from mpevents.output import journal
+from mpevents.output.names import JOURNAL_NAME
+from mpevents.output.report import Report
 
 log = logging.getLogger("mpevents")
 
@@ -82,7 +83,7 @@ def run(config: Config, observer: Observer | None = None, files: Sequence[InputF
             _add_profiles(config, summary)
             if resumed is not None:
                 summary.resumed_lines = resumed.lines
-                (staging / journal.JOURNAL_NAME).unlink()
+                (staging / JOURNAL_NAME).unlink()
             if config.trace:
                 summary.trace = str(config.profile_dir / _trace.TRACE_NAME)
             _output.write_summary(staging, encode(summary))
@@ -110,7 +111,7 @@ def run(config: Config, observer: Observer | None = None, files: Sequence[InputF
 def _resume(config: Config, files: Sequence[InputFile], staging: Path) -> tuple[journal.State, Sequence[InputFile]]:
     """Where a --resume run starts from, its staging directory made ready for
     it, and the input as the run reads it (as the interrupted run listed it)."""
-    header, state = journal.read(staging / journal.JOURNAL_NAME)
+    header, state = journal.read(staging / JOURNAL_NAME)
     if header is None:
         log.warning("--resume: nothing to resume for %s; starting from the start", config.output_dir)
         _fresh_journal(staging, files)

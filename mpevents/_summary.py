@@ -1,7 +1,7 @@
 """Summary: what ``summary.json`` holds, typed, and how it is built from a run.
 
 Talks to: the run (``_run``), which builds it from the collector's
-:class:`~mpevents.local.messages.Report`, the engine and what each file left
+:class:`~mpevents.output.report.Report`, the engine and what each file left
 unread (``core.live``); the dashboard, which prints it. Field order is the key order of the file.
 """
 
@@ -17,9 +17,9 @@ from mpevents._engine import Engine, Restarts
 from mpevents.core.inputs import InputFile
 from mpevents.core.live import Unread
 from mpevents.core.spec import REASONS
-from mpevents.local.messages import FileCounts, Report
 from mpevents.observe.board import WorkerField
 from mpevents.output.directory import TOOL
+from mpevents.output.report import FileCounts, Report
 
 LIMIT_SHARE: Final = 0.6
 """A stage busy for more than this share of the run is the one that limits it."""

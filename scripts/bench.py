@@ -61,6 +61,7 @@ from rich.table import Table
 
 from mpevents.local import spool as _spool
 from mpevents.observe.profiling import tree_pss_kib
+from mpevents.output.names import SPOOL_PREFIX
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / ".bench"
@@ -169,7 +170,7 @@ def spool_kib(pid: int) -> int:
     """What a run of ``pid`` holds in its spool: compressed chunks and results
     waiting in files in /dev/shm (``mpevents.local.spool``), memory that no process maps."""
     total = 0
-    for directory in Path(_spool.RAM_DIRECTORY).glob(f"{_spool.PREFIX}{pid}-*"):
+    for directory in Path(_spool.RAM_DIRECTORY).glob(f"{SPOOL_PREFIX}{pid}-*"):
         for folder, _, names in os.walk(directory):
             for name in names:
                 try:

@@ -16,7 +16,7 @@ from tests.conftest import REPO
 # print the page faults of the second allocation.
 _REUSE = """
 import resource, sys
-from mpevents.local.child import keep_freed_memory
+from mpevents.core.system import keep_freed_memory
 if sys.argv[1] == "keep":
     keep_freed_memory()
 block = bytearray(8 << 20)

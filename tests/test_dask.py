@@ -11,9 +11,9 @@ import pytest
 from mpevents.core.framing import Flag
 from mpevents.core.inputs import InputFile
 from mpevents.core.spec import ChunkResult
-from mpevents.dask import engine as _dask
-from mpevents.dask.engine import _Parts, cancelled, place_parts, plan, task_bytes
-from mpevents.local.messages import PartsResult
+from mpevents.dask import tasks as _tasks
+from mpevents.dask.engine import cancelled, plan, task_bytes
+from mpevents.dask.tasks import PartsResult, _Parts, place_parts
 from tests.conftest import genlog, real_traffic, run_cli, temp_dirs, tree
 
 pytest.importorskip("distributed", reason="the dask extra is not installed")
@@ -160,7 +160,7 @@ def _task_parts(tmp_path: Path, chunks: list[dict[bytes, bytes]]) -> PartsResult
 def test_placing_a_part_file_writes_each_group_at_its_offset_and_a_second_run_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_dask, "HOLD_BYTES", 10)  # a run written every chunk or two: pieces of a group apart
+    monkeypatch.setattr(_tasks, "HOLD_BYTES", 10)  # a run written every chunk or two: pieces of a group apart
     result = _task_parts(tmp_path, [{b"1": b"a1\n", b"2": b"b1\nb2\n"}, {b"2": b"b3\n"}, {b"1": b"a2\n", b"3": b"c\n"}])
     assert result.groups == {b"1": (2, 6), b"2": (3, 9), b"3": (1, 2)}
     (tmp_path / "group-2.jsonl").write_bytes(b"earlier\n")  # an earlier task's records

@@ -26,7 +26,8 @@ from mpevents.core.errors import RunError, UsageError
 from mpevents.core.framing import lines_end
 from mpevents.core.inputs import FileList, InputFile
 from mpevents.core.live import GREW, UNFINISHED_LINE, WARNED_FILES, Unread, quiet, unread, unread_tail
-from mpevents.output.journal import JOURNAL_NAME, Header, as_listed, check_inputs, read, start
+from mpevents.output.journal import Header, as_listed, check_inputs, read, start
+from mpevents.output.names import JOURNAL_NAME
 from tests.conftest import RUN_TIMEOUT_S, genlog, run_cli, settled, start_cli, temp_dirs, tree
 
 pytestmark = pytest.mark.usefixtures("clean_processes")
@@ -530,7 +531,7 @@ def test_the_journal_records_unread_tails(tmp_path: Path) -> None:
 def test_a_dask_task_never_reads_past_where_the_listing_ended(tmp_path: Path) -> None:
     """A quiet file whose last line, cut by a task boundary, got its line end during the run."""
     from mpevents.core.framing import Flag, Span
-    from mpevents.dask.engine import process_range
+    from mpevents.dask.tasks import process_range
 
     path = tmp_path / "app.log"
     path.write_bytes(LINES + PARTIAL)

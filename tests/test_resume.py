@@ -12,9 +12,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from mpevents.local import spool as _spool
-from mpevents.local.messages import FileCounts
-from mpevents.output.journal import JOURNAL_NAME, Checkpoint, Header, State, append, read
+from mpevents.output.journal import Checkpoint, Header, State, append, read
+from mpevents.output.names import JOURNAL_NAME, SPOOL_PREFIX
+from mpevents.output.report import FileCounts
 from tests.conftest import REPO, genlog, patched_cli, run_cli, temp_dirs, tree
 
 pytestmark = pytest.mark.usefixtures("clean_processes")
@@ -104,10 +104,12 @@ def test_a_spool_left_in_the_resume_directory_does_not_stop_the_next_resume(
     inputs: Path, reference: dict[str, bytes], tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    small_shm = "from mpevents import _spool\n_spool._room = lambda directory: 0  # a container's 64 MB /dev/shm, full"
+    small_shm = (  # a container's 64 MB /dev/shm, full
+        "from mpevents.local import spool as _spool\n_spool._room = lambda directory: 0"
+    )
     process = start_resumable(inputs, out, small_shm)
     wait_for_checkpoints(process, out, 3_000)
-    assert any(path.name.startswith(_spool.PREFIX) for path in staging_of(out).iterdir())  # the spool lives there
+    assert any(path.name.startswith(SPOOL_PREFIX) for path in staging_of(out).iterdir())  # the spool lives there
     os.killpg(process.pid, signal.SIGKILL)
     process.communicate(timeout=30)
     result = run_cli("--input", inputs, "--output", out, *ARGS, "--resume")

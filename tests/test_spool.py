@@ -14,16 +14,18 @@ from pathlib import Path
 
 import pytest
 
+from mpevents.core import system as _system
 from mpevents.core.framing import Flag, Span
 from mpevents.core.inputs import InputFile
 from mpevents.core.spec import process_chunk, process_chunk_parts
 from mpevents.local import collector as _collector
 from mpevents.local import spool as _spool
-from mpevents.local.collector import Collector, GroupFiles, group_file_name
+from mpevents.local.collector import GroupFiles, local_collector
 from mpevents.local.ledger import Ledger
 from mpevents.local.messages import Result
 from mpevents.local.spool import Spool, open_result
 from mpevents.observe.board import Board
+from mpevents.output.names import SPOOL_PREFIX, group_file_name
 from tests.conftest import RUN_TIMEOUT_S, genlog, real_traffic, run_cli, start_cli, tree
 
 SPAN = Span(0, 3, 100, 200, Flag.NONE)
@@ -67,8 +69,8 @@ def test_a_reader_waits_while_the_spool_is_full(ram: Path, tmp_path: Path) -> No
 
 def test_a_spool_of_a_run_that_is_gone_is_removed_and_a_live_one_kept(ram: Path, tmp_path: Path) -> None:
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True)
-    stale = ram / f"{_spool.PREFIX}{int(gone.stdout)}-abc"
-    unheld = ram / f"{_spool.PREFIX}{os.getppid()}-ghi"  # a live process's, as a run of an earlier version leaves it
+    stale = ram / f"{SPOOL_PREFIX}{int(gone.stdout)}-abc"
+    unheld = ram / f"{SPOOL_PREFIX}{os.getppid()}-ghi"  # a live process's, as a run of an earlier version leaves it
     for directory in (stale, unheld):
         directory.mkdir()
         (directory / "0-1").write_bytes(b"left behind")
@@ -99,7 +101,7 @@ def test_without_a_ram_directory_the_spool_is_in_the_staging_directory(
 @pytest.mark.skipif(not os.access("/dev/shm", os.W_OK), reason="no /dev/shm here")
 def test_a_compressed_run_leaves_no_spool_behind_and_removes_a_stale_one(tmp_path: Path) -> None:
     def spools() -> set[str]:
-        return {name for name in os.listdir("/dev/shm") if name.startswith(_spool.PREFIX)}
+        return {name for name in os.listdir("/dev/shm") if name.startswith(SPOOL_PREFIX)}
 
     inputs = tmp_path / "in"
     inputs.mkdir()
@@ -107,7 +109,7 @@ def test_a_compressed_run_leaves_no_spool_behind_and_removes_a_stale_one(tmp_pat
     (inputs / "a.log.gz").write_bytes(gzip.compress((inputs / "a.log").read_bytes()))
     (inputs / "a.log").unlink()
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True)
-    stale = Path("/dev/shm") / f"{_spool.PREFIX}{int(gone.stdout)}-stale"  # as a run killed outright leaves it
+    stale = Path("/dev/shm") / f"{SPOOL_PREFIX}{int(gone.stdout)}-stale"  # as a run killed outright leaves it
     stale.mkdir()
     (stale / "0-0").write_bytes(b"left behind")
     out = tmp_path / "out"
@@ -117,13 +119,13 @@ def test_a_compressed_run_leaves_no_spool_behind_and_removes_a_stale_one(tmp_pat
     assert sum(data.count(b"\n") for name, data in tree(out).items() if name.startswith("group-")) == 4_000
     assert not stale.exists()
     # Its own spool is gone (others', of runs going on beside this test, may come and go).
-    assert not {name for name in spools() if name.startswith(f"{_spool.PREFIX}{process.pid}-")}
+    assert not {name for name in spools() if name.startswith(f"{SPOOL_PREFIX}{process.pid}-")}
 
 
 def test_a_result_waits_in_the_spool_group_after_group(ram: Path, tmp_path: Path) -> None:
     spool = Spool.make(tmp_path, workers=2, readers=1, chunk_bytes=1 << 20)
     # More groups than one writev takes, so the writes go in several calls.
-    data = b"".join(b"%d|a|b|c|1|%d|1\n" % (i, i) for i in range(_spool._IOV_MAX + 500))
+    data = b"".join(b"%d|a|b|c|1|%d|1\n" % (i, i) for i in range(_system._IOV_MAX + 500))
     spooled = spool.put_result(SPAN, process_chunk_parts(data))
     result = process_chunk(data)
     assert spooled is not None
@@ -165,7 +167,7 @@ def test_a_result_whose_writing_fails_midway_goes_as_it_is(
             raise OSError(28, "No space left on device")
         writes.append(os.write(fd, b"".join(buffers)))
 
-    monkeypatch.setattr(_spool, "_write_all", write_then_fail)
+    monkeypatch.setattr(_spool, "write_all", write_then_fail)
     writer = spool.result_writer(SPAN)
     result = process_chunk_parts(real_traffic(3, 12_000, groups=4), on_flush=writer.write)
     assert writes and writer.finish(result) is None
@@ -195,9 +197,9 @@ def test_spooled_results_are_written_in_order_with_direct_ones_and_dropped_repea
     repeat = spool.put_result(spans[1], parts[1])
     assert repeat is not None
     files = [InputFile(0, "a.log", str(tmp_path / "a.log"), 0)]
-    collector = Collector(files, out, 16, Board(1, 1), Ledger(1, 1))
+    collector = local_collector(files, out, 16, Board(1, 1), Ledger(1, 1))
     for message in [messages[3], messages[1], messages[0], Result(spans[1], repeat), messages[2]]:
-        collector.add(message)
+        collector.add(message.span, message.result)
     assert collector.done
     collector.close()
     for group in (b"1", b"2"):

@@ -17,7 +17,6 @@ start-up (``start_fork_server``).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gc
 import logging
 import multiprocessing
@@ -36,6 +35,7 @@ from typing import Any, Final
 import setproctitle
 
 from mpevents._config import Config
+from mpevents.core.system import keep_freed_memory
 from mpevents.observe import trace as _trace
 from mpevents.observe.profiling import profiled
 
@@ -55,15 +55,6 @@ EXIT_REPORTED: Final = 3
 
 EXIT_ORPHANED: Final = 4
 """A child whose main process is gone exits with this, at once."""
-
-KEEP_FREED_BYTES: Final = 64 << 20
-"""Freed memory a child keeps for reuse rather than handing back to the
-kernel. Every chunk allocates a few MiB (its bytes, its output, the pickles)
-that are freed once it is sent; by glibc's defaults the top of the heap goes
-back to the kernel each time and the next chunk faults it in again. Keeping
-it cut the page faults of a 10M-line run from 141k to 94k and its CPU by 4%."""
-_M_TRIM_THRESHOLD: Final = -1  # glibc's malloc.h
-_M_MMAP_THRESHOLD: Final = -3
 
 
 def _die_with_main(main_pid: int) -> None:
@@ -177,16 +168,6 @@ def _fork(title: str, loop: Callable[..., object], *args: Any, close: int) -> in
     except BaseException:
         code = 1
     os._exit(code)
-
-
-def keep_freed_memory() -> None:
-    """Have malloc keep up to KEEP_FREED_BYTES of freed memory (glibc only)."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # another C library: its own defaults
-        return
-    mallopt(_M_MMAP_THRESHOLD, KEEP_FREED_BYTES // 4)  # a fixed value also stops glibc adjusting the trim one
-    mallopt(_M_TRIM_THRESHOLD, KEEP_FREED_BYTES)
 
 
 def run_child(

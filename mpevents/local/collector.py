@@ -1,59 +1,49 @@
-"""Collector: the one process that writes the output, in input order.
+"""The local collector process: takes results off the result queue and has them written.
 
-Talks to: the result queue (takes :class:`Result`), the spool (where the
-records of big results wait, ``local.spool``), the temporary output directory
-(group files and ``rejected.jsonl``), the ledger (each file's first
-unwritten span; it returns readers' credits), the scoreboard (what it has
-written, for the dashboard), and at the end the report pipe (the
-:class:`Report` behind ``summary.json``).
+Owns the process's loop (:func:`collect`, started with a :class:`CollectorJob`),
+and its sink (:class:`LocalSink`): the records of a small result come in its
+message, as bytes, those of a big one wait in a spool file (``local.spool``),
+and both go to the group files (:class:`GroupFiles`), a spooled one copied
+in the kernel. When a span is written or dropped as a repeat, the sink
+returns the credits its reader took for it (``local.ledger``) and removes
+its spool file.
 
-Results arrive in any order; the collector writes span ``s`` of file ``f``
-only after every earlier span, so each group file and the rejects follow
-(file name, line number) whatever the worker count or chunk size. It holds
-back only what arrives early, which the bounded queues and the readers'
-credits keep small. A result it has already written or holds, as after a
-worker or reader was restarted, is dropped by its (file, sequence) key.
-
-Reject line numbers are made absolute here, from the line counts of the
-chunks before: a worker only knows its own chunk.
-
-The Dask engine runs a :class:`Collector` in its client: there a result's
-records stay in a task's part file, which the collector hands, in its turn,
-to a :class:`PartSink` (``_dask.PartFiles``) instead of writing them.
+Talks to: the result queue (takes :class:`~mpevents.local.messages.Result`),
+the collector core (``output.collector``: the order, the counts, the
+rejects, the journal's checkpoints, the scoreboard), the spool, the ledger,
+the group files in the staging directory, and at the end the report pipe
+(the :class:`~mpevents.output.report.Report` behind ``summary.json``).
 """
 
 from __future__ import annotations
 
 import errno
-import heapq
 import os
 import resource
 import time
-from array import array
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, BinaryIO, Final, Protocol
+from typing import BinaryIO, Final
 
 import msgspec
 
 from mpevents.core import failpoints as _failpoints
-from mpevents.core.framing import Flag, Span
+from mpevents.core.framing import Span
 from mpevents.core.inputs import InputFile
-from mpevents.core.spec import REASON_INDEX, REASONS
 from mpevents.local.ledger import Ledger
-from mpevents.local.messages import FileCounts, PartsResult, Report, Result, SpooledResult
+from mpevents.local.messages import LocalPayload, Result, SpooledResult
+from mpevents.local.queue import ChunkQueue
 from mpevents.local.spool import discard, open_result
 from mpevents.observe import trace as _trace
-from mpevents.observe.board import TOP_GROUPS, Board, CollectorField, FileField, FileState
-from mpevents.output import journal
-from mpevents.output.journal import CHECKPOINT_S, JOURNAL_NAME, State
+from mpevents.observe.board import Board, CollectorField
+from mpevents.output.collector import Collector
+from mpevents.output.journal import State
+from mpevents.output.names import group_file_name
 
-REJECTS_NAME: Final = "rejected.jsonl"
 _RESERVED_FDS: Final = 16
 """Descriptors kept free for everything but group files (queues, stdio, rejects)."""
-_TOP_EVERY_S: Final = 0.25
-"""How often the largest groups are republished for the dashboard."""
 _WRITE_BUFFER: Final = 1 << 16
 _SEND_BYTES: Final = 1 << 15
 """Smaller parts of a spooled result are read and buffered, not copied in the
@@ -62,28 +52,6 @@ file costs more than its bytes (its journal, its times), so one write for
 several parts costs less than a copy each (the collector's write time on
 the real-shaped corpus: 0.72 s against 1.07 s, profiled, with a read
 per part; read whole, less again)."""
-_COUNTS: Final = 4
-"""Counts kept per file: lines, valid, rejected, blank."""
-
-
-def group_file_name(group: bytes) -> str:
-    return f"group-{group.decode('ascii')}.jsonl"
-
-
-class RejectLine(msgspec.Struct, gc=False):
-    """One line of ``rejected.jsonl``; field order is the key order."""
-
-    file: str
-    line: int
-    reason: str
-    raw: str
-
-
-class PartSink(Protocol):
-    """Where a Dask task's part file goes when its turn comes (``_dask.PartFiles``):
-    its records are placed in the group files by tasks, never by the collector."""
-
-    def place(self, result: PartsResult) -> None: ...
 
 
 class GroupFiles:
@@ -162,7 +130,7 @@ class GroupFiles:
                 raise
             handle.write(self._read(source, offset, size))
 
-    def flush(self, groups: set[bytes]) -> dict[bytes, int]:
+    def flush(self, groups: Iterable[bytes]) -> dict[bytes, int]:
         """Flush the files of ``groups`` to the kernel; their sizes."""
         sizes = {}
         for group in groups:
@@ -191,263 +159,92 @@ def _descriptor_budget() -> int:
     return soft - in_use - _RESERVED_FDS
 
 
-class Collector:
-    """Puts results in order and writes them; pure bookkeeping, no queues."""
+class LocalSink:
+    """The local engine's :class:`~mpevents.output.sink.Sink`: writes each
+    result's records to the group files itself, and settles its span in the
+    ledger (its reader's credits come back)."""
 
-    def __init__(
-        self,
-        files: Sequence[InputFile],
-        directory: Path,
-        max_open_files: int,
-        board: Board,
-        ledger: Ledger,
-        generation: int = 0,
-        resume: State | None = None,
-        parts: PartSink | None = None,
-    ) -> None:
-        """``resume``: where a --resume run's journal left off (the staging
-        directory is cut back to it); with it, checkpoints are journaled.
-        ``parts``: where the part files of :class:`PartsResult` go (the Dask engine)."""
-        self.files = files
-        self.board = board
-        self.ledger = ledger
-        self.head = 0  # the file being written
-        # Per-file state in flat int64 arrays, and held results only for files
-        # that have some: a few dozen bytes per file, for 20,000 files too.
-        self._held: dict[int, dict[int, Result]] = {}
-        self._next_seq = array("q", bytes(8 * len(files)))
-        self._counts = array("q", bytes(8 * _COUNTS * len(files)))  # lines, valid, rejected, blank of each file
-        self._ends = array("q", bytes(8 * len(files)))  # where each file's last written span ends
-        self._reasons = [0] * len(REASONS)
-        self._group_counts: dict[bytes, int] = {}
-        self._groups = GroupFiles(directory, max_open_files)  # opens nothing until written to
-        self._parts = parts
-        self._rejects = open(directory / REJECTS_NAME, "ab" if resume else "wb")  # noqa: SIM115
-        self._journal = journal.Syncer(directory / JOURNAL_NAME) if resume is not None else None
-        self._directory = directory
-        self._dirty: set[bytes] = set()  # groups written since the last checkpoint
-        self._finished: dict[int, tuple[FileCounts, int]] = {}  # files finished since then
-        self._checkpoint_at = time.monotonic()
-        self._trace = _trace.tracer()
-        self._arrived: dict[tuple[int, int], int] | None = {} if isinstance(self._trace, _trace.Tracer) else None
-        self._checkpoint_s = _failpoints.number("checkpoint_s") or CHECKPOINT_S
-        if resume is not None:
-            self._resume_from(resume)
-        self._encoder = msgspec.json.Encoder()
-        self._buffer = bytearray()
-        self._results = 0
-        self._top_at = 0.0
-        self._fail_after = _failpoints.number("collector_write_error")
-        self._kill_after = _failpoints.number("collector_kill") if generation == 0 else None
+    def __init__(self, groups: GroupFiles, ledger: Ledger) -> None:
+        self._groups = groups
+        self._ledger = ledger
 
-    def _resume_from(self, state: State) -> None:
-        self.head = state.head
-        if state.head < len(self.files):
-            self._next_seq[state.head] = state.next_seq
-        for file, counts in state.counts.items():
-            self._counts[_COUNTS * file : _COUNTS * file + _COUNTS] = array("q", msgspec.structs.astuple(counts))
-        for file, end in state.ends.items():
-            self._ends[file] = end
-        self._group_counts = {group.encode(): count for group, (_, count) in state.groups.items()}
-        self._reasons = list(state.reasons) or self._reasons
-        board = self.board
-        board.set_collector(CollectorField.HEAD, state.head)
-        board.set_collector(CollectorField.LINES, state.lines)
-        for file in range(state.head):
-            board.set_file(file, FileField.STATE, FileState.WRITTEN)
-            board.set_file(file, FileField.WRITTEN, self.files[file].size)
-
-    @property
-    def done(self) -> bool:
-        return self.head == len(self.files)
-
-    def add(self, result: Result) -> None:
-        """Take one result; write it and whatever it unblocks."""
-        file, seq = result.span.file, result.span.seq
-        if file < self.head or seq < self._next_seq[file] or seq in self._held.get(file, ()):
-            self.ledger.dropped(result.span)  # a repeat after a restart
-            if isinstance(result.result, SpooledResult):
-                discard(result.result.path)
-            return
-        self._held.setdefault(file, {})[seq] = result
-        if self._arrived is not None:
-            self._arrived[(file, seq)] = _trace.now_ns()
-        while self.head < len(self.files):
-            held = self._held.get(self.head)
-            ready = held.pop(self._next_seq[self.head], None) if held else None
-            if ready is None:
-                break
-            if not held:
-                del self._held[self.head]
-            self._write(ready)
-
-    def _write(self, item: Result) -> None:
-        if self._fail_after is not None and self._results >= self._fail_after:
-            raise OSError(28, os.strerror(28), str(self._rejects.name))
-        span, result = item
-        file = span.file
-        if self._arrived is not None:  # the time it waited for the results before it
-            self._trace.span("held", self._arrived.pop((file, span.seq)), _trace.now_ns(), tid=1, seq=span.seq)
-        counts = self._counts
-        at = _COUNTS * file
-        base = counts[at]
-        valid = 0
-        group_counts = self._group_counts
-        if isinstance(result, SpooledResult):
-            with open_result(result) as source:
-                self._groups.send_all(source, result.parts)
-        elif isinstance(result, PartsResult):
-            assert self._parts is not None
-            self._parts.place(result)
+    def write(self, span: Span, payload: LocalPayload) -> None:
+        if isinstance(payload, SpooledResult):
+            with open_result(payload) as source:
+                self._groups.send_all(source, payload.parts)
         else:
-            for group, (_, data) in result.groups.items():
+            for group, (_, data) in payload.groups.items():
                 self._groups.write(group, data)
-        for group, (count, _) in result.groups.items():
-            group_counts[group] = group_counts.get(group, 0) + count
-            valid += count
-        if self._journal is not None:
-            self._dirty.update(result.groups)
-        if result.rejects:
-            name = self.files[file].name
-            buffer = self._buffer
-            buffer.clear()
-            for reject in result.rejects:
-                self._encoder.encode_into(RejectLine(name, base + reject.line, reject.reason, reject.raw), buffer, -1)
-                buffer.extend(b"\n")
-                self._reasons[REASON_INDEX[reject.reason]] += 1
-            self._rejects.write(buffer)
-        counts[at] += result.lines
-        counts[at + 1] += valid
-        counts[at + 2] += len(result.rejects)
-        counts[at + 3] += result.blank
-        self._next_seq[file] += 1
-        self._results += 1
-        self._ends[file] = span.end
-        self.ledger.written(span)
-        self._publish(item, valid, len(result.rejects), result.blank, result.lines)
-        if span.flags & Flag.LAST:
-            if self._journal is not None:
-                self._finished[file] = (FileCounts(*counts[at : at + _COUNTS]), span.end)
-            self.head += 1
-            self.board.set_file(file, FileField.STATE, FileState.WRITTEN)
-            self.board.set_collector(CollectorField.HEAD, self.head)
-        if self._kill_after is not None and self._results >= self._kill_after:
-            _failpoints.kill_self()
-        if self._journal is not None and time.monotonic() - self._checkpoint_at >= self._checkpoint_s:
-            self.checkpoint()
+        self._ledger.written(span)
 
-    def checkpoint(self) -> None:
-        """Have what was written since the last checkpoint synced, then where it
-        ends journaled, by the journal's thread; none while one is under way."""
-        assert self._journal is not None
-        if self._journal.busy():
-            return
-        sizes = self._groups.flush(self._dirty)
-        self._rejects.flush()
-        paths = [str(self._directory / group_file_name(group)) for group in sizes]
-        paths.append(str(self._directory / REJECTS_NAME))
-        head, whole = self.head, self.head < len(self.files)
-        at = _COUNTS * head
-        self._journal.submit(
-            paths,
-            journal.Checkpoint(
-                head=head,
-                next_seq=self._next_seq[head] if whole else 0,
-                next_start=self._ends[head] if whole else 0,
-                head_counts=FileCounts(*self._counts[at : at + _COUNTS]) if whole else FileCounts(),
-                finished=self._finished,
-                groups={group.decode("ascii"): (size, self._group_counts[group]) for group, size in sizes.items()},
-                rejects_size=self._rejects.tell(),
-                reasons=list(self._reasons),
-            ),
-        )
-        self._dirty, self._finished = set(), {}
-        self._checkpoint_at = time.monotonic()
+    def drop(self, span: Span, payload: LocalPayload) -> None:
+        self._ledger.dropped(span)
+        if isinstance(payload, SpooledResult):
+            discard(payload.path)
 
-    def _publish(self, item: Result, valid: int, rejected: int, blank: int, lines: int) -> None:
-        """Show what was written on the scoreboard, for the dashboard."""
-        board, span = self.board, item.span
-        written = self._on_disk(span)
-        before = board.file(span.file, FileField.WRITTEN)
-        board.set_file(span.file, FileField.WRITTEN, written)
-        board.set_file(span.file, FileField.LINES, self._counts[_COUNTS * span.file])
-        board.set_collector(CollectorField.RESULTS, self._results)
-        board.set_collector(CollectorField.RECORDS, board.collector(CollectorField.RECORDS) + valid)
-        board.set_collector(CollectorField.REJECTED, board.collector(CollectorField.REJECTED) + rejected)
-        board.set_collector(CollectorField.BLANK, board.collector(CollectorField.BLANK) + blank)
-        board.set_collector(CollectorField.LINES, board.collector(CollectorField.LINES) + lines)
-        board.set_collector(CollectorField.BYTES, board.collector(CollectorField.BYTES) + written - before)
-        if rejected:
-            for index, count in enumerate(self._reasons):
-                board.set_reason(index, count)
-        now = time.monotonic()
-        if now - self._top_at >= _TOP_EVERY_S or self.head + 1 >= len(self.files):
-            self._top_at = now
-            board.set_collector(CollectorField.GROUPS, len(self._group_counts))
-            top = heapq.nlargest(TOP_GROUPS, self._group_counts.items(), key=lambda pair: pair[1])
-            board.set_top_groups([(int(group), count) for group, count in top])
-
-    def _on_disk(self, span: Span) -> int:
-        """How far into its file on disk ``span`` ends: its end, or for a
-        compressed file an estimate from how much its reader's bytes inflated."""
-        info = self.files[span.file]
-        if info.compression is None or span.flags & Flag.LAST:
-            return info.size if span.flags & Flag.LAST else span.end
-        read, inflated = (
-            self.board.file(span.file, FileField.BYTES_READ),
-            self.board.file(span.file, FileField.INFLATED),
-        )
-        return min(info.size, span.end * read // inflated) if inflated else 0
+    def flush(self, groups: Iterable[bytes]) -> dict[bytes, int]:
+        return self._groups.flush(groups)
 
     def close(self) -> None:
         self._groups.close()
-        self._rejects.close()
-        if self._journal is not None:
-            self._journal.close()
-
-    def report(self) -> Report:
-        """The counts main needs for summary.json."""
-        counts = self._counts
-        return Report(
-            files=[FileCounts(*counts[at : at + _COUNTS]) for at in range(0, len(counts), _COUNTS)],
-            ends=list(self._ends),
-            reasons=list(self._reasons),
-            groups={group.decode("ascii"): count for group, count in self._group_counts.items()},
-        )
 
 
-def collect(
+def local_collector(
     files: Sequence[InputFile],
     directory: Path,
     max_open_files: int,
-    result_queue: Any,
-    report: Any,
     board: Board,
     ledger: Ledger,
-    generation: int = 0,
     resume: State | None = None,
-) -> None:
-    """The collector process body: write every result, then report the counts.
-    ``generation`` counts restarts of the data plane (test failpoints fire in
-    the first); ``resume``, where a --resume run starts (see Collector)."""
-    collector = Collector(files, directory, max_open_files, board, ledger, generation, resume)
+    generation: int = 0,
+) -> Collector[LocalPayload]:
+    """A collector core writing into ``directory`` through a :class:`LocalSink`."""
+    sink = LocalSink(GroupFiles(directory, max_open_files), ledger)  # opens nothing until written to
+    return Collector(files, directory, sink, board, resume, generation)
+
+
+class CollectorJob(msgspec.Struct, frozen=True):
+    """What the collector process is started with."""
+
+    files: Sequence[InputFile]
+    directory: Path
+    """The staging directory."""
+    max_open_files: int
+    results: ChunkQueue
+    """The result queue, from the workers."""
+    report: Connection
+    """The sending end of the report pipe, to main."""
+    board: Board
+    ledger: Ledger
+    generation: int = 0
+    """Restarts of the data plane before this one: test failpoints fire in the first."""
+    resume: State | None = None
+    """Where a --resume run starts (see ``output.collector.Collector``)."""
+
+
+def collect(job: CollectorJob) -> None:
+    """The collector process body: write every result, then report the counts."""
+    board = job.board
+    collector = local_collector(
+        job.files, job.directory, job.max_open_files, board, job.ledger, job.resume, job.generation
+    )
     slow = _failpoints.number("collector_slow")
     trace = _trace.tracer()
     try:
         while not collector.done:
             waited = _trace.now_ns()
-            result = result_queue.get()
+            result: Result = job.results.get()
             got = _trace.now_ns()
             trace.span("wait for result", waited, got)
             if slow:
                 time.sleep(slow)
             started = time.perf_counter_ns()
-            collector.add(result)
+            collector.add(result.span, result.result)
             trace.span("write", got, _trace.now_ns(), file=result.span.file, seq=result.span.seq)
             board.set_collector(
                 CollectorField.BUSY_NS, board.collector(CollectorField.BUSY_NS) + time.perf_counter_ns() - started
             )
     finally:
         collector.close()
-    report.send(collector.report())
-    report.close()
+    job.report.send(collector.report())
+    job.report.close()

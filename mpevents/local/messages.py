@@ -2,8 +2,9 @@
 
     work queue    reader -> worker      Span    (where a run of whole lines lies in its file)
     result queue  worker -> collector   Result  (its span, and per-group NDJSON, rejects, counts;
-                                                 for a big result, only where its NDJSON waits, _spool)
-    report pipe   collector -> main     Report  (the counts for summary.json, once, at the end)
+                                                 for a big result, only where its NDJSON waits, ``local.spool``)
+    report pipe   collector -> main     Report  (the counts for summary.json, once, at the end:
+                                                 ``output.report``)
 
 A span names its bytes rather than carrying them: the worker reads them
 with one pread, so they are copied once, from the page cache, instead of
@@ -14,33 +15,15 @@ A compressed file cannot be read at an offset, so its reader leaves each
 span's decompressed bytes in a file in RAM for the worker (``local.spool``).
 
 Spans and results are NamedTuples of plain values, cheap to pickle and plain
-to read; the report is a msgspec Struct, typed end to end. ``None`` on the
-work queue tells a worker to stop.
+to read. ``None`` on the work queue tells a worker to stop.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-import msgspec
-
 from mpevents.core.framing import Span
 from mpevents.core.spec import ChunkResult, Reject
-
-
-class PartsResult(NamedTuple):
-    """A Dask task's result: a ChunkResult whose records stay in the task's part file.
-
-    ``groups`` maps each group to (records, bytes), in the order the part
-    file's index lists them (``dask.engine``); ``path`` is that file ("" when the
-    task had no records).
-    """
-
-    lines: int
-    blank: int
-    groups: dict[bytes, tuple[int, int]]
-    rejects: list[Reject]
-    path: str
 
 
 class SpooledResult(NamedTuple):
@@ -60,28 +43,11 @@ class SpooledResult(NamedTuple):
     parts: list[tuple[bytes, int]]
 
 
+LocalPayload = ChunkResult | SpooledResult
+"""A local result's records: in its message, or in a spool file (the local
+collector's sink takes both: ``local.collector.LocalSink``)."""
+
+
 class Result(NamedTuple):
     span: Span
-    result: ChunkResult | PartsResult | SpooledResult
-
-
-class FileCounts(msgspec.Struct, gc=False):
-    """The lines of one input file, by outcome."""
-
-    lines: int = 0
-    valid: int = 0
-    rejected: int = 0
-    blank: int = 0
-
-
-class Report(msgspec.Struct, gc=False):
-    """What the collector reports at the end: the counts behind summary.json."""
-
-    files: list[FileCounts]
-    """Per input file, in input order."""
-    ends: list[int]
-    """Per input file, the bytes of its lines: its size, or decompressed, its decompressed size."""
-    reasons: list[int]
-    """Rejected lines per reason, in ``REASONS`` order."""
-    groups: dict[str, int]
-    """Records per group id."""
+    result: LocalPayload

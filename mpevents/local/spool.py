@@ -48,7 +48,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import re
 import tempfile
 import time
 from collections.abc import Iterator
@@ -57,11 +56,12 @@ from typing import Final, NamedTuple
 
 from mpevents.core.framing import Span
 from mpevents.core.spec import ChunkParts
+from mpevents.core.system import write_all
 from mpevents.local.messages import SpooledResult
 from mpevents.output import directory as _output
+from mpevents.output.names import SPOOL_NAMES, SPOOL_PREFIX
 
 RAM_DIRECTORY: Final = "/dev/shm"
-PREFIX: Final = "mpevents-spool-"
 CHUNKS_PER_WORKER: Final = 2
 """Spooled spans waiting per worker: its next one ready while it checks one."""
 RESULTS_PER_WORKER: Final = 6
@@ -70,13 +70,9 @@ credits), each about three times its chunk: only to choose where the spool
 goes, as results are bounded by the queue and the credits."""
 INPUTS: Final = "inputs"
 RESULTS: Final = "results"
-_IOV_MAX: Final = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
-"""Buffers one writev may take."""
 FULL_POLL_S: Final = 0.002
 """How often a reader looks again at a full spool: a worker takes a file every
 few milliseconds."""
-_NAMES: Final = re.compile(f"{re.escape(PREFIX)}([0-9]+)-.*")
-"""A spool's name: the pid of the run that made it, then mkdtemp's letters."""
 _names = itertools.count()  # result files of one worker, numbered
 
 
@@ -105,7 +101,7 @@ class Spool(NamedTuple):
             with contextlib.suppress(OSError):  # a /dev/shm we may not write after all
                 made = _make_held(RAM_DIRECTORY)
         # In the staging directory it needs no hold: that directory is the run's own.
-        directory, held = made or (tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=staging), -1)
+        directory, held = made or (tempfile.mkdtemp(prefix=f"{SPOOL_PREFIX}{os.getpid()}-", dir=staging), -1)
         for name in (INPUTS, RESULTS):
             os.mkdir(os.path.join(directory, name))
         return cls(directory, limit, held)
@@ -180,7 +176,7 @@ class ResultWriter:
         try:
             if self._fd is None:
                 self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            _write_all(self._fd, [records for _, records in parts])
+            write_all(self._fd, [records for _, records in parts])
         except OSError:
             self._failed = True
             self._close()
@@ -229,22 +225,9 @@ def _write_file(path: str, buffers: list[bytes], mode: int) -> None:
     """Create ``path`` (``mode``: O_TRUNC or O_EXCL) holding ``buffers`` one after another."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | mode | os.O_CLOEXEC, 0o600)
     try:
-        _write_all(fd, buffers)
+        write_all(fd, buffers)
     finally:
         os.close(fd)
-
-
-def _write_all(fd: int, buffers: list[bytes]) -> None:
-    """Write every buffer, in order: writev, again for what a short write left."""
-    views = [memoryview(buffer) for buffer in buffers if buffer]
-    first = 0
-    while first < len(views):
-        written = os.writev(fd, views[first : first + _IOV_MAX])
-        while first < len(views) and written >= len(views[first]):
-            written -= len(views[first])
-            first += 1
-        if written:
-            views[first] = views[first][written:]
 
 
 def _room(directory: str) -> int:
@@ -262,7 +245,7 @@ def _make_held(parent: str) -> tuple[str, int]:
     """A new spool directory in ``parent``, already held when another run looks
     there for abandoned ones (``_output.remove_abandoned``)."""
     with _output.locked(parent):
-        directory = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=parent)
+        directory = tempfile.mkdtemp(prefix=f"{SPOOL_PREFIX}{os.getpid()}-", dir=parent)
         held = _output.hold(directory)
     assert held is not None  # new, and no other run looks while the parent is locked
     return directory, held
@@ -273,4 +256,4 @@ def remove_stale() -> None:
     them): a run killed outright leaves its own there, which nothing else
     would free until a reboot. (One in a staging directory goes with it.)"""
     with contextlib.suppress(OSError), _output.locked(RAM_DIRECTORY):
-        _output.remove_abandoned(RAM_DIRECTORY, _NAMES)
+        _output.remove_abandoned(RAM_DIRECTORY, SPOOL_NAMES)

@@ -59,13 +59,13 @@ from mpevents.local import reader as _reader
 from mpevents.local import worker as _worker
 from mpevents.local.child import EXIT_REPORTED, context, run_child
 from mpevents.local.ledger import Ledger, credit_budget
-from mpevents.local.messages import Report
 from mpevents.local.queue import ChunkQueue
 from mpevents.local.spool import Spool, remove_stale
 from mpevents.observe import trace as _trace
 from mpevents.observe.board import Board, CollectorField, WorkerField
 from mpevents.output import directory as _output
 from mpevents.output.journal import State
+from mpevents.output.report import Report
 
 log = logging.getLogger("mpevents")
 
@@ -176,11 +176,11 @@ class LocalEngine:
             self._start_worker(slot, [])
         for slot in range(1, self.readers):
             self._start_reader(slot, [])
-        self._start(
-            "collector", 0, "collector", _collector.collect,
+        job = _collector.CollectorJob(
             self.files, self.temp, config.max_open_files,
             self.result_queue, report_end, self.board, self.ledger, self.restarts.pipeline, resume,
         )  # fmt: skip
+        self._start("collector", 0, "collector", _collector.collect, job)
         report_end.close()  # the collector's copy is the only writer
 
     def poll(self, timeout: float) -> Report | None:

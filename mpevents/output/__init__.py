@@ -1,1 +1,2 @@
-"""The output directory, shared by both engines: names on disk, the commit, the journal."""
+"""What both engines share of the output: names on disk, putting results back in
+order, the counts, the collector core, the journal and the atomic commit."""

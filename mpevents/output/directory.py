@@ -15,7 +15,7 @@ cleared by the next run. ``local.spool`` clears its leftovers in /dev/shm the sa
 way (:func:`remove_abandoned`).
 
 Nothing but ``group-<id>.jsonl``, ``rejected.jsonl`` and ``summary.json`` goes
-into the output. ``summary.json`` names mpevents as its tool, which is how a
+into the output (every name is ``output.names``'s). ``summary.json`` names mpevents as its tool, which is how a
 later run knows the directory is its own to replace.
 """
 
@@ -36,16 +36,10 @@ from typing import Final, NamedTuple
 import msgspec
 
 from mpevents.core.errors import RunError, UsageError
+from mpevents.output import names
+from mpevents.output.names import SUMMARY_NAME
 
-SUMMARY_NAME: Final = "summary.json"
 TOOL: Final = "mpevents"
-TEMP_PREFIX: Final = ".mpevents-tmp-"
-RESUME_PREFIX: Final = ".mpevents-resume-"
-"""A --resume run's staging directory: named by its output alone, so that the
-next --resume run finds it."""
-OLD_PREFIX: Final = ".mpevents-old-"
-"""An old output moved aside by a commit without renameat2 (see :func:`commit`)."""
-_OUR_NAMES: Final = re.compile(r"group-[0-9]+\.jsonl|rejected\.jsonl|summary\.json")
 _AT_FDCWD: Final = -100
 _RENAME_EXCHANGE: Final = 2
 _RENAMEAT2: Final = "renameat2"
@@ -70,12 +64,12 @@ def check_output(directory: Path) -> None:
     if not directory.is_dir():
         raise UsageError(f"output {str(directory)!r} exists and is not a directory")
     try:
-        names = os.listdir(directory)
+        entries = os.listdir(directory)
     except OSError as exc:
         raise UsageError(f"cannot list output directory {str(directory)!r}: {exc.strerror}") from exc
-    if not names:
+    if not entries:
         return
-    if is_ours(directory, names):
+    if is_ours(directory, entries):
         return
     raise UsageError(
         f"output directory {str(directory)!r} is not empty and was not written by mpevents; "
@@ -83,8 +77,8 @@ def check_output(directory: Path) -> None:
     )
 
 
-def is_ours(directory: Path, names: list[str]) -> bool:
-    if SUMMARY_NAME not in names or not all(_OUR_NAMES.fullmatch(name) for name in names):
+def is_ours(directory: Path, entries: list[str]) -> bool:
+    if SUMMARY_NAME not in entries or not all(names.OUTPUT_NAMES.fullmatch(name) for name in entries):
         return False
     try:
         summary = msgspec.json.decode((directory / SUMMARY_NAME).read_bytes())
@@ -131,7 +125,7 @@ def claim(directory: Path, resume: bool = False) -> Claim:
         parent.mkdir(parents=True, exist_ok=True)
         with locked(parent):
             _clear_leftovers(directory)
-            staging = resume_dir(directory) if resume else parent / f"{TEMP_PREFIX}{name}-{os.getpid()}"
+            staging = resume_dir(directory) if resume else parent / names.staging_name(name, os.getpid())
             staging.mkdir(exist_ok=resume)
             fd = hold(staging)
     except OSError as exc:
@@ -141,15 +135,14 @@ def claim(directory: Path, resume: bool = False) -> Claim:
 
 
 def resume_dir(directory: Path) -> Path:
-    return directory.parent / f"{RESUME_PREFIX}{directory.name}"
+    return directory.parent / names.resume_name(directory.name)
 
 
 def _clear_leftovers(directory: Path) -> None:
     """Refuse an output that a live run holds; else clear what dead runs left
     beside it. Called with the parent locked."""
     parent, name = directory.parent, directory.name
-    temps = re.compile(f"{re.escape(f'{TEMP_PREFIX}{name}-')}([0-9]+)")
-    olds = re.compile(f"{re.escape(f'{OLD_PREFIX}{name}-')}([0-9]+)")
+    temps, olds = names.staging_names(name), names.old_names(name)
     entries = [path for path in parent.iterdir() if temps.fullmatch(path.name) or olds.fullmatch(path.name)]
     for path in [directory, resume_dir(directory), *entries]:
         try:
@@ -195,14 +188,14 @@ def locked(directory: Path | str) -> Iterator[None]:
         os.close(fd)
 
 
-def remove_abandoned(directory: Path | str, names: re.Pattern[str]) -> None:
+def remove_abandoned(directory: Path | str, pattern: re.Pattern[str]) -> None:
     """Remove what runs killed outright left in ``directory``: the entries whose
-    names match ``names`` (its first group: the pid of the run that made the
+    names match ``pattern`` (its first group: the pid of the run that made the
     entry) that no live run holds (:func:`hold`) and whose pid is not a live
     process's, this one apart (a run of an earlier mpevents held none)."""
     with contextlib.suppress(OSError), os.scandir(directory) as entries:
         for entry in entries:
-            match = names.fullmatch(entry.name)
+            match = pattern.fullmatch(entry.name)
             if match is None:
                 continue
             pid = int(match.group(1))
@@ -302,7 +295,7 @@ def commit(temp: Path, directory: Path, fsync: bool = False) -> None:
 
 def _swap_by_renames(temp: Path, directory: Path) -> Path:
     """The swap in two renames, where they cannot be one; returns where the old output went."""
-    aside = directory.with_name(f"{OLD_PREFIX}{directory.name}-{os.getpid()}")
+    aside = directory.with_name(names.old_name(directory.name, os.getpid()))
     os.rename(directory, aside)
     try:
         os.rename(temp, directory)

@@ -5,8 +5,9 @@ the input is the one the journal was started on, and the restoring of the
 staging directory to the last checkpoint.
 
 Talks to: the run (``_run``), which starts a journal or restores one before the
-engine starts; the collector, which appends a checkpoint every CHECKPOINT_S
-seconds of writing; nothing else.
+engine starts; the collector core (``output.collector``), which appends a
+checkpoint every CHECKPOINT_S seconds of writing; the names on disk
+(``output.names``); nothing else.
 
 The collector writes files in input order, so everything it has written is
 "all lines before span ``next_seq`` of file ``head``": one position. A
@@ -41,9 +42,10 @@ import msgspec
 
 from mpevents.core.errors import UsageError
 from mpevents.core.inputs import FileList, InputFile
-from mpevents.local.messages import FileCounts
+from mpevents.output.directory import fsync_path, remove
+from mpevents.output.names import JOURNAL_NAME, REJECTS_NAME, group_file_name
+from mpevents.output.report import FileCounts
 
-JOURNAL_NAME: Final = ".journal"
 CHECKPOINT_S: Final = 0.5
 """How often the collector makes a checkpoint: a crash loses at most about
 this much writing (a tenth of a 10M-line run would be 0.8 s), and syncing
@@ -152,8 +154,6 @@ class Syncer:
         self._work.put((paths, checkpoint))
 
     def _run(self) -> None:
-        from mpevents.output.directory import fsync_path
-
         while (item := self._work.get()) is not None:
             paths, checkpoint = item
             try:
@@ -231,9 +231,6 @@ def restore(directory: Path, state: State) -> None:
     their journaled sizes; group files the journal never saw removed, and so
     is anything else (the spool of the interrupted run, where /dev/shm had no
     room for it)."""
-    from mpevents.local.collector import REJECTS_NAME, group_file_name
-    from mpevents.output.directory import remove
-
     wanted = {group_file_name(group.encode()): size for group, (size, _) in state.groups.items()}
     wanted[REJECTS_NAME] = state.rejects_size
     for path in directory.iterdir():

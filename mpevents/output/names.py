@@ -1,0 +1,80 @@
+"""Names on disk: every file and directory name a run writes, in one place.
+
+Owns the names of the output (``group-<id>.jsonl``, ``rejected.jsonl``,
+``summary.json``) and the pattern that says a directory holds only those;
+the names kept beside the output (a run's staging directory, a --resume
+run's, an old output moved aside by a commit); and the names inside the
+staging directory (the journal, the Dask tasks' part files, a spool that
+/dev/shm had no room for). A name that ends in a pid names the run that
+made it, so that what a run killed outright left is known by the pid being
+dead (``output.directory.remove_abandoned``).
+
+Talks to: nothing; everyone who names a file imports the name from here
+(``output.directory``, ``output.journal``, ``output.collector``, the local
+collector and spool, the Dask tasks and client).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Final
+
+SUMMARY_NAME: Final = "summary.json"
+REJECTS_NAME: Final = "rejected.jsonl"
+_GROUP_PREFIX: Final = "group-"
+_GROUP_SUFFIX: Final = ".jsonl"
+OUTPUT_NAMES: Final = re.compile(
+    f"{re.escape(_GROUP_PREFIX)}[0-9]+{re.escape(_GROUP_SUFFIX)}|{re.escape(REJECTS_NAME)}|{re.escape(SUMMARY_NAME)}"
+)
+"""What may be in an output directory, and nothing else (``output.directory.is_ours``)."""
+
+TEMP_PREFIX: Final = ".mpevents-tmp-"
+"""A run's staging directory beside the output: ``.mpevents-tmp-<output>-<pid>``."""
+RESUME_PREFIX: Final = ".mpevents-resume-"
+"""A --resume run's staging directory: named by its output alone, so that the
+next --resume run finds it."""
+OLD_PREFIX: Final = ".mpevents-old-"
+"""An old output moved aside by a commit without renameat2: ``.mpevents-old-<output>-<pid>``."""
+
+JOURNAL_NAME: Final = ".journal"
+"""A --resume run's journal, in its staging directory (``output.journal``)."""
+PARTS_DIR: Final = ".parts"
+"""Where Dask tasks write their part files, inside the staging directory (removed before the commit)."""
+SPOOL_PREFIX: Final = "mpevents-spool-"
+"""A spool directory, in /dev/shm or the staging directory: ``mpevents-spool-<pid>-<letters>`` (``local.spool``)."""
+SPOOL_NAMES: Final = re.compile(f"{re.escape(SPOOL_PREFIX)}([0-9]+)-.*")
+"""A spool's name: the pid of the run that made it, then mkdtemp's letters."""
+
+
+def group_file_name(group: bytes) -> str:
+    """The output file of ``group`` (canonical ASCII digits)."""
+    return f"{_GROUP_PREFIX}{group.decode('ascii')}{_GROUP_SUFFIX}"
+
+
+def staging_name(output: str, pid: int) -> str:
+    return f"{TEMP_PREFIX}{output}-{pid}"
+
+
+def resume_name(output: str) -> str:
+    return f"{RESUME_PREFIX}{output}"
+
+
+def old_name(output: str, pid: int) -> str:
+    return f"{OLD_PREFIX}{output}-{pid}"
+
+
+def staging_names(output: str) -> re.Pattern[str]:
+    """The staging directories of runs on ``output``; the first group is the pid."""
+    return re.compile(f"{re.escape(f'{TEMP_PREFIX}{output}-')}([0-9]+)")
+
+
+def old_names(output: str) -> re.Pattern[str]:
+    """Old outputs of ``output`` moved aside; the first group is the pid."""
+    return re.compile(f"{re.escape(f'{OLD_PREFIX}{output}-')}([0-9]+)")
+
+
+def part_file_name(file: int, seq: int) -> str:
+    """A new part file of the Dask task on span ``seq`` of input ``file``: a name
+    no other attempt of the same task has (one that failed leaves its own)."""
+    return f"{file}-{seq}-{uuid.uuid4().hex}"
