@@ -1,7 +1,7 @@
 """Spool: bytes handed between processes through files in RAM, not through pipes.
 
 Talks to: readers (:meth:`Spool.put`, the bytes of each span of a compressed
-file), workers (:meth:`Spool.take` those; :meth:`Spool.put_result`, the
+file), workers (:meth:`Spool.take` those; :meth:`Spool.result_writer`, the
 records of each big result), the collector (:func:`open_result`,
 :func:`discard`), and the local engine, which makes the spool for a run and
 removes it.
@@ -138,11 +138,6 @@ class Spool(NamedTuple):
         """A new file for the records of ``span``'s result (see :class:`ResultWriter`)."""
         name = f"{span.file}-{span.seq}-{os.getpid()}-{next(_names)}"
         return ResultWriter(os.path.join(self.directory, RESULTS, name))
-
-    def put_result(self, span: Span, result: ChunkParts) -> SpooledResult | None:
-        """Write ``result``'s records to a file of their own; None if it cannot
-        be written (the spool full): the result then goes as it is."""
-        return self.result_writer(span).finish(result)
 
     def remove(self) -> None:
         _output.remove(Path(self.directory))
