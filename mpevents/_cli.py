@@ -46,12 +46,20 @@ log = logging.getLogger("mpevents")
 
 
 def _positive(text: str) -> int:
+    return _whole(text, 1)
+
+
+def _count(text: str) -> int:
+    return _whole(text, 0)
+
+
+def _whole(text: str, least: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
     return value
 
 
@@ -138,10 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--max-retries",
-        type=_positive,
+        type=_count,
         default=DEFAULT_MAX_RETRIES,
         metavar="R",
-        help=f"a chunk that kills this many workers fails the run (default: {DEFAULT_MAX_RETRIES})",
+        help="times a chunk (a file's reader, the pipeline) is retried after a failure; "
+        f"its next failure fails the run; 0: none (default: {DEFAULT_MAX_RETRIES})",
     )
     add(
         "--max-open-files",

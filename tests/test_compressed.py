@@ -225,7 +225,7 @@ def test_a_compressed_chunk_that_keeps_killing_workers_is_named_by_its_decompres
     for inputs in (plain, packed):  # cut into the same spans: the same lines
         result = run_cli(
             "--input", inputs, "--output", tmp_path / f"out-{inputs.name}", "-n", "2", "-q", "--chunk-bytes", "16K",
-            "--max-retries", "2", env={"MPEVENTS_FAILPOINTS": "worker_kill_always=0:5"},
+            "--max-retries", "1", env={"MPEVENTS_FAILPOINTS": "worker_kill_always=0:5"},
         )  # fmt: skip
         assert result.returncode == 1
         found = re.search(r"at lines ([0-9]+)-([0-9]+) killed 2 workers", result.stderr)

@@ -93,7 +93,7 @@ from mpevents._run import drive
 from mpevents.local.supervisor import LocalEngine
 
 config = Config(input_dir=Path(sys.argv[1]), output_dir=Path(sys.argv[2]), workers=2, readers=2,
-                chunk_bytes=4096, max_retries=5)
+                chunk_bytes=4096, max_retries=4)
 files = check(config)
 held = claim(config.output_dir)
 temp = held.staging

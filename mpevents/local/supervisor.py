@@ -15,8 +15,8 @@ never through a timeout on a queue. On a death it decides:
   span not yet written (spans already sent are dropped by the collector as
   repeats), then takes new files like the others;
 * a worker crashed: start a replacement and hand it the spans the dead one
-  held, as recorded in the ledger; a span that has killed ``--max-retries``
-  workers fails the run;
+  held, as recorded in the ledger; a span that has killed more than
+  ``--max-retries`` workers fails the run;
 * the collector died: restart the whole data plane (below);
 * a child reported an error: fail the run.
 
@@ -24,8 +24,8 @@ A process killed in the middle of a queue transfer can leave that queue's
 lock taken or a message cut short, which no one can repair from outside. So
 after any crash the supervisor watches for progress, and if the pipeline stops
 moving it restarts the whole data plane from scratch, with fresh queues, a
-fresh ledger and a fresh temporary output (at most ``--max-retries`` times),
-as it does when the collector dies. When the fork server dies, every child
+fresh ledger and an emptied staging directory (at most ``--max-retries``
+times), as it does when the collector dies. When the fork server dies, every child
 it started reads as dead: each is killed to be sure, the collector's
 "death" restarts the data plane, and the standard library starts a new fork
 server for the next children. Either way the output is byte-identical to an
