@@ -65,7 +65,7 @@ class RetryBudget:
 
 
 class Engine(Protocol):
-    """One run's way of turning the input files into the output, in ``temp``."""
+    """One run's way of turning the input files into the output, in the staging directory."""
 
     files: Sequence[InputFile]
     total_bytes: int

@@ -96,13 +96,13 @@ config = Config(input_dir=Path(sys.argv[1]), output_dir=Path(sys.argv[2]), worke
                 chunk_bytes=4096, max_retries=4)
 files = check(config)
 held = claim(config.output_dir)
-temp = held.staging
-engine = LocalEngine(config, files, temp, RetryBudget(config.max_retries))
+staging = held.staging
+engine = LocalEngine(config, files, staging, RetryBudget(config.max_retries))
 try:
     report = drive(engine, None)
 finally:
     engine.stop()
-    remove(temp)
+    remove(staging)
     held.release()
 print(json.dumps({"free": engine.ledger.credits_free(), "budget": engine.ledger.budget,
                   "readers": engine.restarts.readers, "lines": sum(c.lines for c in report.files)}))

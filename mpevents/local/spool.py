@@ -33,7 +33,8 @@ by the other, whoever else is running:
   renamed), so a restarted reader that frames the same spans again replaces
   it safely. A worker that finds no file (its span's first copy took it, or
   a dead worker's span handed on) decompresses the span again, as the
-  replacement of a dead worker always did (``_compression.read_span``).
+  replacement of a dead worker always did
+  (``core.compression.read_compressed_span``).
 * At most ``limit`` inputs wait at once: a reader that finds the spool full
   waits for the workers to take some. Results are bounded as before, by the
   result queue and the credits of the results the collector holds back.
@@ -119,9 +120,9 @@ class Spool(NamedTuple):
         while len(os.listdir(inputs)) >= self.limit:
             time.sleep(FULL_POLL_S)
         path = self._path(span)
-        temp = f"{path}.{os.getpid()}"
-        _write_file(temp, [data], os.O_TRUNC)
-        os.replace(temp, path)
+        partial = f"{path}.{os.getpid()}"
+        _write_file(partial, [data], os.O_TRUNC)
+        os.replace(partial, path)
 
     def take(self, span: Span) -> bytes | None:
         """The bytes of ``span``, removed from the spool; None if they are not there."""

@@ -60,7 +60,7 @@ from mpevents.local import worker as _worker
 from mpevents.local.child import EXIT_REPORTED, context, run_child
 from mpevents.local.ledger import Ledger, credit_budget
 from mpevents.local.messages import Report
-from mpevents.local.queue import ChunkQueue
+from mpevents.local.queue import MessageQueue
 from mpevents.local.spool import Spool, remove_stale
 from mpevents.observe import trace as _trace
 from mpevents.observe.board import Board, CollectorField, WorkerField
@@ -101,7 +101,7 @@ class LocalEngine:
         self,
         config: Config,
         files: Sequence[InputFile],
-        temp: Path,
+        staging: Path,
         budget: RetryBudget,
         resume: State | None = None,
         reset_staging: Callable[[], None] | None = None,
@@ -111,7 +111,7 @@ class LocalEngine:
         attempt (by default: remove all it holds)."""
         self.config = config
         self.files = files
-        self.temp = temp
+        self.staging = staging
         self.budget = budget
         self.readers = min(config.readers, len(files)) or 1
         self.board = Board(len(files), config.workers, self.readers)
@@ -144,14 +144,14 @@ class LocalEngine:
     def start(self) -> None:
         ctx, config = self.ctx, self.config
         depth = QUEUE_SLOTS_PER_WORKER * config.workers
-        self.work_queue = ChunkQueue(WORK_SLOTS_PER_WORKER * config.workers, ctx=ctx)
-        self.result_queue = ChunkQueue(depth, ctx=ctx)
+        self.work_queue = MessageQueue(WORK_SLOTS_PER_WORKER * config.workers, ctx=ctx)
+        self.result_queue = MessageQueue(depth, ctx=ctx)
         # A pipe that main waits on beside the sentinels: a report too big for
         # a pipe's buffer (the counts of 20,000 files) is taken while the
         # collector is still sending it, never after it has exited.
         self.report, report_end = ctx.Pipe(duplex=False)
         self.errors = ctx.Queue(maxsize=ERROR_SLOTS)
-        self.spool = Spool.make(self.temp, config.workers, self.readers, config.chunk_bytes)
+        self.spool = Spool.make(self.staging, config.workers, self.readers, config.chunk_bytes)
         self.ledger = Ledger.make(ctx, len(self.files), config.workers, credit_budget(depth + 2, config.chunk_bytes))
         # Only the first attempt resumes; a later one starts over, still journaled.
         resume, self._resume = self._resume, (State() if self._journaled else None)
@@ -178,7 +178,7 @@ class LocalEngine:
             self._start_reader(slot, [])
         self._start(
             "collector", 0, "collector", _collector.collect,
-            self.files, self.temp, config.max_open_files,
+            self.files, self.staging, config.max_open_files,
             self.result_queue, report_end, self.board, self.ledger, self.restarts.pipeline, resume,
         )  # fmt: skip
         report_end.close()  # the collector's copy is the only writer
@@ -220,7 +220,7 @@ class LocalEngine:
         return None
 
     def _fresh_staging(self) -> None:
-        _output.empty(self.temp)  # emptied, not made again: the run holds this directory
+        _output.empty(self.staging)  # emptied, not made again: the run holds this directory
 
     def _stalls_after(self, seconds: float) -> bool:
         """Whether nothing has moved for ``seconds`` since a child crashed."""

@@ -17,7 +17,7 @@ from functools import partial
 from typing import Any, Final
 
 from mpevents.core import failpoints as _failpoints
-from mpevents.core.compression import read_span
+from mpevents.core.compression import read_compressed_span
 from mpevents.core.framing import Span, read_chunk
 from mpevents.core.inputs import InputFile
 from mpevents.core.spec import process_chunk_parts
@@ -68,7 +68,7 @@ def work(
         else:  # left in the spool by its reader; if not there, decompressed again
             taken = spool.take(span) if spool is not None else None
             moved = partial(board.add_worker, slot, WorkerField.SKIPPED)  # the supervisor sees this worker move
-            data = taken if taken is not None else read_span(info.path, info.compression, span, moved)
+            data = taken if taken is not None else read_compressed_span(info.path, info.compression, span, moved)
         writer = spool.result_writer(span) if spool is not None else None
         on_flush = writer.write if writer is not None else None
         result = process_chunk_parts(data, file_start=span.start == 0, on_flush=on_flush)
