@@ -29,7 +29,7 @@ from mpevents.core import failpoints as _failpoints
 from mpevents.core.compression import Decompressed
 from mpevents.core.framing import Flag, Span, frames, stream_frames
 from mpevents.core.inputs import InputFile
-from mpevents.local.ledger import Ledger
+from mpevents.local.ledger import Ledger, LedgerFlag
 from mpevents.local.spool import Spool
 from mpevents.observe import trace as _trace
 from mpevents.observe.board import Board, FileField, FileState, ReaderField
@@ -152,7 +152,7 @@ class _Sender:
         self._trace.span("frame", self._framed_from, framed, file=span.file, seq=span.seq)
         span = self._ledger.take_credits(span)
         credited = _trace.now_ns()
-        if span.flags & Flag.CREDIT:
+        if span.flags & LedgerFlag.CREDIT:
             self._trace.span("wait for credit", framed, credited)
         # Counted before the put, which waits while the work queue is full: the
         # dashboard shows the span as framed while it waits, not as unread.
