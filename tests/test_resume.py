@@ -104,7 +104,9 @@ def test_a_spool_left_in_the_resume_directory_does_not_stop_the_next_resume(
     inputs: Path, reference: dict[str, bytes], tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    small_shm = "from mpevents import _spool\n_spool._room = lambda directory: 0  # a container's 64 MB /dev/shm, full"
+    small_shm = (  # a container's 64 MB /dev/shm, full
+        "from mpevents.local import spool as _spool\n_spool._room = lambda directory: 0"
+    )
     process = start_resumable(inputs, out, small_shm)
     wait_for_checkpoints(process, out, 3_000)
     assert any(path.name.startswith(_spool.PREFIX) for path in staging_of(out).iterdir())  # the spool lives there
