@@ -115,7 +115,8 @@ finally:
     engine.stop()
     remove(staging)
     held.release()
-print(json.dumps({"free": engine.ledger.credits_free(), "budget": engine.ledger.budget,
+ledger = engine.attempt.ledger
+print(json.dumps({"free": ledger.credits_free(), "budget": ledger.budget,
                   "readers": engine.restarts.readers, "lines": sum(c.lines for c in report.files)}))
 """
 
