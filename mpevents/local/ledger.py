@@ -32,6 +32,7 @@ nothing here is shown to the user.
 from __future__ import annotations
 
 import enum
+import multiprocessing.context
 from multiprocessing.sharedctypes import RawArray, RawValue
 from typing import Any, Final
 
@@ -110,7 +111,7 @@ class Ledger:
         self._credits = credits
 
     @classmethod
-    def make(cls, ctx: Any, files: int, workers: int, budget: int) -> Ledger:
+    def make(cls, ctx: multiprocessing.context.BaseContext, files: int, workers: int, budget: int) -> Ledger:
         return cls(files, workers, ctx.Semaphore(budget), budget)
 
     # --- workers ----------------------------------------------------------------
