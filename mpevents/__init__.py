@@ -26,7 +26,7 @@ message per span of whole lines, ``local.messages``)::
   rejects carry their reason.
 * collector (``local.collector``, around the core both engines share,
   ``output.collector``): puts results back in input order and writes them
-  into a temporary directory as they arrive. The records of a big result wait
+  into the staging directory as they arrive. The records of a big result wait
   in the spool, where the collector copies them from in the kernel.
 * main: the run (``_run``) around an engine (``_engine``): the local one
   (``local.supervisor``: supervision and fault recovery) or Dask (``dask.engine``,

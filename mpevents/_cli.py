@@ -46,12 +46,20 @@ log = logging.getLogger("mpevents")
 
 
 def _positive(text: str) -> int:
+    return _whole(text, 1)
+
+
+def _count(text: str) -> int:
+    return _whole(text, 0)
+
+
+def _whole(text: str, least: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
     return value
 
 
@@ -88,6 +96,24 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 done (rejected lines are data), 1 failure during the run, "
         "2 bad usage or input, 130 interrupted (SIGINT), 143 terminated (SIGTERM).",
     )
+    _add_run_options(parser)
+    _add_limit_options(parser)
+    _add_display_options(parser)
+    _add_engine_options(parser)
+    add = parser.add_argument
+    add(
+        "--log-level",
+        default="WARNING",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="what the log shows (default: WARNING)",
+    )
+    add("--debug", action="store_true", help="show tracebacks for errors")
+    add("--version", action="version", version=f"mpevents {__version__}")
+    return parser
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    """What is read and written, and by how many processes."""
     add = parser.add_argument
     add(
         "--input",
@@ -136,12 +162,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="which file names in the input directory to read; give it more than once for several; "
         f"names ending in .gz or .zst are decompressed (default: {' '.join(DEFAULT_PATTERNS)})",
     )
+
+
+def _add_limit_options(parser: argparse.ArgumentParser) -> None:
+    """Retries, open files, files still being written, and what survives an interruption or a power loss."""
+    add = parser.add_argument
     add(
         "--max-retries",
-        type=_positive,
+        type=_count,
         default=DEFAULT_MAX_RETRIES,
         metavar="R",
-        help=f"a chunk that kills this many workers fails the run (default: {DEFAULT_MAX_RETRIES})",
+        help="times a chunk (a file's reader, the pipeline) is retried after a failure; "
+        f"its next failure fails the run; 0: none (default: {DEFAULT_MAX_RETRIES})",
     )
     add(
         "--max-open-files",
@@ -170,6 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="sync every output file and directory to disk around the final swap, so that after a power "
         "loss the output is the old one or the new one, whole",
     )
+
+
+def _add_display_options(parser: argparse.ArgumentParser) -> None:
+    """What the run shows while it runs, and the profiles it writes."""
+    add = parser.add_argument
     shown = parser.add_mutually_exclusive_group()
     shown.add_argument("--quiet", "-q", action="store_true", help="print errors only")
     shown.add_argument(
@@ -198,6 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help=f"where profiles go (default: {DEFAULT_PROFILE_DIR})",
     )
+
+
+def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """Where the workers run."""
+    add = parser.add_argument
     add(
         "--engine",
         choices=["local", "dask"],
@@ -211,15 +253,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --engine dask: the scheduler to use, e.g. tcp://host:8786 "
         "(default: a local cluster of --worker-number processes)",
     )
-    add(
-        "--log-level",
-        default="WARNING",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="what the log shows (default: WARNING)",
-    )
-    add("--debug", action="store_true", help="show tracebacks for errors")
-    add("--version", action="version", version=f"mpevents {__version__}")
-    return parser
 
 
 def check_platform() -> None:

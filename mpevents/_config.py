@@ -32,7 +32,9 @@ DEFAULT_READERS: Final = 4
 # 25,000 seed lines: per-message costs vanish, yet a queue slot stays small
 # enough that the bounded queues cap memory at a few tens of MiB.
 DEFAULT_CHUNK_BYTES: Final = 1 << 20
-DEFAULT_MAX_RETRIES: Final = 3
+DEFAULT_MAX_RETRIES: Final = 2
+"""Retries of one thing (a span, a file's reader, the data plane, a Dask
+task): it fails the run on its third failure."""
 # Well under the usual 1,024 descriptors per process, and enough that the
 # common case (a few to a few hundred groups) never closes a file.
 DEFAULT_MAX_OPEN_FILES: Final = 256
@@ -72,8 +74,8 @@ class Config:
         for name in ("workers", "readers", "chunk_bytes", "max_open_files"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.max_retries < 1:
-            raise UsageError("--max-retries must be at least 1")
+        if self.max_retries < 0:
+            raise UsageError("--max-retries must be at least 0")
         if not (math.isfinite(self.settle) and self.settle >= 0):
             raise UsageError(f"--settle must be a number of seconds, at least 0, got {self.settle}")
         if self.resume and self.engine != "local":

@@ -44,26 +44,28 @@ class Restarts(msgspec.Struct):
 
 class RetryBudget:
     """How often one thing (a span, a file's reader, the data plane, a task)
-    may fail before the run gives up: ``--max-retries`` times, for every thing."""
+    is retried: ``--max-retries`` times, for every thing; its next failure
+    fails the run."""
 
     def __init__(self, max_retries: int) -> None:
         self.max_retries = max_retries
         self._failures: dict[Hashable, int] = {}
 
     def charge(self, key: Hashable, message: str | Callable[[], str]) -> int:
-        """Count one failure of ``key``; once it has failed ``--max-retries``
-        times, raise :class:`RunError` with ``message`` (or what it returns,
-        when describing costs something), its ``{times}`` replaced by the count."""
+        """Count one failure of ``key``; once it has failed more than
+        ``--max-retries`` times, raise :class:`RunError` with ``message`` (or
+        what it returns, when describing costs something), its ``{times}``
+        replaced by the count."""
         failures = self._failures.get(key, 0) + 1
         self._failures[key] = failures
-        if failures >= self.max_retries:
+        if failures > self.max_retries:
             text = message if isinstance(message, str) else message()
             raise RunError(text.replace("{times}", str(failures)))
         return failures
 
 
 class Engine(Protocol):
-    """One run's way of turning the input files into the output, in ``temp``."""
+    """One run's way of turning the input files into the output, in the staging directory."""
 
     files: Sequence[InputFile]
     total_bytes: int

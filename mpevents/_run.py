@@ -137,19 +137,21 @@ def _add_profiles(config: Config, summary: Summary) -> None:
         summary.memory = memory
 
 
-def make_engine(config: Config, files: Sequence[InputFile], temp: Path, resume: journal.State | None = None) -> Engine:
-    """The engine ``--engine`` names, with the run's one retry budget."""
+def make_engine(
+    config: Config, files: Sequence[InputFile], staging: Path, resume: journal.State | None = None
+) -> Engine:
+    """The engine ``--engine`` names, writing into ``staging``, with the run's one retry budget."""
     budget = RetryBudget(config.max_retries)
     if config.engine == "dask":
         from mpevents.dask.engine import DaskEngine, import_distributed
 
         import_distributed()  # fail early, before any work, when the extra is missing
-        return DaskEngine(config, files, temp, budget)
+        return DaskEngine(config, files, staging, budget)
     from mpevents.local.supervisor import LocalEngine
 
     if resume is None:
-        return LocalEngine(config, files, temp, budget)
-    return LocalEngine(config, files, temp, budget, resume, lambda: _fresh_journal(temp, files))
+        return LocalEngine(config, files, staging, budget)
+    return LocalEngine(config, files, staging, budget, resume, lambda: _fresh_journal(staging, files))
 
 
 def drive(engine: Engine, observer: Observer | None, interrupt: _Interrupt | None = None) -> Report:
@@ -172,9 +174,10 @@ class _Interrupt:
     """SIGINT and SIGTERM handlers for the length of a run: the first one is
     noted (the loop ends the run cleanly), a second one kills everything now."""
 
-    def __init__(self, engine: Engine, temp: Path | None) -> None:
+    def __init__(self, engine: Engine, staging: Path | None) -> None:
+        """``staging``: the staging directory to remove on a second signal (None: keep it)."""
         self.signal: int | None = None
-        self._engine, self._temp = engine, temp
+        self._engine, self._staging = engine, staging
         self._previous = {signum: signal.signal(signum, self._handle) for signum in (signal.SIGINT, signal.SIGTERM)}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
@@ -182,8 +185,8 @@ class _Interrupt:
             self.signal = signum
             return
         self._engine.stop()
-        if self._temp is not None:  # a --resume run's staging is kept for the next one
-            _output.remove(self._temp)
+        if self._staging is not None:  # a --resume run's staging is kept for the next one
+            _output.remove(self._staging)
         os._exit(128 + signum)
 
     def restore(self) -> None:

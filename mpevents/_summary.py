@@ -144,7 +144,3 @@ def stage_shares(worker_s: float, collector_s: float, elapsed: float, chunks: li
 def encode(summary: Summary) -> bytes:
     """summary.json's bytes: indented JSON and a final newline."""
     return msgspec.json.format(msgspec.json.encode(summary), indent=2) + b"\n"
-
-
-def decode(data: bytes) -> Summary:
-    return msgspec.json.decode(data, type=Summary)

@@ -13,7 +13,7 @@ from mpevents.core.framing import Flag, Span
 from mpevents.core.inputs import InputFile
 from mpevents.core.spec import REASONS, process_chunk
 from mpevents.local.collector import GroupFiles, local_collector
-from mpevents.local.ledger import Ledger
+from mpevents.local.ledger import Ledger, LedgerFlag
 from mpevents.local.messages import LocalPayload, Result
 from mpevents.observe.board import Board, CollectorField
 from mpevents.output.collector import Collector
@@ -62,7 +62,7 @@ def test_credits_come_back_when_written_and_when_dropped(tmp_path: Path, files: 
     credits = threading.Semaphore(0)
     collector = local_collector(files[:1], tmp_path, 16, Board(1, 1), Ledger(1, 1, credits))
     result = make_results(0, [b"1|a|b|c|1|1|1\n"])[0]
-    credited = result._replace(span=result.span._replace(flags=result.span.flags | Flag.CREDIT))
+    credited = result._replace(span=result.span._replace(flags=result.span.flags | LedgerFlag.CREDIT))
     collector.add(credited.span, credited.result)
     assert credits.acquire(blocking=False)
     assert not credits.acquire(blocking=False)

@@ -24,6 +24,9 @@ from typing import TypeVar
 
 import pytest
 
+from mpevents._config import Config
+from mpevents._engine import RetryBudget
+from mpevents.core.errors import RunError, UsageError
 from mpevents.observe.profiling import tree_pss_kib
 from tests.conftest import REPO, genlog, mpevents_processes, run_cli, start_cli, temp_dirs, tree, wait_no_processes
 
@@ -115,13 +118,38 @@ def test_a_chunk_that_keeps_killing_workers_fails_the_run(
 ) -> None:
     out, before = previous
     result = run_cli(
-        "--input", logs, "--output", out, "-n", "2", "-q", *SMALL_CHUNKS, "--max-retries", "2",
+        "--input", logs, "--output", out, "-n", "2", "-q", *SMALL_CHUNKS, "--max-retries", "1",
         env={"MPEVENTS_FAILPOINTS": "worker_kill_always=1:2"},
     )  # fmt: skip
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert "part-2.log" in last and "lines" in last and "killed 2 workers" in last
     assert "Traceback" not in result.stderr
+    assert tree(out) == before
+    assert temp_dirs(tmp_path) == []
+
+
+def test_max_retries_counts_retries_so_a_thing_fails_the_run_on_its_failure_after_the_last() -> None:
+    for retries in (0, 1, 2):
+        budget = RetryBudget(retries)
+        for _ in range(retries):
+            budget.charge("span", "failed {times} times")
+        with pytest.raises(RunError, match=f"failed {retries + 1} times"):
+            budget.charge("span", "failed {times} times")
+    with pytest.raises(UsageError, match="at least 0"):
+        Config(max_retries=-1)
+
+
+def test_max_retries_0_fails_the_run_on_the_first_death(
+    logs: Path, previous: tuple[Path, dict[str, bytes]], tmp_path: Path
+) -> None:
+    out, before = previous
+    result = run_cli(
+        "--input", logs, "--output", out, "-n", "2", "-q", *SMALL_CHUNKS, "--max-retries", "0",
+        env={"MPEVENTS_FAILPOINTS": "worker_kill=1:2"},
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "killed 1 workers" in result.stderr.strip().splitlines()[-1]
     assert tree(out) == before
     assert temp_dirs(tmp_path) == []
 

@@ -3,8 +3,11 @@ credit lost however often a reader is restarted."""
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 import os
+import pickle
 import subprocess
 import sys
 import threading
@@ -13,7 +16,7 @@ from pathlib import Path
 
 from mpevents.core.framing import Flag, Span
 from mpevents.local.child import context
-from mpevents.local.ledger import CREDIT_BYTES, Ledger, credit_budget, credit_units
+from mpevents.local.ledger import CREDIT_BYTES, Ledger, LedgerFlag, credit_budget, credit_units
 from tests.conftest import REPO, RUN_TIMEOUT_S, genlog
 
 
@@ -46,29 +49,37 @@ def test_a_reader_whose_file_becomes_the_head_gives_back_what_it_holds() -> None
 def test_a_reader_ahead_of_the_head_takes_its_credits_and_the_collector_returns_them() -> None:
     ledger = Ledger.make(context(), 3, 1, 4)
     span = ledger.take_credits(Span(2, 0, 0, 3 * CREDIT_BYTES))
-    assert span.flags & Flag.CREDIT and ledger.credits_free() == 1
+    assert span.flags & LedgerFlag.CREDIT and ledger.credits_free() == 1
     ledger.dropped(span)  # a repeat, sent by a restarted reader: its credits come back too
     assert ledger.credits_free() == 4
     span = ledger.take_credits(Span(2, 0, 0, 3 * CREDIT_BYTES))
-    ledger.dropped(span._replace(flags=span.flags | Flag.REDO))  # a worker's redo: they came back with the first
+    ledger.dropped(span._replace(flags=span.flags | LedgerFlag.REDO))  # a worker's redo: they came back with the first
     assert ledger.credits_free() == 1
-    ledger.written(span._replace(flags=span.flags | Flag.REDO))  # ... unless the redo is the first to arrive
+    ledger.written(span._replace(flags=span.flags | LedgerFlag.REDO))  # ... unless the redo is the first to arrive
     assert ledger.credits_free() == 4
 
 
 def test_a_dead_workers_spans_are_handed_on_flagged_redo() -> None:
     ledger = Ledger(1, 2)
     assert ledger.held(0) == ([], None)
-    first, second = Span(0, 0, 0, 10), Span(0, 1, 10, 20, Flag.CREDIT)
+    first, second = Span(0, 0, 0, 10), Span(0, 1, 10, 20, Flag.LAST | LedgerFlag.CREDIT)
+    redo = first._replace(flags=first.flags | LedgerFlag.REDO)
     ledger.hold(0, first)
-    assert ledger.held(0) == ([first._replace(flags=Flag.REDO)], first._replace(flags=Flag.REDO))
+    assert ledger.held(0) == ([redo], redo)
     ledger.sent(0)
-    assert ledger.held(0) == ([first._replace(flags=Flag.REDO)], None)  # its result may sit in the feeder
+    assert ledger.held(0) == ([redo], None)  # its result may sit in the feeder
     ledger.hold(0, second)
     spans, busy = ledger.held(0)
-    assert spans == [first._replace(flags=Flag.REDO), second._replace(flags=Flag.CREDIT | Flag.REDO)]
+    assert spans == [redo, second._replace(flags=second.flags | LedgerFlag.REDO)]
+    assert spans[1].flags == Flag.LAST | LedgerFlag.CREDIT | LedgerFlag.REDO  # framing's flag kept beside the ledger's
     assert busy == spans[1]
     assert ledger.held(1) == ([], None)
+
+
+def test_the_ledgers_flags_leave_framings_alone() -> None:
+    framing = functools.reduce(operator.or_, Flag)
+    assert not framing & functools.reduce(operator.or_, LedgerFlag)
+    assert pickle.loads(pickle.dumps(Span(0, 0, 0, 1, Flag.LAST | LedgerFlag.REDO))).flags & LedgerFlag.REDO
 
 
 def test_files_resume_at_their_first_unwritten_span() -> None:
@@ -93,18 +104,19 @@ from mpevents._run import drive
 from mpevents.local.supervisor import LocalEngine
 
 config = Config(input_dir=Path(sys.argv[1]), output_dir=Path(sys.argv[2]), workers=2, readers=2,
-                chunk_bytes=4096, max_retries=5)
+                chunk_bytes=4096, max_retries=4)
 files = check(config)
 held = claim(config.output_dir)
-temp = held.staging
-engine = LocalEngine(config, files, temp, RetryBudget(config.max_retries))
+staging = held.staging
+engine = LocalEngine(config, files, staging, RetryBudget(config.max_retries))
 try:
     report = drive(engine, None)
 finally:
     engine.stop()
-    remove(temp)
+    remove(staging)
     held.release()
-print(json.dumps({"free": engine.ledger.credits_free(), "budget": engine.ledger.budget,
+ledger = engine.attempt.ledger
+print(json.dumps({"free": ledger.credits_free(), "budget": ledger.budget,
                   "readers": engine.restarts.readers, "lines": sum(c.lines for c in report.files)}))
 """
 

@@ -1,27 +1,29 @@
-"""The chunk queue: what goes in comes out, whatever the message size."""
+"""The message queue: what goes in comes out, whatever the message size."""
 
 from __future__ import annotations
 
 import fcntl
 import queue
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from mpevents.local.child import context
-from mpevents.local.queue import KEEP_BUFFER_BYTES, PIPE_BYTES, ChunkQueue
+from mpevents.local.queue import KEEP_BUFFER_BYTES, PIPE_BYTES, MessageQueue
 
 # Around the framing's 16 KiB split, the pipe's size, and the kept buffer's.
 SIZES = [0, 1, 16_383, 16_384, 16_385, PIPE_BYTES + 7, 3 * PIPE_BYTES, 10, KEEP_BUFFER_BYTES + 1, 5]
 
 
-def message(size: int) -> tuple[int, bytes, dict[bytes, tuple[int, bytes]]]:
+Message = tuple[int, bytes, dict[bytes, tuple[int, bytes]]]
+
+
+def message(size: int) -> Message:
     body = bytes(range(256)) * (size // 256 + 1)
     return size, body[:size], {b"7": (size, body[:size:3])}
 
 
-def send_all(q: Any, sizes: list[int]) -> None:
+def send_all(q: MessageQueue[Message], sizes: list[int]) -> None:
     for size in sizes:
         q.put(message(size))
     q.close()
@@ -31,7 +33,7 @@ def send_all(q: Any, sizes: list[int]) -> None:
 @pytest.mark.timeout(60)
 def test_messages_of_every_size_arrive_whole_and_in_order() -> None:
     ctx = context()
-    q = ChunkQueue(2, ctx=ctx)
+    q: MessageQueue[Message] = MessageQueue(2, ctx=ctx)
     sender = ctx.Process(target=send_all, args=(q, SIZES))
     sender.start()
     try:
@@ -45,7 +47,7 @@ def test_messages_of_every_size_arrive_whole_and_in_order() -> None:
 @pytest.mark.timeout(60)
 def test_two_senders_interleave_whole_messages() -> None:
     ctx = context()
-    q = ChunkQueue(2, ctx=ctx)
+    q: MessageQueue[Message] = MessageQueue(2, ctx=ctx)
     sizes = [PIPE_BYTES + 1, 100, 2 * PIPE_BYTES, 50_000] * 3
     senders = [ctx.Process(target=send_all, args=(q, sizes)) for _ in range(2)]
     for sender in senders:
@@ -57,7 +59,7 @@ def test_two_senders_interleave_whole_messages() -> None:
 
 
 def test_a_get_with_a_timeout_still_times_out() -> None:
-    q = ChunkQueue(1, ctx=context())
+    q: MessageQueue[Message] = MessageQueue(1, ctx=context())
     with pytest.raises(queue.Empty):
         q.get(timeout=0.05)
     q.put(message(3))
@@ -68,13 +70,13 @@ def test_a_get_with_a_timeout_still_times_out() -> None:
     int(Path("/proc/sys/fs/pipe-max-size").read_text()) < PIPE_BYTES, reason="this system caps pipes lower"
 )
 def test_the_pipe_is_widened() -> None:
-    q = ChunkQueue(1, ctx=context())
+    q: MessageQueue[Message] = MessageQueue(1, ctx=context())
     f_getpipe_sz = 1032
     assert fcntl.fcntl(q._reader.fileno(), f_getpipe_sz) == PIPE_BYTES
 
 
 def test_put_direct_sends_from_the_calling_thread_and_keeps_the_bound() -> None:
-    q = ChunkQueue(2, ctx=context())
+    q: MessageQueue[Message] = MessageQueue(2, ctx=context())
     q.put_direct(message(10))
     q.put(message(PIPE_BYTES + 7))  # through the feeder thread, after the direct one
     with pytest.raises(queue.Full):

@@ -22,13 +22,20 @@ from mpevents.local import collector as _collector
 from mpevents.local import spool as _spool
 from mpevents.local.collector import GroupFiles, local_collector
 from mpevents.local.ledger import Ledger
-from mpevents.local.messages import Result
+from mpevents.local.messages import Result, SpooledResult
 from mpevents.local.spool import Spool, open_result
 from mpevents.observe.board import Board
 from mpevents.output.names import SPOOL_PREFIX, group_file_name
 from tests.conftest import RUN_TIMEOUT_S, genlog, real_traffic, run_cli, start_cli, tree
 
 SPAN = Span(0, 3, 100, 200, Flag.NONE)
+
+
+def spool_result(spool: Spool, span: Span, data: bytes) -> SpooledResult | None:
+    """The result of ``data`` spooled as a worker spools it: parts written
+    as they are made, then the rest; None if the spool cannot take it."""
+    writer = spool.result_writer(span)
+    return writer.finish(process_chunk_parts(data, on_flush=writer.write))
 
 
 @pytest.fixture
@@ -126,7 +133,7 @@ def test_a_result_waits_in_the_spool_group_after_group(ram: Path, tmp_path: Path
     spool = Spool.make(tmp_path, workers=2, readers=1, chunk_bytes=1 << 20)
     # More groups than one writev takes, so the writes go in several calls.
     data = b"".join(b"%d|a|b|c|1|%d|1\n" % (i, i) for i in range(_system._IOV_MAX + 500))
-    spooled = spool.put_result(SPAN, process_chunk_parts(data))
+    spooled = spool_result(spool, SPAN, data)
     result = process_chunk(data)
     assert spooled is not None
     assert spooled.groups == {group: (count, len(records)) for group, (count, records) in result.groups.items()}
@@ -177,7 +184,7 @@ def test_a_result_whose_writing_fails_midway_goes_as_it_is(
 def test_a_result_the_spool_cannot_take_goes_as_it_is(ram: Path, tmp_path: Path) -> None:
     spool = Spool.make(tmp_path, workers=2, readers=1, chunk_bytes=1 << 20)
     (Path(spool.directory) / _spool.RESULTS).rmdir()  # as if it could not be written
-    assert spool.put_result(SPAN, process_chunk_parts(b"1|a|b|c|1|1|1\n")) is None
+    assert spool_result(spool, SPAN, b"1|a|b|c|1|1|1\n") is None
 
 
 def test_spooled_results_are_written_in_order_with_direct_ones_and_dropped_repeats_removed(
@@ -188,13 +195,12 @@ def test_spooled_results_are_written_in_order_with_direct_ones_and_dropped_repea
     out.mkdir()
     chunks = [b"%d|a|b|c|1|%d|1\n" % (seq, seq % 2 + 1) * 3 for seq in range(4)]
     results = [process_chunk(chunk) for chunk in chunks]
-    parts = [process_chunk_parts(chunk) for chunk in chunks]
     spans = [Span(0, seq, 0, 1, Flag.LAST if seq == 3 else Flag.NONE) for seq in range(4)]
     messages = []
     for seq in range(4):
-        spooled = spool.put_result(spans[seq], parts[seq]) if seq % 2 else None  # every other one spooled
+        spooled = spool_result(spool, spans[seq], chunks[seq]) if seq % 2 else None  # every other one spooled
         messages.append(Result(spans[seq], spooled or results[seq]))
-    repeat = spool.put_result(spans[1], parts[1])
+    repeat = spool_result(spool, spans[1], chunks[1])
     assert repeat is not None
     files = [InputFile(0, "a.log", str(tmp_path / "a.log"), 0)]
     collector = local_collector(files, out, 16, Board(1, 1), Ledger(1, 1))

@@ -41,17 +41,19 @@ window, which holds a line end unless a line is longer than that."""
 
 
 class Flag(enum.IntFlag):
-    """What a span's ``flags`` say about it."""
+    """What a span's ``flags`` say about where it lies in its file.
+
+    Only these bits are framing's. The others are left to whoever carries
+    spans (the local engine's ledger keeps its credits in bits 2 and 8,
+    ``local.ledger.LedgerFlag``), in the same int, so that a span stays one
+    small tuple of ints; nothing here sets or reads them.
+    """
 
     NONE = 0
     LAST = 1
     """The last span of its file (an empty file has one empty last span)."""
-    CREDIT = 2
-    """Sent ahead of its file's turn: it holds credits, which the collector returns (``local.ledger``)."""
     TRUNCATED = 4
     """A single over-long line, kept only as far as the spec needs to reject it."""
-    REDO = 8
-    """Handed again to a replacement worker: whatever credits it holds were taken for an earlier copy."""
 
 
 class Span(NamedTuple):

@@ -581,21 +581,3 @@ def process_chunk_parts(
         chunk.line(text[pos:newline])
         pos = newline + 1
     return chunk.result()
-
-
-def concat(results: list[ChunkResult]) -> ChunkResult:
-    """One result for consecutive chunks: groups joined in order, reject line
-    numbers counted from the first chunk's first line."""
-    parts: dict[bytes, list[bytes]] = {}
-    counts: dict[bytes, int] = {}
-    rejects: list[Reject] = []
-    lines = blank = 0
-    for result in results:
-        for group, (count, data) in result.groups.items():
-            parts.setdefault(group, []).append(data)
-            counts[group] = counts.get(group, 0) + count
-        rejects.extend(reject._replace(line=reject.line + lines) for reject in result.rejects)
-        lines += result.lines
-        blank += result.blank
-    groups = {group: (counts[group], b"".join(chunks)) for group, chunks in parts.items()}
-    return ChunkResult(lines, blank, groups, rejects)

@@ -21,6 +21,7 @@ import gc
 import logging
 import multiprocessing
 import multiprocessing.context
+import multiprocessing.queues
 import os
 import queue
 import select
@@ -30,7 +31,7 @@ import sys
 import threading
 from collections.abc import Callable
 from multiprocessing import connection, forkserver, resource_tracker, util
-from typing import Any, Final
+from typing import Any, Final, ParamSpec
 
 import setproctitle
 
@@ -170,17 +171,22 @@ def _fork(title: str, loop: Callable[..., object], *args: Any, close: int) -> in
     os._exit(code)
 
 
+P = ParamSpec("P")
+
+
 def run_child(
     role: str,
     index: int,
     title: str,
     main_pid: int,
     config: Config,
-    errors: Any,
-    body: Callable[..., None],
-    *args: Any,
+    errors: multiprocessing.queues.Queue[str],
+    body: Callable[P, None],
+    *args: P.args,
+    **kwargs: P.kwargs,
 ) -> None:
-    """Set the process up for ``role``, then call ``body(*args)``."""
+    """Set the process up for ``role``, then call ``body(*args, **kwargs)``;
+    an error it raises goes to ``errors`` as one line."""
     setproctitle.setproctitle(f"mpevents: {title}")
     keep_freed_memory()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -190,7 +196,7 @@ def run_child(
         _trace.start(config.profile_dir, title)
     try:
         with profiled(config, role, index + 1):  # files count from 1, like the titles
-            body(*args)
+            body(*args, **kwargs)
         _trace.stop()
     except Exception as exc:  # reported as one line; --debug shows the traceback
         _trace.stop()

@@ -34,7 +34,7 @@ from mpevents.core.framing import Span
 from mpevents.core.inputs import InputFile
 from mpevents.local.ledger import Ledger
 from mpevents.local.messages import LocalPayload, Result, SpooledResult
-from mpevents.local.queue import ChunkQueue
+from mpevents.local.queue import MessageQueue
 from mpevents.local.spool import discard, open_result
 from mpevents.observe import trace as _trace
 from mpevents.observe.board import Board, CollectorField
@@ -210,7 +210,7 @@ class CollectorJob(msgspec.Struct, frozen=True):
     directory: Path
     """The staging directory."""
     max_open_files: int
-    results: ChunkQueue
+    results: MessageQueue[Result]
     """The result queue, from the workers."""
     report: Connection
     """The sending end of the report pipe, to main."""

@@ -17,7 +17,9 @@ written takes credits for each span it sends, one per 64 KiB of it
 back for every CREDIT span it takes, written or dropped as a repeat (a
 restarted reader sends again what its predecessor had sent), except a REDO
 span (a dead worker's span handed to its replacement) that repeats one it
-already had: those credits came back with the first copy. This bounds the
+already had: those credits came back with the first copy. Both flags are the
+ledger's (:class:`LedgerFlag`), kept in the span's ``flags`` beside
+framing's own. This bounds the
 bytes the collector holds back, whatever the file sizes, while the current
 file's reader never waits for a credit; and counting bytes rather than spans
 lets a hundred small files be in flight where a span count would allow a
@@ -30,6 +32,7 @@ nothing here is shown to the user.
 from __future__ import annotations
 
 import enum
+import multiprocessing.context
 from multiprocessing.sharedctypes import RawArray, RawValue
 from typing import Any, Final
 
@@ -41,6 +44,16 @@ few lines takes one credit, not a whole span's worth."""
 CREDIT_POLL_S: Final = 0.005
 """How often a reader waiting for a credit looks whether its file's turn came:
 often, because until it does the workers may run dry; a wake-up costs microseconds."""
+
+
+class LedgerFlag(enum.IntFlag):
+    """The ledger's bits in a span's ``flags``, beside framing's own
+    (``core.framing.Flag``: LAST 1, TRUNCATED 4), which it leaves free."""
+
+    CREDIT = 2
+    """Sent ahead of its file's turn: it holds credits, which the collector returns."""
+    REDO = 8
+    """Handed again to a replacement worker: whatever credits it holds were taken for an earlier copy."""
 
 
 def credit_units(span: Span) -> int:
@@ -98,7 +111,7 @@ class Ledger:
         self._credits = credits
 
     @classmethod
-    def make(cls, ctx: Any, files: int, workers: int, budget: int) -> Ledger:
+    def make(cls, ctx: multiprocessing.context.BaseContext, files: int, workers: int, budget: int) -> Ledger:
         return cls(files, workers, ctx.Semaphore(budget), budget)
 
     # --- workers ----------------------------------------------------------------
@@ -171,11 +184,11 @@ class Ledger:
 
     def dropped(self, span: Span) -> None:
         """The collector dropped ``span`` as a repeat of one it already had."""
-        if not span.flags & Flag.REDO:
+        if not span.flags & LedgerFlag.REDO:
             self._release(span)
 
     def _release(self, span: Span) -> None:
-        if span.flags & Flag.CREDIT:
+        if span.flags & LedgerFlag.CREDIT:
             for _ in range(credit_units(span)):
                 self._credits.release()
 
@@ -197,7 +210,7 @@ class Ledger:
                 return span
             if self._credits.acquire(timeout=CREDIT_POLL_S):
                 taken += 1
-        return span._replace(flags=span.flags | Flag.CREDIT)
+        return span._replace(flags=span.flags | LedgerFlag.CREDIT)
 
     def credits_free(self) -> int:
         """Credits not taken now (the budget, when nothing is in flight)."""
@@ -206,4 +219,4 @@ class Ledger:
 
 def _span(cells: Any) -> Span:
     file, seq, start, end, flags = (int(value) for value in cells)
-    return Span(file, seq, start, end, Flag(flags) | Flag.REDO)
+    return Span(file, seq, start, end, Flag(flags) | LedgerFlag.REDO)

@@ -1,7 +1,8 @@
-"""Queue: the bounded multiprocessing.Queue that carries chunks and results.
+"""Queue: the bounded multiprocessing.Queue that carries spans and results.
 
-Talks to: nothing of ours; readers put chunks and workers get them, workers
-put results and the collector gets them, each through a :class:`ChunkQueue`.
+Talks to: nothing of ours; readers put spans and workers get them, workers
+put results and the collector gets them, each through a
+:class:`MessageQueue`, typed by what it carries (``local.messages``).
 
 It is a ``multiprocessing.Queue`` in every way that matters (bound, locks,
 pickling, the framing of messages on the pipe) with three changes:
@@ -32,8 +33,9 @@ import multiprocessing.context
 import multiprocessing.queues
 import os
 import struct
+import types
 from multiprocessing.reduction import ForkingPickler
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 PIPE_BYTES: Final = 1 << 20
 """Pipe size asked for: a whole chunk, and Linux's default cap
@@ -48,9 +50,20 @@ KEEP_BUFFER_BYTES: Final = 64 << 20
 _LENGTH: Final = struct.Struct("!i")
 _LONG_LENGTH: Final = struct.Struct("!Q")
 
+T = TypeVar("T")
 
-class ChunkQueue(multiprocessing.queues.Queue):  # type: ignore[type-arg]
-    """A bounded queue of large messages; see the module docstring."""
+if TYPE_CHECKING:
+    _Queue = multiprocessing.queues.Queue
+else:
+
+    class _Queue(multiprocessing.queues.Queue):
+        """The stdlib's queue, subscriptable at run time too, as it is from Python 3.12."""
+
+        __class_getitem__ = classmethod(types.GenericAlias)
+
+
+class MessageQueue(_Queue[T]):
+    """A bounded queue of messages of type ``T``, small or large; see the module docstring."""
 
     # The base class's own attributes, which typeshed does not declare.
     _reader: multiprocessing.connection.Connection
@@ -68,7 +81,7 @@ class ChunkQueue(multiprocessing.queues.Queue):  # type: ignore[type-arg]
         with contextlib.suppress(OSError, AttributeError):
             fcntl.fcntl(self._reader.fileno(), _F_SETPIPE_SZ, PIPE_BYTES)
 
-    def put_direct(self, obj: Any) -> None:
+    def put_direct(self, obj: T) -> None:
         """Put a small message now, from this thread; blocks while the queue is full."""
         if self._closed:
             raise ValueError(f"Queue {self!r} is closed")
@@ -85,14 +98,15 @@ class ChunkQueue(multiprocessing.queues.Queue):  # type: ignore[type-arg]
         self._wlock.acquire()
         os.write(self._writer.fileno(), _LENGTH.pack(1 << 20) + b"cut short")
 
-    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+    def get(self, block: bool = True, timeout: float | None = None) -> T:
         if not block or timeout is not None or self._closed:
             return super().get(block, timeout)
         with self._rlock:
             message = self._receive(self._reader.fileno())
         self._sem.release()
         # unpickled after the lock is released, as the base class does
-        return ForkingPickler.loads(message)
+        obj: T = ForkingPickler.loads(message)
+        return obj
 
     def _receive(self, fd: int) -> memoryview:
         (size,) = _LENGTH.unpack(_read_exactly(fd, _LENGTH.size))

@@ -19,9 +19,11 @@ early results (see ``local.ledger``).
 
 from __future__ import annotations
 
+import multiprocessing.context
 from collections.abc import Sequence
+from dataclasses import dataclass
 from multiprocessing.sharedctypes import RawValue
-from typing import Any, NamedTuple
+from typing import Any
 
 import setproctitle
 
@@ -29,7 +31,8 @@ from mpevents.core import failpoints as _failpoints
 from mpevents.core.compression import Decompressed
 from mpevents.core.framing import Flag, Span, frames, stream_frames
 from mpevents.core.inputs import InputFile
-from mpevents.local.ledger import Ledger
+from mpevents.local.ledger import Ledger, LedgerFlag
+from mpevents.local.queue import MessageQueue
 from mpevents.local.spool import Spool
 from mpevents.observe import trace as _trace
 from mpevents.observe.board import Board, FileField, FileState, ReaderField
@@ -44,7 +47,7 @@ class FileQueue:
     it had taken.
     """
 
-    def __init__(self, ctx: Any, files: int, first: int = 0) -> None:
+    def __init__(self, ctx: multiprocessing.context.BaseContext, files: int, first: int = 0) -> None:
         self.files = files
         self._next: Any = RawValue("q", first)
         self._lock = ctx.Lock()
@@ -62,28 +65,39 @@ class FileQueue:
         return file
 
 
-class ReaderJob(NamedTuple):
+ResumePoint = tuple[int, int, int]
+"""Where a reader goes on in a file a dead reader had taken: (file, first span, its start)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReaderJob:
+    """What one reader process is given: its slot, and all it reads from and writes to."""
+
     slot: int
+    generation: int
+    """0 for the first reader of a slot in the first attempt, where test failpoints fire."""
     chunk_bytes: int
-    resume: list[tuple[int, int, int]]
-    """(file, first span, its start) of files a dead reader had taken, read first."""
-    generation: int  # 0 for the first reader of a slot, where test failpoints fire
-    spool: Spool | None
+    resume: tuple[ResumePoint, ...]
+    """The files a dead reader had taken and where each goes on, read first."""
+    files: Sequence[InputFile]
+    """The run's input files; ``files[i]`` is file i."""
+    file_queue: FileQueue
+    work_queue: MessageQueue[Span | None]
+    board: Board
+    ledger: Ledger
+    spool: Spool
     """Where the bytes of compressed spans go (``local.spool``)."""
 
 
-def read_files(
-    job: ReaderJob, files: Sequence[InputFile], file_queue: FileQueue, work_queue: Any, board: Board, ledger: Ledger
-) -> None:
+def read_files(job: ReaderJob) -> None:
     """The reader process body: the files to resume, then the next file in
     input order until none is left."""
-    kill_at = _failpoints.chunk_point("reader_kill", job.generation)
-    sender = _Sender(job.slot, kill_at, work_queue, board, ledger, job.spool)
+    sender = _Sender(job, _failpoints.chunk_point("reader_kill", job.generation))
     for index, seq, start in job.resume:
-        _read_file(files[index], job.chunk_bytes, seq, start, sender)
-    while (taken := file_queue.take(job.slot, ledger)) is not None:
-        _read_file(files[taken], job.chunk_bytes, 0, 0, sender)
-    board.set_reader(job.slot, ReaderField.FILE, 0)
+        _read_file(job.files[index], job.chunk_bytes, seq, start, sender)
+    while (taken := job.file_queue.take(job.slot, job.ledger)) is not None:
+        _read_file(job.files[taken], job.chunk_bytes, 0, 0, sender)
+    job.board.set_reader(job.slot, ReaderField.FILE, 0)
 
 
 def _read_file(info: InputFile, chunk_bytes: int, seq: int, start: int, sender: _Sender) -> None:
@@ -129,17 +143,9 @@ def _read_compressed(info: InputFile, chunk_bytes: int, seq: int, start: int, se
 class _Sender:
     """A reader's way onto the work queue: credits, progress, test failpoints."""
 
-    def __init__(
-        self,
-        slot: int,
-        kill_at: tuple[int, int] | None,
-        work_queue: Any,
-        board: Board,
-        ledger: Ledger,
-        spool: Spool | None,
-    ) -> None:
-        self.slot, self.board = slot, board
-        self._kill_at, self._work_queue, self._ledger, self._spool = kill_at, work_queue, ledger, spool
+    def __init__(self, job: ReaderJob, kill_at: tuple[int, int] | None) -> None:
+        self.slot, self.board = job.slot, job.board
+        self._kill_at, self._work_queue, self._ledger, self._spool = kill_at, job.work_queue, job.ledger, job.spool
         self._trace = _trace.tracer()
         self._framed_from = _trace.now_ns()  # when the reader started on the span it sends next
 
@@ -152,7 +158,7 @@ class _Sender:
         self._trace.span("frame", self._framed_from, framed, file=span.file, seq=span.seq)
         span = self._ledger.take_credits(span)
         credited = _trace.now_ns()
-        if span.flags & Flag.CREDIT:
+        if span.flags & LedgerFlag.CREDIT:
             self._trace.span("wait for credit", framed, credited)
         # Counted before the put, which waits while the work queue is full: the
         # dashboard shows the span as framed while it waits, not as unread.
@@ -160,7 +166,6 @@ class _Sender:
         self.board.set_file(span.file, FileField.BYTES_READ, read_to)
         self.board.add_reader(self.slot, ReaderField.BYTES, read_to - read_from)
         if data is not None:
-            assert self._spool is not None
             self._spool.put(span, data)
         self._work_queue.put_direct(span)
         self._framed_from = _trace.now_ns()

@@ -1,7 +1,7 @@
 """Spool: bytes handed between processes through files in RAM, not through pipes.
 
 Talks to: readers (:meth:`Spool.put`, the bytes of each span of a compressed
-file), workers (:meth:`Spool.take` those; :meth:`Spool.put_result`, the
+file), workers (:meth:`Spool.take` those; :meth:`Spool.result_writer`, the
 records of each big result), the collector (:func:`open_result`,
 :func:`discard`), and the local engine, which makes the spool for a run and
 removes it.
@@ -33,7 +33,8 @@ by the other, whoever else is running:
   renamed), so a restarted reader that frames the same spans again replaces
   it safely. A worker that finds no file (its span's first copy took it, or
   a dead worker's span handed on) decompresses the span again, as the
-  replacement of a dead worker always did (``_compression.read_span``).
+  replacement of a dead worker always did
+  (``core.compression.read_compressed_span``).
 * At most ``limit`` inputs wait at once: a reader that finds the spool full
   waits for the workers to take some. Results are bounded as before, by the
   result queue and the credits of the results the collector holds back.
@@ -115,9 +116,9 @@ class Spool(NamedTuple):
         while len(os.listdir(inputs)) >= self.limit:
             time.sleep(FULL_POLL_S)
         path = self._path(span)
-        temp = f"{path}.{os.getpid()}"
-        _write_file(temp, [data], os.O_TRUNC)
-        os.replace(temp, path)
+        partial = f"{path}.{os.getpid()}"
+        _write_file(partial, [data], os.O_TRUNC)
+        os.replace(partial, path)
 
     def take(self, span: Span) -> bytes | None:
         """The bytes of ``span``, removed from the spool; None if they are not there."""
@@ -134,11 +135,6 @@ class Spool(NamedTuple):
         """A new file for the records of ``span``'s result (see :class:`ResultWriter`)."""
         name = f"{span.file}-{span.seq}-{os.getpid()}-{next(_names)}"
         return ResultWriter(os.path.join(self.directory, RESULTS, name))
-
-    def put_result(self, span: Span, result: ChunkParts) -> SpooledResult | None:
-        """Write ``result``'s records to a file of their own; None if it cannot
-        be written (the spool full): the result then goes as it is."""
-        return self.result_writer(span).finish(result)
 
     def remove(self) -> None:
         _output.remove(Path(self.directory))

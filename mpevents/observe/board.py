@@ -100,9 +100,6 @@ class Board:
     def worker(self, slot: int, field: WorkerField) -> int:
         return int(self._workers[slot * _WORKER_WIDTH + field])
 
-    def set_worker(self, slot: int, field: WorkerField, value: int) -> None:
-        self._workers[slot * _WORKER_WIDTH + field] = value
-
     def add_worker(self, slot: int, field: WorkerField, value: int) -> None:
         self._workers[slot * _WORKER_WIDTH + field] += value
 
@@ -152,7 +149,7 @@ class Board:
             for i in range(len(cells)):
                 cells[i] = 0
         for slot, count in enumerate(restarts):
-            self.set_worker(slot, WorkerField.RESTARTS, count)
+            self._workers[slot * _WORKER_WIDTH + WorkerField.RESTARTS] = count
 
     def progress(self) -> tuple[int, ...]:
         """A value that changes whenever any stage moves (for stall detection):

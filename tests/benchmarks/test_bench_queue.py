@@ -1,4 +1,4 @@
-"""Benchmark of the queue transport: results of megabytes, stock get() against ChunkQueue's.
+"""Benchmark of the queue transport: results of megabytes, stock get() against MessageQueue's.
 
 pytest tests/benchmarks --benchmark-only -k queue
 """
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from mpevents.local.child import context
-from mpevents.local.queue import _F_SETPIPE_SZ, PIPE_BYTES, ChunkQueue
+from mpevents.local.queue import _F_SETPIPE_SZ, PIPE_BYTES, MessageQueue
 
 MESSAGES = 100
 GROUP_BYTES = 800_000  # three groups: about the result of one 1 MiB chunk of seed lines
@@ -31,7 +31,7 @@ def send(q: Any) -> None:
 def make_queue(kind: str) -> Any:
     ctx = context()
     if kind == "chunk":
-        return ChunkQueue(4, ctx=ctx)
+        return MessageQueue(4, ctx=ctx)
     q: multiprocessing.queues.Queue[Any] = multiprocessing.queues.Queue(4, ctx=ctx)
     with contextlib.suppress(OSError):  # the same 1 MiB pipe, for a fair comparison
         fcntl.fcntl(q._reader.fileno(), _F_SETPIPE_SZ, PIPE_BYTES)  # type: ignore[attr-defined]
