@@ -34,6 +34,7 @@ from mpevents._config import (
     Config,
     check,
     parse_size,
+    usable_cores,
 )
 from mpevents.core.errors import EXIT_FAILURE, EXIT_OK, EXIT_SIGINT, Interrupted, MpeventsError, UsageError
 from mpevents.core.sources import is_url
@@ -135,9 +136,10 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         "-n",
         dest="workers",
         type=_positive,
-        default=1,
+        default=usable_cores(),
         metavar="N",
-        help="worker processes that check and encode lines (default: 1; use the number of cores)",
+        help=f"worker processes that check and encode lines (default: the cores this process may use, "
+        f"here {usable_cores()})",
     )
     add(
         "--readers",

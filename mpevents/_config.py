@@ -12,7 +12,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -28,6 +28,18 @@ DEFAULT_PATTERNS: Final = ("*.log", "*.log.gz", "*.log.zst")
 their own ``--pattern``, so that a directory's old rotations are never read
 by surprise."""
 DEFAULT_READERS: Final = 4
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity, which a container,
+    taskset or a batch scheduler may make fewer than the machine's. The
+    default worker count, as DuckDB and Polars use every core unless told."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity on this system
+        return os.cpu_count() or 1
+
+
 # A chunk is the unit of work and of every queue message. 1 MiB holds about
 # 25,000 seed lines: per-message costs vanish, yet a queue slot stays small
 # enough that the bounded queues cap memory at a few tens of MiB.
@@ -52,7 +64,7 @@ class Config:
     input_dir: Path = DEFAULT_INPUT
     input_url: str | None = None  # --input as a URL (s3://bucket/prefix/), read by the Dask engine
     output_dir: Path = DEFAULT_OUTPUT
-    workers: int = 1
+    workers: int = field(default_factory=usable_cores)
     readers: int = DEFAULT_READERS
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     patterns: tuple[str, ...] = DEFAULT_PATTERNS

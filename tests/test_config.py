@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from mpevents._config import parse_size
+from mpevents._cli import build_parser, config_from_args
+from mpevents._config import Config, parse_size
 
 
 @pytest.mark.parametrize(
@@ -36,3 +39,10 @@ def test_anything_else_is_refused_quoting_what_was_given(text: str) -> None:
 def test_a_size_is_at_least_one_byte() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         parse_size("0M")
+
+
+def test_the_default_worker_count_is_the_cores_this_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3, 5})  # a taskset or a container's cpuset
+    assert Config().workers == 3
+    assert config_from_args(build_parser().parse_args([])).workers == 3
+    assert config_from_args(build_parser().parse_args(["-n", "1"])).workers == 1  # the original's one worker
