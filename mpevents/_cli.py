@@ -367,19 +367,34 @@ def _error_console() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+class _LineFormatter(logging.Formatter):
+    """``mpevents: warning: ...``, the way errors are written."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"mpevents: {record.levelname.lower()}: {record.getMessage()}"
+
+
 class _RichOnFirstRecord(logging.Handler):
-    """Passes records to a RichHandler that is made for the first one; most runs log nothing."""
+    """Passes records to a handler made for the first one; most runs log nothing.
+
+    On a terminal that is a RichHandler. In a pipe or a file each record is
+    one plain line, however long: whoever reads it greps it, and Rich would
+    fold it at 80 columns (a long file name made a warning two lines)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self._rich: logging.Handler | None = None
+        self._handler: logging.Handler | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
-        if self._rich is None:
-            from rich.logging import RichHandler
+        if self._handler is None:
+            if sys.stderr.isatty():
+                from rich.logging import RichHandler
 
-            self._rich = RichHandler(console=_error_console(), show_path=False, show_time=False, markup=False)
-        self._rich.handle(record)
+                self._handler = RichHandler(console=_error_console(), show_path=False, show_time=False, markup=False)
+            else:
+                self._handler = logging.StreamHandler(sys.stderr)
+                self._handler.setFormatter(_LineFormatter())
+        self._handler.handle(record)
 
 
 def _setup_logging(level: str) -> None:

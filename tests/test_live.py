@@ -341,7 +341,7 @@ def test_a_line_still_being_written_never_becomes_a_record(tmp_path: Path, engin
     assert summary["unread_bytes"] == len(PARTIAL)
     assert summary["bytes_read"] == (inputs / "a.log").stat().st_size + len(LINES)
     assert warnings_about(result.stderr, "app.log") == [
-        f"WARNING  app.log: {len(PARTIAL)} bytes unread: last line unfinished"
+        f"mpevents: warning: app.log: {len(PARTIAL)} bytes unread: last line unfinished"
     ]
     assert temp_dirs(tmp_path) == []
 
@@ -458,7 +458,7 @@ def test_a_file_growing_during_the_run_is_read_as_it_was_listed(
     reasons = "last line unfinished, " if mid_line else ""
     count = entry["unread_bytes"]
     assert warnings_about(stderr, "app.log") == [
-        f"WARNING  app.log: {count:,} bytes unread: {reasons}grew by {grown:,}"
+        f"mpevents: warning: app.log: {count:,} bytes unread: {reasons}grew by {grown:,}"
     ]
 
 
@@ -542,3 +542,15 @@ def test_a_dask_task_never_reads_past_where_the_listing_ended(tmp_path: Path) ->
     (tmp_path / "parts").mkdir()  # the engine makes it before the first task
     outcomes = [process_range(info, task, 16, str(tmp_path / "parts")) for task in tasks]
     assert [(outcome.end, outcome.result.lines) for outcome in outcomes] == [(info.size, 3), (info.size, 0)]
+
+
+def test_a_warning_in_a_pipe_is_one_line_however_long_the_file_name(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    name = "a-log-file-whose-name-is-much-longer-than-any-terminal-would-show-on-one-line-" * 2 + "x.log"
+    (inputs / name).write_bytes(LINES + PARTIAL)  # just written: its last line is unfinished
+    result = run_cli("--input", inputs, "--output", tmp_path / "out", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        f"mpevents: warning: {name}: {len(PARTIAL)} bytes unread: last line unfinished"
+    ]
