@@ -66,7 +66,7 @@ class GroupFiles:
 
     def __init__(self, directory: Path, limit: int) -> None:
         self.directory = directory
-        self.limit = max(1, min(limit, _descriptor_budget()))
+        self.limit = max(1, min(limit, _descriptor_budget(limit)))
         self._open: OrderedDict[bytes, BinaryIO] = OrderedDict()
         self._block = bytearray()  # a spooled result read whole (send_all)
 
@@ -147,15 +147,25 @@ class GroupFiles:
             self._open.popitem(last=False)[1].close()
 
 
-def _descriptor_budget() -> int:
-    """How many more files this process may open, less a reserve."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+def _descriptor_budget(wanted: int) -> int:
+    """How many more files this process may open, less a reserve; the soft
+    limit is raised towards the hard one first where ``wanted`` needs it (any
+    process may, and the usual soft 1,024 would cap the group files kept open)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return 1 << 20
     try:
         in_use = len(os.listdir("/proc/self/fd"))
     except OSError:
         in_use = 32
+    needed = wanted + in_use + _RESERVED_FDS
+    if needed > soft:
+        raised = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+        except (ValueError, OSError):  # not allowed here: keep what there is
+            pass
     return soft - in_use - _RESERVED_FDS
 
 
