@@ -4,6 +4,7 @@ renameat2), its lock, an output through a symlink, and nothing left beside it.""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import signal
@@ -255,3 +256,38 @@ def test_the_exchange_goes_through_the_system_call_where_libc_has_no_renameat2(
     monkeypatch.setattr(_output, "_RENAMEAT2", "no_such_function")  # as in a glibc before 2.28
     assert _output._exchange(first, second)
     assert (second / "mark").exists() and not (first / "mark").exists()
+
+
+@pytest.mark.usefixtures("clean_processes")
+def test_a_leftover_whose_pid_another_program_took_is_removed(logs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with subprocess.Popen(["sleep", "60"]) as other:  # not an mpevents process: its pid says nothing of a run
+        try:
+            (tmp_path / f".mpevents-tmp-out-{other.pid}").mkdir()  # left by a run killed outright, long ago
+            assert run_cli("--input", logs, "--output", out, *ARGS).returncode == 0
+            assert os.listdir(tmp_path) == ["out"]
+        finally:
+            other.kill()
+
+
+NO_DIRECTORY_FLOCK = """
+import errno, fcntl
+from mpevents.output import directory as _output
+def flock(fd, flags):  # as on NFS, where flock needs a descriptor open for writing
+    raise OSError(errno.EBADF, "Bad file descriptor")
+_output.fcntl = type("fcntl", (), {"flock": staticmethod(flock), "LOCK_EX": fcntl.LOCK_EX, "LOCK_NB": fcntl.LOCK_NB})
+"""
+
+
+@pytest.mark.usefixtures("clean_processes")
+def test_where_directories_cannot_be_locked_the_run_goes_on_and_says_so(logs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    done = subprocess.run(
+        patched_cli(NO_DIRECTORY_FLOCK, "--input", logs, "--output", out, "-n", "2", "--no-progress"),
+        capture_output=True, text=True, timeout=RUN_TIMEOUT_S, cwd=REPO, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("mpevents: warning:")]
+    assert len(warnings) == 1 and "cannot lock directories" in warnings[0]
+    assert os.listdir(tmp_path) == ["out"]
+    assert json.loads((out / "summary.json").read_bytes())["totals"]["lines"] == 60_000

@@ -25,6 +25,7 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import logging
 import os
 import platform
 import re
@@ -38,6 +39,8 @@ import msgspec
 from mpevents.core.errors import RunError, UsageError
 from mpevents.output import names
 from mpevents.output.names import SUMMARY_NAME
+
+log = logging.getLogger("mpevents")
 
 TOOL: Final = "mpevents"
 _AT_FDCWD: Final = -100
@@ -160,12 +163,38 @@ def _clear_leftovers(directory: Path) -> None:
     remove_abandoned(parent, temps)
 
 
+_NO_FLOCK: Final = frozenset({errno.EBADF, errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL})
+"""What ``flock`` on a directory answers where the filesystem cannot lock one:
+NFS emulates flock with byte-range locks, which need a descriptor open for
+writing, and a directory opens read-only."""
+
+
+def _flock(fd: int, flags: int, path: str | Path) -> None:
+    """``flock``, or where the filesystem cannot lock a directory, one warning
+    and no lock: runs on the same output are then not kept apart, but they run."""
+    try:
+        fcntl.flock(fd, flags)
+    except OSError as exc:
+        if exc.errno not in _NO_FLOCK:
+            raise
+        if not _warned:
+            _warned.append(True)
+            log.warning(
+                "cannot lock directories in %s (%s): a second run on the same output is not refused",
+                os.path.dirname(os.path.abspath(path)),
+                exc.strerror,
+            )
+
+
+_warned: list[bool] = []  # one warning per process
+
+
 def hold(path: str | Path) -> int | None:
     """A descriptor holding directory ``path`` (``flock``, let go when it is
     closed or its process ends, however it ends); None if a live process holds it."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, path)
     except BlockingIOError:
         os.close(fd)
         return None
@@ -182,7 +211,7 @@ def locked(directory: Path | str) -> Iterator[None]:
     whose outputs or spools lie in it."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        _flock(fd, fcntl.LOCK_EX, directory)
         yield
     finally:
         os.close(fd)
@@ -192,7 +221,8 @@ def remove_abandoned(directory: Path | str, pattern: re.Pattern[str]) -> None:
     """Remove what runs killed outright left in ``directory``: the entries whose
     names match ``pattern`` (its first group: the pid of the run that made the
     entry) that no live run holds (:func:`hold`) and whose pid is not a live
-    process's, this one apart (a run of an earlier mpevents held none)."""
+    mpevents process's, this one apart (a run of an earlier mpevents held
+    none; a pid taken since by another program does not keep the entry)."""
     with contextlib.suppress(OSError), os.scandir(directory) as entries:
         for entry in entries:
             match = pattern.fullmatch(entry.name)
@@ -205,7 +235,7 @@ def remove_abandoned(directory: Path | str, pattern: re.Pattern[str]) -> None:
                 continue
             if fd is None:
                 continue
-            if pid == os.getpid() or not alive(pid):
+            if pid == os.getpid() or not _a_run(pid):
                 remove(Path(entry.path))
             os.close(fd)
 
@@ -223,6 +253,16 @@ def alive(pid: int) -> bool:
             return False
         return True
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _a_run(pid: int) -> bool:
+    """Whether ``pid`` is a live mpevents process (one we cannot look at counts as one)."""
+    if not alive(pid):
+        return False
+    try:
+        return b"mpevents" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
 
 
 def remove(path: Path) -> None:
