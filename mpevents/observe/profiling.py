@@ -15,12 +15,24 @@ import resource
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgspec
 
-if TYPE_CHECKING:
-    from mpevents._config import Config
+
+class ProfileOptions(Protocol):
+    """What profiling reads of the run's options (``_config.Config`` has it):
+    a shape, not an import, so that this layer stays below the config's."""
+
+    @property
+    def profiling(self) -> bool: ...
+    @property
+    def profile_dir(self) -> Path: ...
+    @property
+    def cpu_profile(self) -> bool: ...
+    @property
+    def mem_profile(self) -> bool: ...
+
 
 TOP_SITES = 10
 
@@ -31,7 +43,7 @@ def peak_rss_kib() -> int:
 
 
 @contextlib.contextmanager
-def profiled(config: Config, role: str, index: int) -> Iterator[None]:
+def profiled(config: ProfileOptions, role: str, index: int) -> Iterator[None]:
     """Run the body under the profilers the configuration asks for."""
     if not config.profiling:
         yield
