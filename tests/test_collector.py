@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import resource
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -120,3 +122,20 @@ def test_the_core_hands_its_sink_each_result_in_input_order_and_each_repeat_to_d
     rejects = [json.loads(row) for row in (tmp_path / "rejected.jsonl").read_text().splitlines()]
     assert [(r["file"], r["line"], r["raw"]) for r in rejects] == [("a.log", 2, "bad")]
     assert collector.report().groups == {"1": 1, "3": 1}
+
+
+def test_group_files_raise_the_soft_descriptor_limit_they_need(tmp_path: Path) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 600:
+        pytest.skip("the hard limit leaves no room to raise the soft one")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (128, hard))  # the kind of soft limit that capped the open files
+    try:
+        files = GroupFiles(tmp_path, 500)
+        assert files.limit == 500
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] > 500
+        for group in range(500):  # every group file open at once: none closed to make room
+            files.write(str(group).encode(), b"{}\n")
+        assert len(os.listdir(f"/proc/{os.getpid()}/fd")) > 500
+        files.close()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

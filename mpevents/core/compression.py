@@ -223,12 +223,20 @@ class _ZstdStream:
         self._outputs.clear()
 
 
-def read_compressed_span(path: str, kind: str, span: Span, moved: Callable[[int], None] | None = None) -> bytes:
+def read_compressed_span(
+    path: str,
+    kind: str,
+    span: Span,
+    moved: Callable[[int], None] | None = None,
+    identity: tuple[int, int] | None = None,
+    size: int | None = None,
+) -> bytes:
     """A compressed span's bytes, as its reader sent them: decompressed again
     from the start of the file (for a worker replacing a dead one, which is
     handed the spans it held without their bytes); ``moved`` as for
-    :meth:`Decompressed.skip`."""
-    with Decompressed(path, kind) as stream:
+    :meth:`Decompressed.skip`; ``identity`` and ``size`` as listed, checked as
+    the reader checks them (a file rotated in place since is refused)."""
+    with Decompressed(path, kind, identity, size) as stream:
         stream.skip(span.start, moved)
         if not span.flags & Flag.TRUNCATED:
             return stream.read_exactly(span.end - span.start)

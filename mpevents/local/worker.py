@@ -109,7 +109,7 @@ def _span_bytes(job: WorkerJob, info: InputFile, span: Span) -> bytes:
     if taken is not None:
         return taken
     moved = partial(job.board.add_worker, job.slot, WorkerField.SKIPPED)  # the supervisor sees this worker move
-    return read_compressed_span(info.path, info.compression, span, moved)
+    return read_compressed_span(info.path, info.compression, span, moved, info.identity, info.size)
 
 
 def _send(result_queue: MessageQueue[Result], span: Span, result: ChunkParts, writer: ResultWriter) -> None:
