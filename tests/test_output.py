@@ -291,3 +291,26 @@ def test_where_directories_cannot_be_locked_the_run_goes_on_and_says_so(logs: Pa
     assert len(warnings) == 1 and "cannot lock directories" in warnings[0]
     assert os.listdir(tmp_path) == ["out"]
     assert json.loads((out / "summary.json").read_bytes())["totals"]["lines"] == 60_000
+
+
+def test_a_directory_someone_else_keeps_locked_is_waited_for_only_so_long(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Our runs hold a directory for milliseconds; another program may hold a
+    shared one (/dev/shm) for good, which must not hang a run."""
+    import errno
+    import fcntl
+
+    from mpevents.output import directory as _output
+
+    monkeypatch.setattr(_output, "LOCK_WAIT_S", 0.2)
+    other = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(other, fcntl.LOCK_EX)  # a lock of its own open file: it excludes ours, in this process too
+    try:
+        with pytest.raises(OSError) as refused, _output.locked(tmp_path):
+            pass
+        assert refused.value.errno == errno.ETIMEDOUT
+    finally:
+        os.close(other)
+    with _output.locked(tmp_path):  # once let go, it is ours at once
+        pass

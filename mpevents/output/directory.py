@@ -30,6 +30,7 @@ import os
 import platform
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final, NamedTuple
@@ -169,6 +170,13 @@ NFS emulates flock with byte-range locks, which need a descriptor open for
 writing, and a directory opens read-only."""
 
 
+LOCK_WAIT_S: Final = 10.0
+"""How long a run waits for a directory that another holds: our runs hold one
+for milliseconds, so a longer hold is someone else's (a shared ``/dev/shm``
+that any user may ``flock``), and waiting on would hang the run."""
+LOCK_POLL_S: Final = 0.005
+
+
 def _flock(fd: int, flags: int, path: str | Path) -> None:
     """``flock``, or where the filesystem cannot lock a directory, one warning
     and no lock: runs on the same output are then not kept apart, but they run."""
@@ -211,7 +219,17 @@ def locked(directory: Path | str) -> Iterator[None]:
     whose outputs or spools lie in it."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        _flock(fd, fcntl.LOCK_EX, directory)
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                _flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, directory)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:  # not one of ours: they hold it for milliseconds
+                    raise OSError(
+                        errno.ETIMEDOUT, f"locked by another process for {LOCK_WAIT_S:g} s", str(directory)
+                    ) from None
+                time.sleep(LOCK_POLL_S)
         yield
     finally:
         os.close(fd)
