@@ -340,6 +340,10 @@ ERROR_CHARS: Final = 300
 longer than that (Dask's once named 3,889 futures, 180 KB) is cut."""
 
 
+WARNING_CHARS: Final = 1000
+"""The longest warning line: warnings name files, whose paths may be long."""
+
+
 def one_line(text: str, hint: str = "", limit: int = ERROR_CHARS) -> str:
     """``text`` as one line of at most ``limit`` characters, ``hint`` included:
     its lines joined, runs of white space made one space, and its start kept
@@ -386,6 +390,9 @@ class _RichOnFirstRecord(logging.Handler):
         self._handler: logging.Handler | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
+        # One line too, whatever the message holds (a Dask error's traceback
+        # text, say): joined, and cut where it is very long.
+        record.msg, record.args = one_line(record.getMessage(), limit=WARNING_CHARS), None
         if self._handler is None:
             if sys.stderr.isatty():
                 from rich.logging import RichHandler

@@ -286,3 +286,13 @@ def test_a_path_the_system_refuses_is_bad_input(which: str, tmp_path: Path) -> N
     assert result.returncode == 2, result.stderr
     (line,) = result.stderr.splitlines()
     assert line.startswith(f"mpevents: error: File name too long: {which} '")  # the cause first, then the path
+
+
+def test_a_many_lined_warning_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    _cli._setup_logging("WARNING")
+    logging.getLogger("mpevents").warning("task failed (%s); trying it again", "KilledWorker:\n  Traceback\n    line")
+    assert capsys.readouterr().err.splitlines() == [
+        "mpevents: warning: task failed (KilledWorker: Traceback line); trying it again"
+    ]
