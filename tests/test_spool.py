@@ -77,15 +77,21 @@ def test_a_reader_waits_while_the_spool_is_full(ram: Path, tmp_path: Path) -> No
 def test_a_spool_of_a_run_that_is_gone_is_removed_and_a_live_one_kept(ram: Path, tmp_path: Path) -> None:
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True)
     stale = ram / f"{SPOOL_PREFIX}{int(gone.stdout)}-abc"
-    unheld = ram / f"{SPOOL_PREFIX}{os.getppid()}-ghi"  # a live process's, as a run of an earlier version leaves it
-    for directory in (stale, unheld):
-        directory.mkdir()
-        (directory / "0-1").write_bytes(b"left behind")
-    live = Spool.make(tmp_path, workers=1, readers=1, chunk_bytes=1 << 10)  # held by this process
-    _spool.remove_stale()
-    assert not stale.exists()
-    assert Path(live.directory).exists() and unheld.exists()
-    live.remove()
+    # A live mpevents process's spool, as a run of an earlier version (which held none) leaves it:
+    # a stand-in whose command line names mpevents, as every run's does.
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "mpevents"]) as earlier:
+        try:
+            unheld = ram / f"{SPOOL_PREFIX}{earlier.pid}-ghi"
+            for directory in (stale, unheld):
+                directory.mkdir()
+                (directory / "0-1").write_bytes(b"left behind")
+            live = Spool.make(tmp_path, workers=1, readers=1, chunk_bytes=1 << 10)  # held by this process
+            _spool.remove_stale()
+            assert not stale.exists()
+            assert Path(live.directory).exists() and unheld.exists()
+            live.remove()
+        finally:
+            earlier.kill()
 
 
 def test_a_ram_directory_without_room_for_the_spool_is_passed_over(ram: Path, tmp_path: Path) -> None:
