@@ -18,6 +18,7 @@ import pytest
 
 from mpevents._summary import Summary
 from mpevents.observe.profiling import process_tree
+from mpevents.output.names import PARTS_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 # The reference parser lives in scripts/sequential.py (it is also the sequential baseline).
@@ -166,6 +167,17 @@ def wait_no_processes(timeout: float = 5.0) -> list[tuple[int, str]]:
 
 def temp_dirs(parent: Path) -> list[Path]:
     return [path for path in parent.iterdir() if path.name.startswith(".mpevents-tmp-")]
+
+
+def records_written(staging: Path) -> int:
+    """About how many records a run has written into its staging directory so
+    far: the lines of the workers' part logs, then of the group files placed
+    from them (0 while a file is being made or the directory goes away)."""
+    records = 0
+    with contextlib.suppress(OSError):
+        for path in [*staging.glob(f"{PARTS_DIR}/worker-*"), *staging.glob("group-*.jsonl")]:
+            records += path.read_bytes().count(b"\n")
+    return records
 
 
 @pytest.fixture

@@ -1,10 +1,8 @@
-"""The local collector's ordering, counts, credits and group files, without processes."""
+"""The collector's ordering, counts and credits, and the placing of the group files, without processes."""
 
 from __future__ import annotations
 
 import json
-import os
-import resource
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -13,23 +11,35 @@ import pytest
 
 from mpevents.core.framing import Flag, Span
 from mpevents.core.inputs import InputFile
-from mpevents.core.spec import REASONS, process_chunk
-from mpevents.local.collector import GroupFiles, local_collector
+from mpevents.core.spec import REASONS, ChunkResult, process_chunk, process_chunk_parts
+from mpevents.local.collector import LocalSink
 from mpevents.local.ledger import Ledger, LedgerFlag
-from mpevents.local.messages import LocalPayload, Result
+from mpevents.local.messages import PartResult
 from mpevents.observe.board import Board, CollectorField
 from mpevents.output.collector import Collector
+from mpevents.output.names import PARTS_DIR, group_file_name
+from mpevents.output.parts import PartLog, PartRef, place_shard, write_order
 from mpevents.output.report import FileCounts
 
 
-def make_results(file: int, chunks: list[bytes]) -> list[Result]:
+def make_results(file: int, chunks: list[bytes], log: PartLog) -> list[tuple[Span, PartResult]]:
+    """What a worker sends for each chunk of ``file``, its records appended to ``log``."""
     results = []
     offset = 0
     for seq, data in enumerate(chunks):
         flags = Flag.LAST if seq == len(chunks) - 1 else Flag.NONE
-        results.append(Result(Span(file, seq, offset, offset + len(data), flags), process_chunk(data)))
+        parts = process_chunk_parts(data)
+        result = PartResult(parts.lines, parts.blank, parts.rejects, log.append(parts))
+        results.append((Span(file, seq, offset, offset + len(data), flags), result))
         offset += len(data)
     return results
+
+
+def place_all(collector: Collector[PartResult], sink: LocalSink, out: Path, shards: int) -> None:
+    """What the collector and the workers do once every span is in."""
+    write_order(sink.parts, sink.refs)
+    for shard in range(shards):
+        collector.placed(place_shard(sink.parts, out, shard, shards))
 
 
 @pytest.fixture
@@ -40,14 +50,18 @@ def files(tmp_path: Path) -> list[InputFile]:
 def test_results_in_any_order_are_written_in_input_order(tmp_path: Path, files: list[InputFile]) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    a = make_results(0, [b"1|a|b|c|1|1|1\nbad\n", b"2|a|b|c|1|1|1\n", b"3|a|b|c|1|2|1\n\nbad2\n"])
-    b = make_results(1, [b"4|a|b|c|1|1|1\n", b"bad3\n"])
+    logs = [PartLog(out / PARTS_DIR, "worker-a"), PartLog(out / PARTS_DIR, "worker-b")]
+    a = make_results(0, [b"1|a|b|c|1|1|1\nbad\n", b"2|a|b|c|1|1|1\n", b"3|a|b|c|1|2|1\n\nbad2\n"], logs[0])
+    b = make_results(1, [b"4|a|b|c|1|1|1\n", b"bad3\n"], logs[1])
     board = Board(2, 1)
     ledger = Ledger(2, 1)
-    collector = local_collector(files, out, 16, board, ledger)
-    for result in [b[1], a[2], b[0], a[2], a[1], a[0], b[1]]:  # shuffled, with duplicates
-        collector.add(result.span, result.result)
+    sink = LocalSink(out / PARTS_DIR, ledger)
+    collector = Collector(files, out, sink, board)
+    for span, result in [b[1], a[2], b[0], a[2], a[1], a[0], b[1]]:  # shuffled, with duplicates
+        collector.add(span, result)
     assert collector.done
+    assert not list(out.glob("group-*"))  # nothing is placed before every span is in
+    place_all(collector, sink, out, 3)
     collector.close()
     ids = [json.loads(row)["id"] for row in (out / "group-1.jsonl").read_text().splitlines()]
     assert ids == [1, 2, 4]
@@ -57,31 +71,21 @@ def test_results_in_any_order_are_written_in_input_order(tmp_path: Path, files: 
     assert report.files == [FileCounts(6, 3, 2, 1), FileCounts(2, 1, 1, 0)]
     assert dict(zip(REASONS, report.reasons))["field_count"] == 3 and sum(report.reasons) == 3
     assert board.collector(CollectorField.HEAD) == 2
-    assert ledger.head() == 2 and ledger.resume_point(1) == (2, b[1].span.end)
+    assert ledger.head() == 2 and ledger.resume_point(1) == (2, b[1][0].end)
 
 
 def test_credits_come_back_when_written_and_when_dropped(tmp_path: Path, files: list[InputFile]) -> None:
     credits = threading.Semaphore(0)
-    collector = local_collector(files[:1], tmp_path, 16, Board(1, 1), Ledger(1, 1, credits))
-    result = make_results(0, [b"1|a|b|c|1|1|1\n"])[0]
-    credited = result._replace(span=result.span._replace(flags=result.span.flags | LedgerFlag.CREDIT))
-    collector.add(credited.span, credited.result)
+    ledger = Ledger(1, 1, credits)
+    collector = Collector(files[:1], tmp_path, LocalSink(tmp_path / PARTS_DIR, ledger), Board(1, 1))
+    span, result = make_results(0, [b"1|a|b|c|1|1|1\n"], PartLog(tmp_path / PARTS_DIR, "worker"))[0]
+    credited = span._replace(flags=span.flags | LedgerFlag.CREDIT)
+    collector.add(credited, result)
     assert credits.acquire(blocking=False)
     assert not credits.acquire(blocking=False)
-    collector.add(credited.span, credited.result)  # a repeat from a restarted reader
+    collector.add(credited, result)  # a repeat from a restarted reader
     collector.close()
     assert credits.acquire(blocking=False)
-
-
-def test_group_files_stay_under_their_limit_and_append(tmp_path: Path) -> None:
-    files = GroupFiles(tmp_path, 3)
-    for round_ in range(3):
-        for group in range(10):
-            files.write(b"%d" % group, b"%d\n" % round_)
-            assert len(files._open) <= 3
-    files.close()
-    for group in range(10):
-        assert (tmp_path / f"group-{group}.jsonl").read_bytes() == b"0\n1\n2\n"
 
 
 class RecordingSink:
@@ -92,14 +96,17 @@ class RecordingSink:
         self.dropped: list[tuple[int, int]] = []
         self.closed = False
 
-    def write(self, span: Span, payload: LocalPayload) -> None:
+    def write(self, span: Span, payload: ChunkResult) -> None:
         self.written.append((span.file, span.seq))
 
-    def drop(self, span: Span, payload: LocalPayload) -> None:
+    def drop(self, span: Span, payload: ChunkResult) -> None:
         self.dropped.append((span.file, span.seq))
 
     def flush(self, groups: Iterable[bytes]) -> dict[bytes, int]:
         return dict.fromkeys(groups, 0)
+
+    def durable(self) -> tuple[list[str], list[PartRef]]:
+        return [], []
 
     def close(self) -> None:
         self.closed = True
@@ -108,12 +115,12 @@ class RecordingSink:
 def test_the_core_hands_its_sink_each_result_in_input_order_and_each_repeat_to_drop(
     tmp_path: Path, files: list[InputFile]
 ) -> None:
-    a = make_results(0, [b"1|a|b|c|1|1|1\n", b"bad\n"])
-    b = make_results(1, [b"2|a|b|c|1|3|1\n"])
+    a = chunk_results(0, [b"1|a|b|c|1|1|1\n", b"bad\n"])
+    b = chunk_results(1, [b"2|a|b|c|1|3|1\n"])
     sink = RecordingSink()
-    collector = Collector(files, tmp_path, sink, Board(2, 1))
-    for result in [b[0], a[1], b[0], a[0], a[1]]:
-        collector.add(result.span, result.result)
+    collector: Collector[ChunkResult] = Collector(files, tmp_path, sink, Board(2, 1))
+    for span, result in [b[0], a[1], b[0], a[0], a[1]]:
+        collector.add(span, result)
     collector.close()
     assert sink.written == [(0, 0), (0, 1), (1, 0)]
     assert sink.dropped == [(1, 0), (0, 1)]
@@ -124,18 +131,56 @@ def test_the_core_hands_its_sink_each_result_in_input_order_and_each_repeat_to_d
     assert collector.report().groups == {"1": 1, "3": 1}
 
 
-def test_group_files_raise_the_soft_descriptor_limit_they_need(tmp_path: Path) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and hard < 600:
-        pytest.skip("the hard limit leaves no room to raise the soft one")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (128, hard))  # the kind of soft limit that capped the open files
-    try:
-        files = GroupFiles(tmp_path, 500)
-        assert files.limit == 500
-        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] > 500
-        for group in range(500):  # every group file open at once: none closed to make room
-            files.write(str(group).encode(), b"{}\n")
-        assert len(os.listdir(f"/proc/{os.getpid()}/fd")) > 500
-        files.close()
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+def chunk_results(file: int, chunks: list[bytes]) -> list[tuple[Span, ChunkResult]]:
+    """Results that hold their records, as the Dask engine's say their sizes."""
+    results, offset = [], 0
+    for seq, data in enumerate(chunks):
+        flags = Flag.LAST if seq == len(chunks) - 1 else Flag.NONE
+        results.append((Span(file, seq, offset, offset + len(data), flags), process_chunk(data)))
+        offset += len(data)
+    return results
+
+
+GROUPED = b"".join(b"%d|log|ev\xc3\xa9nt|u|%d|%d|1\n" % (i, i * 7, (i * 7919) % 97) for i in range(3_000))
+"""3,000 records in 97 groups, with text outside ASCII."""
+
+
+@pytest.mark.parametrize("shards", [1, 2, 7])
+@pytest.mark.parametrize("budget", [1 << 30, 4_000])
+def test_any_shards_and_any_budget_place_the_same_bytes_as_the_reference(
+    tmp_path: Path, shards: int, budget: int
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    log = PartLog(out / PARTS_DIR, "worker")
+    chunks, at = [], 0
+    while at < len(GROUPED):  # whole lines of about 9 KB, as a reader cuts
+        end = GROUPED.rfind(b"\n", at, at + 9_000) + 1
+        chunks.append(GROUPED[at:end])
+        at = end
+    refs = [log.append(process_chunk_parts(chunk)) for chunk in chunks]
+    write_order(out / PARTS_DIR, refs)
+    counts: dict[bytes, tuple[int, int]] = {}
+    for shard in range(shards):
+        counts.update(place_shard(out / PARTS_DIR, out, shard, shards, budget=budget))
+    whole = process_chunk(GROUPED)
+    assert {group: count for group, (count, _) in counts.items()} == {g: c for g, (c, _) in whole.groups.items()}
+    for group, (_, records) in whole.groups.items():
+        assert (out / group_file_name(group)).read_bytes() == records
+        assert counts[group][1] == len(records)
+
+
+def test_a_placing_done_again_over_its_own_output_changes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    log = PartLog(out / PARTS_DIR, "worker")
+    refs = [log.append(process_chunk_parts(GROUPED))]
+    log.append(process_chunk_parts(b"9|a|b|c|1|1|1\n"))  # a block no ref names: a dead worker's last
+    write_order(out / PARTS_DIR, refs)
+    first = place_shard(out / PARTS_DIR, out, 0, 2)
+    before = {path.name: path.read_bytes() for path in out.glob("group-*")}
+    assert place_shard(out / PARTS_DIR, out, 0, 2, budget=1_000) == first  # its worker died after it
+    assert {path.name: path.read_bytes() for path in out.glob("group-*")} == before
+    place_shard(out / PARTS_DIR, out, 1, 2)
+    whole = process_chunk(GROUPED)
+    assert sorted(path.name for path in out.glob("group-*")) == sorted(group_file_name(g) for g in whole.groups)

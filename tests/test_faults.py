@@ -7,7 +7,6 @@ directory is left. pytest-timeout and the subprocess timeouts bound every test.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import json
 import os
@@ -28,7 +27,17 @@ from mpevents._config import Config
 from mpevents._engine import RetryBudget
 from mpevents.core.errors import RunError, UsageError
 from mpevents.observe.profiling import tree_pss_kib
-from tests.conftest import REPO, genlog, mpevents_processes, run_cli, start_cli, temp_dirs, tree, wait_no_processes
+from tests.conftest import (
+    REPO,
+    genlog,
+    mpevents_processes,
+    records_written,
+    run_cli,
+    start_cli,
+    temp_dirs,
+    tree,
+    wait_no_processes,
+)
 
 pytestmark = pytest.mark.usefixtures("clean_processes")
 
@@ -79,6 +88,8 @@ def summary_of(out: Path) -> dict[str, object]:
         ("worker_kill=0:0", "workers"),
         ("worker_kill=1:3", "workers"),
         ("worker_kill=3:0", "workers"),
+        ("placer_kill=0", "workers"),  # a worker killed as it starts placing its shard of the group files
+        ("placer_kill=1", "workers"),
         ("reader_kill=0:0", "readers"),
         ("reader_kill=1:5", "readers"),
         ("reader_kill=3:0", "readers"),
@@ -210,14 +221,11 @@ def _wait_for(title: str, process: subprocess.Popen[str]) -> int:
 
 
 def _wait_for_output(process: subprocess.Popen[str], parent: Path, lines: int = 1000) -> None:
-    """Wait until the run has written ``lines`` records into its staging directory under ``parent``."""
+    """Wait until the run has written ``lines`` records into its staging directory
+    under ``parent``: into the workers' part logs, or by the end into group files."""
 
     def written() -> bool | None:
-        records = 0
-        for staging in temp_dirs(parent):
-            with contextlib.suppress(OSError):  # a group file being created or the directory going away
-                records += sum(path.read_bytes().count(b"\n") for path in staging.glob("group-*.jsonl"))
-        return True if records >= lines else None
+        return True if sum(records_written(staging) for staging in temp_dirs(parent)) >= lines else None
 
     _wait_until(f"{lines} records written", written, process)
 

@@ -3,7 +3,6 @@ renameat2), its lock, an output through a symlink, and nothing left beside it.""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from mpevents.output import directory as _output
-from tests.conftest import REPO, RUN_TIMEOUT_S, genlog, patched_cli, run_cli, tree
+from tests.conftest import REPO, RUN_TIMEOUT_S, genlog, patched_cli, records_written, run_cli, tree
 
 
 def test_fsync_syncs_every_file_and_both_directories_around_the_swap(
@@ -91,11 +90,7 @@ def wait_written(process: subprocess.Popen[str], parent: Path, lines: int = 2_00
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()
-        records = 0
-        for staging in parent.glob(".mpevents-*"):
-            with contextlib.suppress(OSError):  # a file being created or the directory going away
-                records += sum(path.read_bytes().count(b"\n") for path in staging.glob("group-*.jsonl"))
-        if records >= lines:
+        if sum(records_written(staging) for staging in parent.glob(".mpevents-*")) >= lines:
             return
         time.sleep(0.02)
     raise AssertionError(f"the run never wrote {lines} records")

@@ -12,8 +12,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from mpevents.output.journal import Checkpoint, Header, State, append, read
-from mpevents.output.names import JOURNAL_NAME, SPOOL_PREFIX
+from mpevents.output.journal import Checkpoint, Header, State, append, read, restore
+from mpevents.output.names import JOURNAL_NAME, PARTS_DIR, REJECTS_NAME, SPOOL_PREFIX
+from mpevents.output.parts import PartRef
 from mpevents.output.report import FileCounts
 from tests.conftest import REPO, genlog, patched_cli, run_cli, temp_dirs, tree
 
@@ -196,3 +197,14 @@ def test_a_torn_last_record_is_ignored(tmp_path: Path) -> None:
     path.write_bytes(whole)
     assert read(path)[1].next_seq == 5
     assert read(tmp_path / "none")[1] == State()
+
+
+def test_restoring_keeps_the_journaled_part_logs_and_drops_group_files_of_a_placing_cut_short(tmp_path: Path) -> None:
+    (tmp_path / PARTS_DIR).mkdir()
+    (tmp_path / PARTS_DIR / "worker-0-0-1").write_bytes(b"records")
+    (tmp_path / "group-1.jsonl").write_bytes(b"half a placing")
+    (tmp_path / REJECTS_NAME).write_bytes(b"0123456789")
+    restore(tmp_path, State(rejects_size=4, parts=[PartRef("worker-0-0-1", 0, 7, 0)]))
+    assert sorted(path.name for path in tmp_path.iterdir()) == [PARTS_DIR, REJECTS_NAME]
+    assert (tmp_path / PARTS_DIR / "worker-0-0-1").read_bytes() == b"records"
+    assert (tmp_path / REJECTS_NAME).read_bytes() == b"0123"

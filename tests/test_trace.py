@@ -47,8 +47,10 @@ def test_a_trace_has_a_track_per_process_and_a_span_per_chunk(logs: Path, tmp_pa
     assert sorted(names.values()) == ["collector", "main", "reader 1", "reader 2", "reader 3", "worker 1", "worker 2"]
     checks = Counter(names[event["pid"]] for event in events if event["name"] == "check")
     assert [checks["worker 1"], checks["worker 2"]] == summary["stages"]["chunks_per_worker"]
-    writes = sum(1 for event in events if event["name"] == "write")
-    assert writes == sum(summary["stages"]["chunks_per_worker"])  # the collector took each chunk once
+    ordered = sum(1 for event in events if event["name"] == "order")
+    assert ordered == sum(summary["stages"]["chunks_per_worker"])  # the collector took each chunk once
+    placings = [names[event["pid"]] for event in events if event["name"] == "place"]
+    assert len(placings) == 2 and set(placings) <= {"worker 1", "worker 2"}  # a shard per worker, by workers
     check = next(event for event in events if event["name"] == "check")
     assert set(check["args"]) == {"file", "seq", "lines", "rejects"}
     assert any(event["name"] == "commit" and event["ph"] == "i" for event in events)

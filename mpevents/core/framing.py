@@ -44,7 +44,7 @@ class Flag(enum.IntFlag):
     """What a span's ``flags`` say about where it lies in its file.
 
     Only these bits are framing's. The others are left to whoever carries
-    spans (the local engine's ledger keeps its credits in bits 2 and 8,
+    spans (the local engine's ledger keeps its own in bits 2, 8 and 16,
     ``local.ledger.LedgerFlag``), in the same int, so that a span stays one
     small tuple of ints; nothing here sets or reads them.
     """

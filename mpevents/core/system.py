@@ -1,7 +1,7 @@
 """System: what a process of either engine asks of the kernel and the C library.
 
-Owns writing a list of buffers whole (:func:`write_all`: ``writev``, again
-for what a short write left) and having malloc keep freed memory for reuse
+Owns writing a list of buffers whole (:func:`write_all`: ``writev`` or
+``pwritev``, again for what a short write left) and having malloc keep freed memory for reuse
 (:func:`keep_freed_memory`). Starts no process and holds no state. Talks to:
 nothing of ours; the local children (``local.child``, ``local.spool``) and
 the Dask tasks (``dask.tasks``) call them.
@@ -25,17 +25,22 @@ _M_TRIM_THRESHOLD: Final = -1  # glibc's malloc.h
 _M_MMAP_THRESHOLD: Final = -3
 
 
-def write_all(fd: int, buffers: list[bytes]) -> None:
-    """Write every buffer, in order: writev, again for what a short write left."""
+def write_all(fd: int, buffers: list[bytes] | list[memoryview], offset: int | None = None) -> int:
+    """Write every buffer, in order (``writev``, again for what a short write
+    left), at the file's position, or from ``offset`` with ``pwritev``.
+    Returns the bytes written."""
     views = [memoryview(buffer) for buffer in buffers if buffer]
-    first = 0
+    first = total = 0
     while first < len(views):
-        written = os.writev(fd, views[first : first + _IOV_MAX])
+        batch = views[first : first + _IOV_MAX]
+        written = os.writev(fd, batch) if offset is None else os.pwritev(fd, batch, offset + total)
+        total += written
         while first < len(views) and written >= len(views[first]):
             written -= len(views[first])
             first += 1
         if written:
             views[first] = views[first][written:]
+    return total
 
 
 def keep_freed_memory() -> None:

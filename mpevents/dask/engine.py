@@ -64,6 +64,7 @@ from mpevents.observe import trace as _trace
 from mpevents.observe.board import Board, CollectorField, FileField, FileState, ReaderField
 from mpevents.output.collector import Collector
 from mpevents.output.names import PARTS_DIR
+from mpevents.output.parts import PartRef
 from mpevents.output.report import Report
 
 log = logging.getLogger("mpevents")
@@ -183,6 +184,9 @@ class PartFiles:
         """The sizes ``groups``' files will have once the placings handed on so
         far are done. (The Dask engine journals nothing: --resume is refused.)"""
         return {group: self._sizes.get(group, 0) for group in groups}
+
+    def durable(self) -> tuple[list[str], list[PartRef]]:
+        return [], []  # no --resume with Dask: nothing is journaled
 
     def close(self) -> None:
         """Nothing: the group files are the placing tasks'."""

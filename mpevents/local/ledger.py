@@ -54,6 +54,15 @@ class LedgerFlag(enum.IntFlag):
     """Sent ahead of its file's turn: it holds credits, which the collector returns."""
     REDO = 8
     """Handed again to a replacement worker: whatever credits it holds were taken for an earlier copy."""
+    PLACE = 16
+    """Not a span of input: a placing, put on the work queue by the collector once
+    every span is in (``file`` is the shard, ``seq`` the shards; ``output.parts``).
+    Held in a worker's slot like a span, so that a dead placer's is done again."""
+
+
+def place_span(shard: int, shards: int) -> Span:
+    """The work queue's message for placing shard ``shard`` of ``shards``."""
+    return Span(shard, shards, 0, 0, Flag(LedgerFlag.PLACE))
 
 
 def credit_units(span: Span) -> int:

@@ -65,7 +65,7 @@ from mpevents.core.framing import Span
 from mpevents.core.inputs import InputFile
 from mpevents.local import collector as _collector
 from mpevents.local.child import EXIT_REPORTED, context, run_child
-from mpevents.local.ledger import Ledger, credit_budget
+from mpevents.local.ledger import Ledger, LedgerFlag, credit_budget
 from mpevents.local.messages import Result
 from mpevents.local.queue import MessageQueue
 from mpevents.local.reader import FileQueue, ReaderJob, ResumePoint, read_files
@@ -75,6 +75,7 @@ from mpevents.observe import trace as _trace
 from mpevents.observe.board import Board, CollectorField, WorkerField
 from mpevents.output import directory as _output
 from mpevents.output.journal import State
+from mpevents.output.names import PARTS_DIR
 from mpevents.output.report import Report
 
 log = logging.getLogger("mpevents")
@@ -304,8 +305,8 @@ class LocalEngine:
         for slot in range(1, self.readers):
             self._start_reader(attempt, slot, [])
         job = _collector.CollectorJob(
-            self.files, self.staging, config.max_open_files,
-            attempt.result_queue, attempt.report_end, self.board, attempt.ledger, self.restarts.pipeline, resume,
+            self.files, self.staging, attempt.result_queue, attempt.work_queue, config.workers,
+            attempt.report_end, self.board, attempt.ledger, self.restarts.pipeline, resume,
         )  # fmt: skip
         attempt.start("collector", 0, "collector", _collector.collect, job)
         attempt.report_end.close()  # the collector's copy is the only writer
@@ -342,6 +343,7 @@ class LocalEngine:
                     raise RunError("the collector finished without sending its counts")
                 attempt.finish()
                 self.stop()
+                _output.remove(self.staging / PARTS_DIR)  # placed: the group files hold every record now
                 return attempt.received
             if process.exitcode != 0:
                 attempt.stall.crashed()
@@ -366,6 +368,8 @@ class LocalEngine:
             board=self.board,
             ledger=attempt.ledger,
             spool=attempt.spool,
+            parts=self.staging / PARTS_DIR,
+            staging=self.staging,
         )
         attempt.start("worker", slot, f"worker {slot + 1}", work, job)
 
@@ -414,7 +418,12 @@ class LocalEngine:
         """Start a replacement for worker ``slot`` (it only exits by itself at
         the very end, so this is a crash) and hand it what the dead one held."""
         spans, busy = attempt.ledger.held(slot)
-        if busy is not None:
+        if busy is not None and busy.flags & LedgerFlag.PLACE:
+            self.budget.charge(
+                ("placing", busy.file),
+                f"placing shard {busy.file + 1} of {busy.seq} killed " + "{times} workers; giving up",
+            )
+        elif busy is not None:
             self.budget.charge(
                 ("span", busy.file, busy.seq), lambda: self._describe_span(busy) + " killed {times} workers; giving up"
             )

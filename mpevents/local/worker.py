@@ -1,38 +1,46 @@
-"""Worker: N processes that check and encode chunks.
+"""Worker: N processes that check and encode chunks, then write the group files.
 
 Talks to: the work queue (takes :class:`~mpevents.core.framing.Span`), the input
 files (reads each span's bytes; a compressed file's from the spool,
-``local.spool``), the result queue (puts one :class:`Result` per span; the records
-of a big one wait in the spool), its slot in the ledger, where it records the span it holds before
-working on it (if it dies, main reads that slot and hands the span to its
-replacement), and its counters on the scoreboard. All the rules live in
+``local.spool``), its part log (appends each span's records:
+``output.parts``), the result queue (puts one :class:`Result` per span,
+saying where its records are), its slot in the ledger, where it records the
+span it holds before working on it (if it dies, main reads that slot and
+hands the span to its replacement), and its counters on the scoreboard.
+Once every span is in, the collector puts one placing per worker on the
+work queue: each writes one shard of the group files from every part log
+(:func:`~mpevents.output.parts.place_shard`), so that the records are
+written by every core, never by one process. All the rules live in
 ``core.spec``.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Final
 
 from mpevents.core import failpoints as _failpoints
 from mpevents.core.compression import read_compressed_span
 from mpevents.core.framing import Span, read_chunk
 from mpevents.core.inputs import InputFile
-from mpevents.core.spec import ChunkParts, process_chunk_parts
-from mpevents.local.ledger import Ledger
-from mpevents.local.messages import Result
+from mpevents.core.spec import process_chunk_parts
+from mpevents.local.ledger import Ledger, LedgerFlag
+from mpevents.local.messages import PartResult, PlaceResult, Result
 from mpevents.local.queue import MessageQueue
-from mpevents.local.spool import ResultWriter, Spool
+from mpevents.local.spool import Spool
 from mpevents.observe import trace as _trace
 from mpevents.observe.board import Board, WorkerField
+from mpevents.output.parts import PartLog, place_shard
 
-SPOOL_RESULT_BYTES: Final = 1 << 18
-"""Results smaller than this are written to the result queue by the worker
-itself (a small file's, say); the records of larger ones go to the spool,
-and only their sizes to the queue (``local.spool``)."""
+DIRECT_REJECTS: Final = 1_000
+"""A result with fewer rejects than this is a small message, sent from the
+worker's own thread (``MessageQueue.put_direct``); one with more goes through
+the queue's feeder thread, written while the next chunk is checked."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,6 +60,10 @@ class WorkerJob:
     board: Board
     ledger: Ledger
     spool: Spool
+    parts: Path
+    """The part logs' directory (``output.parts``), in the staging directory."""
+    staging: Path
+    """Where the group files go."""
 
 
 def work(job: WorkerJob) -> None:
@@ -64,6 +76,7 @@ def work(job: WorkerJob) -> None:
     break_at = _failpoints.chunk_point("worker_break_queue", job.generation)
     pending = list(job.first)
     trace = _trace.tracer()
+    log = PartLog(job.parts, f"worker-{job.slot}-{job.generation}-{os.getpid()}")
     while True:
         waited = _trace.now_ns()
         span = pending.pop(0) if pending else job.work_queue.get()
@@ -72,25 +85,33 @@ def work(job: WorkerJob) -> None:
         took = _trace.now_ns()
         trace.span("wait for work", waited, took)
         job.ledger.hold(job.slot, span)
-        if (span.file, span.seq) in kill_at:
-            _failpoints.kill_self()
-        _check(job, span, took, break_at)
+        if span.flags & LedgerFlag.PLACE:
+            _place(job, span, took)
+        else:
+            if (span.file, span.seq) in kill_at:
+                _failpoints.kill_self()
+            _check(job, span, log, took, break_at)
         job.ledger.sent(job.slot)
+    log.close()
     # Let the queue's feeder thread finish sending before the process ends.
     job.result_queue.close()
     job.result_queue.join_thread()
 
 
-def _check(job: WorkerJob, span: Span, took: int, break_at: tuple[int, int] | None) -> None:
-    """Check one span, taken at ``took``, and send its result."""
+def _check(job: WorkerJob, span: Span, log: PartLog, took: int, break_at: tuple[int, int] | None) -> None:
+    """Check one span, taken at ``took``, append its records to ``log`` and send its result."""
     started = time.perf_counter_ns()
     info, board = job.files[span.file], job.board
-    writer = job.spool.result_writer(span)
-    result = process_chunk_parts(_span_bytes(job, info, span), file_start=span.start == 0, on_flush=writer.write)
+    result = process_chunk_parts(_span_bytes(job, info, span), file_start=span.start == 0)
+    ref = log.append(result)
     if (span.file, span.seq) == break_at:
         job.result_queue.break_mid_transfer()
         _failpoints.kill_self()
-    _send(job.result_queue, span, result, writer)
+    message = Result(span, PartResult(result.lines, result.blank, result.rejects, ref))
+    if len(result.rejects) < DIRECT_REJECTS:
+        job.result_queue.put_direct(message)
+    else:
+        job.result_queue.put(message)
     board.add_worker(job.slot, WorkerField.CHUNKS, 1)
     board.add_worker(job.slot, WorkerField.LINES, result.lines)
     board.add_worker(job.slot, WorkerField.BUSY_NS, time.perf_counter_ns() - started)
@@ -98,6 +119,18 @@ def _check(job: WorkerJob, span: Span, took: int, break_at: tuple[int, int] | No
         "check", took, _trace.now_ns(),
         file=info.name, seq=span.seq, lines=result.lines, rejects=len(result.rejects),
     )  # fmt: skip
+
+
+def _place(job: WorkerJob, span: Span, took: int) -> None:
+    """Write the group files of the placing's shard, taken at ``took``, and send their counts."""
+    started = time.perf_counter_ns()
+    if job.generation == 0 and span.file == _failpoints.number("placer_kill"):
+        _failpoints.kill_self()
+    moved = partial(job.board.add_worker, job.slot, WorkerField.PLACED, 1)
+    groups = place_shard(job.parts, job.staging, span.file, span.seq, moved)
+    job.result_queue.put(Result(span, PlaceResult(groups)))
+    job.board.add_worker(job.slot, WorkerField.BUSY_NS, time.perf_counter_ns() - started)
+    _trace.tracer().span("place", took, _trace.now_ns(), shard=span.file, groups=len(groups))
 
 
 def _span_bytes(job: WorkerJob, info: InputFile, span: Span) -> bytes:
@@ -110,14 +143,3 @@ def _span_bytes(job: WorkerJob, info: InputFile, span: Span) -> bytes:
         return taken
     moved = partial(job.board.add_worker, job.slot, WorkerField.SKIPPED)  # the supervisor sees this worker move
     return read_compressed_span(info.path, info.compression, span, moved, info.identity, info.size)
-
-
-def _send(result_queue: MessageQueue[Result], span: Span, result: ChunkParts, writer: ResultWriter) -> None:
-    """Put ``span``'s result on the queue: a small one whole, a big one's
-    records through the spool (already being written if ``writer`` started)."""
-    if result.size < SPOOL_RESULT_BYTES and not writer.started:
-        result_queue.put_direct(Result(span, result.joined()))
-    elif (spooled := writer.finish(result)) is not None:
-        result_queue.put_direct(Result(span, spooled))  # a few hundred bytes now
-    else:  # the spool is full: through the queue, written while the next chunk is checked
-        result_queue.put(Result(span, result.joined()))

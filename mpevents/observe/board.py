@@ -45,6 +45,7 @@ class WorkerField(enum.IntEnum):
     BUSY_NS = 2
     RESTARTS = 3
     SKIPPED = 4  # decompressed bytes passed over to read a dead worker's span again
+    PLACED = 5  # blocks read by its placing, once every span is in (output.parts)
 
 
 class ReaderField(enum.IntEnum):
@@ -153,7 +154,7 @@ class Board:
 
     def progress(self) -> tuple[int, ...]:
         """A value that changes whenever any stage moves (for stall detection):
-        a span framed, checked or written, and also each MiB that a reader or
+        a span framed, checked or written, a block placed, and also each MiB that a reader or
         worker decompresses to get back to where it is to go on, which for a
         big compressed file is seconds of work that frames nothing."""
         readers, workers = range(self.n_readers), range(self.n_workers)
@@ -163,4 +164,5 @@ class Board:
             self.collector(CollectorField.RESULTS),
             sum(self.reader(k, ReaderField.SKIPPED) for k in readers),
             sum(self.worker(k, WorkerField.SKIPPED) for k in workers),
+            sum(self.worker(k, WorkerField.PLACED) for k in workers),
         )

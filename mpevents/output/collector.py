@@ -166,8 +166,10 @@ class Collector(Generic[P]):
         if self._journal.busy():
             return
         sizes = self._sink.flush(self._dirty)
+        logs, refs = self._sink.durable()
         self._rejects.flush()
         paths = [str(self._directory / group_file_name(group)) for group in sizes]
+        paths += logs
         paths.append(str(self._directory / REJECTS_NAME))
         tally, head = self._tally, self._order.head
         whole = head < len(self.files)
@@ -182,6 +184,7 @@ class Collector(Generic[P]):
                 groups={group.decode("ascii"): (size, tally.groups[group]) for group, size in sizes.items()},
                 rejects_size=self._rejects.tell(),
                 reasons=list(tally.reasons),
+                parts=refs,
             ),
         )
         self._dirty, self._finished = set(), {}
@@ -206,9 +209,19 @@ class Collector(Generic[P]):
         now = time.monotonic()
         if now - self._top_at >= _TOP_EVERY_S or span.file + 1 >= len(self.files):
             self._top_at = now
-            board.set_collector(CollectorField.GROUPS, len(tally.groups))
-            top = heapq.nlargest(TOP_GROUPS, tally.groups.items(), key=lambda pair: pair[1])
-            board.set_top_groups([(int(group), count) for group, count in top])
+            self._publish_groups()
+
+    def placed(self, groups: dict[bytes, tuple[int, int]]) -> None:
+        """Count the records of groups placed since (the local engine's, at the end)."""
+        self._tally.add_groups({group: count for group, (count, _) in groups.items()})
+        self._publish_groups()
+
+    def _publish_groups(self) -> None:
+        """Show the groups counted so far, and the largest, on the scoreboard."""
+        groups = self._tally.groups
+        self.board.set_collector(CollectorField.GROUPS, len(groups))
+        top = heapq.nlargest(TOP_GROUPS, groups.items(), key=lambda pair: pair[1])
+        self.board.set_top_groups([(int(group), count) for group, count in top])
 
     def _on_disk(self, span: Span) -> int:
         """How far into its file on disk ``span`` ends: its end, or for a

@@ -12,8 +12,11 @@ checkpoint every CHECKPOINT_S seconds of writing; the names on disk
 The collector writes files in input order, so everything it has written is
 "all lines before span ``next_seq`` of file ``head``": one position. A
 checkpoint records that position and, since the last checkpoint, the counts
-of the files finished, the size and record count of every group file written
-to, the size of ``rejected.jsonl`` and the rejects by reason. Before it is
+of the files finished, the blocks of the local engine's part logs written
+(``output.parts``: its group files are made from them once every span is
+in; an engine that writes group files as it goes records their sizes and
+record counts instead), the size of ``rejected.jsonl`` and the rejects by
+reason. Before it is
 appended, every file it describes is flushed and synced; then the journal is.
 So a checkpoint never claims bytes that a crash could lose, and a crash loses
 at most the writing since the last one. The syncing happens on a thread of
@@ -43,7 +46,8 @@ import msgspec
 from mpevents.core.errors import UsageError
 from mpevents.core.inputs import FileList, InputFile
 from mpevents.output.directory import fsync_path, remove
-from mpevents.output.names import JOURNAL_NAME, REJECTS_NAME, group_file_name
+from mpevents.output.names import JOURNAL_NAME, PARTS_DIR, REJECTS_NAME, group_file_name
+from mpevents.output.parts import PartRef
 from mpevents.output.report import FileCounts
 
 CHECKPOINT_S: Final = 0.5
@@ -78,6 +82,9 @@ class Checkpoint(msgspec.Struct, array_like=True):
     """Group files written since the last checkpoint: their size and their record count."""
     rejects_size: int
     reasons: list[int]
+    parts: list[PartRef] = []
+    """The local engine's blocks written since the last checkpoint, in input
+    order (``output.parts``): its group files are made from them at the end."""
 
 
 class State(msgspec.Struct):
@@ -91,6 +98,7 @@ class State(msgspec.Struct):
     groups: dict[str, tuple[int, int]] = msgspec.field(default_factory=dict)
     rejects_size: int = 0
     reasons: list[int] = msgspec.field(default_factory=list)
+    parts: list[PartRef] = msgspec.field(default_factory=list)
 
     @property
     def lines(self) -> int:
@@ -104,6 +112,7 @@ class State(msgspec.Struct):
         self.ends[checkpoint.head] = checkpoint.next_start
         self.groups.update(checkpoint.groups)
         self.rejects_size, self.reasons = checkpoint.rejects_size, checkpoint.reasons
+        self.parts += checkpoint.parts
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -234,8 +243,8 @@ def restore(directory: Path, state: State) -> None:
     wanted = {group_file_name(group.encode()): size for group, (size, _) in state.groups.items()}
     wanted[REJECTS_NAME] = state.rejects_size
     for path in directory.iterdir():
-        if path.name == JOURNAL_NAME:
-            continue
+        if path.name == JOURNAL_NAME or (path.name == PARTS_DIR and state.parts):
+            continue  # the part logs hold the journaled blocks: the order file is written again
         size = wanted.pop(path.name, None)
         if size is None or not path.is_file():
             remove(path)

@@ -4,9 +4,9 @@ Owns two protocols. :class:`Payload` is what every engine's result tells
 the collector whatever holds its records: its lines, blank lines, records
 and bytes per group, and rejects. :class:`Sink` takes the records of each
 result in input order and puts them in the group files: the local
-collector writes them itself (bytes from the result queue, ranges of spool
-files: ``local.collector.LocalSink``), the Dask client has a task place a
-part file (``dask.engine.PartFiles``). Each engine's sink is typed by its
+collector keeps where each result's block of records lies, for the
+workers to place at the end (``local.collector.LocalSink``), the Dask
+client has a task place a part file (``dask.engine.PartFiles``). Each engine's sink is typed by its
 own payloads, so the collector core (``output.collector``) never branches
 on a kind of result, and no engine is handed a kind it does not know.
 
@@ -20,6 +20,7 @@ from typing import Protocol, TypeVar
 
 from mpevents.core.framing import Span
 from mpevents.core.spec import Reject
+from mpevents.output.parts import PartRef
 
 
 class Payload(Protocol):
@@ -50,7 +51,8 @@ class Sink(Protocol[P_contra]):
 
     def write(self, span: Span, payload: P_contra) -> None:
         """Put the records of ``span``'s result at the end of their group files,
-        or have them put there; the span is then written."""
+        have them put there, or keep where they are for a later placing; the
+        span is then written."""
 
     def drop(self, span: Span, payload: P_contra) -> None:
         """``span``'s result is a repeat of one already written or held: let go of what it holds."""
@@ -58,5 +60,11 @@ class Sink(Protocol[P_contra]):
     def flush(self, groups: Iterable[bytes]) -> dict[bytes, int]:
         """Hand what was written of ``groups`` to the kernel; the sizes of their
         group files, for a checkpoint of the journal."""
+
+    def durable(self) -> tuple[list[str], list[PartRef]]:
+        """What a checkpoint must sync beside the group files, and the blocks
+        it records (``output.parts``), since the last call: the local
+        engine's part logs; nothing for an engine whose records are in the
+        group files by then."""
 
     def close(self) -> None: ...

@@ -12,6 +12,7 @@ checkpoints and the scoreboard, and makes the report from it
 from __future__ import annotations
 
 from array import array
+from collections.abc import Mapping
 from typing import Final
 
 import msgspec
@@ -64,12 +65,10 @@ class Tally:
 
     def add(self, span: Span, payload: Payload) -> int:
         """Count the result of ``span``: its lines, its blank ones, its records
-        per group, its rejects by reason. Returns its records."""
-        group_counts = self.groups
-        valid = 0
-        for group, (count, _) in payload.groups.items():
-            group_counts[group] = group_counts.get(group, 0) + count
-            valid += count
+        per group if it says (a local one's are counted when placed:
+        :meth:`add_groups`), its rejects by reason. Returns its records."""
+        self.add_groups({group: count for group, (count, _) in payload.groups.items()})
+        valid = payload.lines - len(payload.rejects) - payload.blank  # every line is one of the three
         reasons = self.reasons
         for reject in payload.rejects:
             reasons[REASON_INDEX[reject.reason]] += 1
@@ -80,6 +79,12 @@ class Tally:
         counts[at + 3] += payload.blank
         self._ends[span.file] = span.end
         return valid
+
+    def add_groups(self, counts: Mapping[bytes, int]) -> None:
+        """Count records per group."""
+        group_counts = self.groups
+        for group, count in counts.items():
+            group_counts[group] = group_counts.get(group, 0) + count
 
     def report(self) -> Report:
         """The counts main needs for summary.json."""

@@ -1,0 +1,272 @@
+"""Parts: the local engine's records between the workers and the group files.
+
+Owns the part logs' format and both ends of it: :class:`PartLog`, to which
+a worker appends each span's records (one ``writev`` per span, whatever
+the number of groups), and :func:`place_shard`, with which a worker, once
+every span is in, writes one shard of the groups' files from all the logs.
+
+    worker --(span's records, one block)--> its part log --+
+    worker --(span's records, one block)--> its part log --+--> place_shard(k of K) --> group files of shard k
+                 |  PartRef (where the block is)            |    (every worker takes a shard)
+                 v                                          |
+    collector: the PartRefs in input order ---(order file)--+
+
+A block holds the span's groups sorted by *bucket* (a hash of the group's
+name, ``BUCKETS`` of them), then an index: per group its bucket, its name,
+its records and where its bytes end in the block. A shard is a range of
+buckets, so its groups lie together in every block: placing a shard reads
+one range of each block (``pread``), gathers each group's pieces from all
+blocks in memory, and writes each group file with one ``pwritev`` per
+``PLACE_BYTES`` it gathered. Nothing serial touches a record: the collector
+only keeps the blocks' order, and the group files are written by all the
+workers at once, each of their files once whatever the number of blocks.
+
+A group belongs to one shard, and a placing writes its files from offset 0
+with ``pwritev``, never truncating: done again (its worker died, the span
+handed to a replacement), it writes the same bytes to the same places, so a
+copy of it still running, or killed, can never make a file shorter.
+
+Talks to: nothing but the files; the worker (``local.worker``) appends and
+places, the local collector (``local.collector``) keeps the refs and
+writes the order file (:func:`write_order`), the journal keeps refs for
+``--resume``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import zlib
+from array import array
+from bisect import bisect_left
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Final, NamedTuple
+
+import msgspec
+
+from mpevents.core.spec import ChunkParts
+from mpevents.core.system import write_all
+from mpevents.output.names import group_file_name
+
+BUCKETS: Final = 1 << 12
+"""Buckets a group's name hashes to. Shards are ranges of them, so with 4,096
+up to a few hundred workers each get an even share of many groups."""
+PLACE_BYTES: Final = 4 << 20
+"""What a placing gathers in memory before it writes. A shard bigger than
+this is placed in rounds, each a range of its buckets, so that each group
+file is still written once (a round costs a read of every block's index,
+not of its records), and every worker placing at once adds only this to the
+run's memory, whatever the size of the output."""
+ORDER_NAME: Final = "order"
+"""The file in the parts directory that lists every block in input order."""
+
+_INDEX: Final = msgspec.msgpack.Encoder()
+
+
+class PartRef(NamedTuple):
+    """Where a span's block lies: in part log ``log``, ``size`` bytes of
+    records from ``offset``, then ``index_size`` bytes of index."""
+
+    log: str
+    offset: int
+    size: int
+    index_size: int
+
+
+class _Index(NamedTuple):
+    buckets: array[int]
+    ends: array[int]
+    """Where each group's bytes end in the block."""
+    counts: array[int]
+    names: bytes
+    name_ends: array[int]
+
+    def name(self, entry: int) -> bytes:
+        return self.names[self.name_ends[entry - 1] if entry else 0 : self.name_ends[entry]]
+
+    def start(self, entry: int) -> int:
+        """Where entry ``entry``'s bytes start in the block."""
+        return self.ends[entry - 1] if entry else 0
+
+
+def bucket(group: bytes) -> int:
+    return zlib.crc32(group) & (BUCKETS - 1)
+
+
+def shard_buckets(shard: int, shards: int) -> tuple[int, int]:
+    """The bucket range ``[low, high)`` of shard ``shard`` of ``shards``."""
+    return shard * BUCKETS // shards, (shard + 1) * BUCKETS // shards
+
+
+class PartLog:
+    """One worker process's part log, appended to (a single writer; a
+    killed one's torn last block is simply never referred to)."""
+
+    def __init__(self, directory: Path, name: str) -> None:
+        self.name = name
+        self._path = directory / name
+        self._fd: int | None = None
+        self._size = 0
+
+    def append(self, result: ChunkParts) -> PartRef | None:
+        """Write ``result``'s records as one block; where it lies (None: no records)."""
+        if not result.groups:
+            return None
+        if self._fd is None:
+            self._path.parent.mkdir(exist_ok=True)
+            self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            self._size = os.fstat(self._fd).st_size
+        entries = sorted(result.groups.items(), key=lambda item: (bucket(item[0]), item[0]))
+        buffers: list[bytes] = []
+        buckets, ends, counts, name_ends = array("H"), array("Q"), array("Q"), array("Q")
+        end = name_end = 0
+        for group, (count, pieces) in entries:
+            buffers += pieces
+            end += sum(map(len, pieces))
+            name_end += len(group)
+            buckets.append(bucket(group))
+            ends.append(end)
+            counts.append(count)
+            name_ends.append(name_end)
+        names = b"".join(group for group, _ in entries)
+        index = _INDEX.encode((buckets.tobytes(), ends.tobytes(), counts.tobytes(), names, name_ends.tobytes()))
+        buffers.append(index)
+        write_all(self._fd, buffers)
+        ref = PartRef(self.name, self._size, end, len(index))
+        self._size += end + len(index)
+        return ref
+
+    @property
+    def path(self) -> str:
+        return str(self._path)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _read_index(fd: int, ref: PartRef) -> _Index:
+    data = os.pread(fd, ref.index_size, ref.offset + ref.size)
+    if len(data) != ref.index_size:
+        raise OSError(errno.EIO, f"part log {ref.log} is shorter than its blocks say")
+    raw = msgspec.msgpack.decode(data, type=tuple[bytes, bytes, bytes, bytes, bytes])
+    buckets, ends, counts, name_ends = array("H"), array("Q"), array("Q"), array("Q")
+    buckets.frombytes(raw[0])
+    ends.frombytes(raw[1])
+    counts.frombytes(raw[2])
+    name_ends.frombytes(raw[4])
+    return _Index(buckets, ends, counts, raw[3], name_ends)
+
+
+def write_order(directory: Path, refs: Sequence[PartRef | None]) -> None:
+    """Write the blocks' order for the placings (None: a span without records)."""
+    directory.mkdir(exist_ok=True)
+    (directory / ORDER_NAME).write_bytes(msgspec.msgpack.encode([ref for ref in refs if ref is not None]))
+
+
+def read_order(directory: Path) -> list[PartRef]:
+    return msgspec.msgpack.decode((directory / ORDER_NAME).read_bytes(), type=list[PartRef])
+
+
+def place_shard(
+    parts: Path,
+    output: Path,
+    shard: int,
+    shards: int,
+    moved: Callable[[], object] | None = None,
+    budget: int = PLACE_BYTES,
+) -> dict[bytes, tuple[int, int]]:
+    """Write the group files of shard ``shard`` of ``shards`` into ``output``
+    from the blocks listed in ``parts``' order file; each such group's
+    (records, bytes). ``moved`` is called for each block read (progress)."""
+    refs = read_order(parts)
+    logs: dict[str, int] = {}
+    try:
+        low, high = shard_buckets(shard, shards)
+        # First the size of the shard's share: its ranges sized to the budget.
+        total = 0
+        for ref in refs:
+            index = _read_index(_log(parts, logs, ref.log), ref)
+            first, last = bisect_left(index.buckets, low), bisect_left(index.buckets, high)
+            if first < last:
+                total += index.ends[last - 1] - index.start(first)
+        rounds = max(1, -(-total // budget))
+        placed: dict[bytes, list[int]] = {}  # records, bytes (= where the file's next bytes go)
+        for round_ in range(rounds):
+            sub_low = low + (high - low) * round_ // rounds
+            sub_high = low + (high - low) * (round_ + 1) // rounds
+            _place_range(parts, logs, refs, output, sub_low, sub_high, budget, placed, moved)
+    finally:
+        for fd in logs.values():
+            os.close(fd)
+    return {group: (count, size) for group, (count, size) in placed.items()}
+
+
+def _log(parts: Path, logs: dict[str, int], name: str) -> int:
+    fd = logs.get(name)
+    if fd is None:
+        fd = logs[name] = os.open(parts / name, os.O_RDONLY | os.O_CLOEXEC)
+    return fd
+
+
+def _place_range(
+    parts: Path,
+    logs: dict[str, int],
+    refs: Sequence[PartRef],
+    output: Path,
+    low: int,
+    high: int,
+    budget: int,
+    placed: dict[bytes, list[int]],
+    moved: Callable[[], object] | None,
+) -> None:
+    """Gather the groups of buckets ``[low, high)`` from every block, in
+    order, and write them; more than once per group only if they hold more
+    than ``budget`` together."""
+    held: dict[bytes, list[memoryview]] = {}
+    held_bytes = 0
+    for ref in refs:
+        fd = _log(parts, logs, ref.log)
+        index = _read_index(fd, ref)
+        first, last = bisect_left(index.buckets, low), bisect_left(index.buckets, high)
+        if first < last:
+            start = index.start(first)
+            size = index.ends[last - 1] - start
+            block = memoryview(os.pread(fd, size, ref.offset + start))
+            if len(block) != size:
+                raise OSError(errno.EIO, f"part log {ref.log} is shorter than its blocks say")
+            counts, ends = index.counts, index.ends
+            at = 0
+            for entry in range(first, last):
+                group = index.name(entry)
+                end = ends[entry] - start
+                pieces = held.get(group)
+                if pieces is None:
+                    held[group] = [block[at:end]]
+                else:
+                    pieces.append(block[at:end])
+                totals = placed.get(group)
+                if totals is None:
+                    placed[group] = [counts[entry], 0]
+                else:
+                    totals[0] += counts[entry]
+                at = end
+            held_bytes += size
+            if held_bytes >= budget:
+                _write_held(output, held, placed)
+                held, held_bytes = {}, 0
+        if moved is not None:
+            moved()
+    _write_held(output, held, placed)
+
+
+def _write_held(output: Path, held: dict[bytes, list[memoryview]], placed: dict[bytes, list[int]]) -> None:
+    for group, pieces in held.items():
+        totals = placed[group]
+        fd = os.open(output / group_file_name(group), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            totals[1] += write_all(fd, pieces, totals[1])
+        finally:
+            os.close(fd)
