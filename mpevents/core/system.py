@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Sequence
 from typing import Final
 
 _IOV_MAX: Final = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
@@ -25,21 +26,28 @@ _M_TRIM_THRESHOLD: Final = -1  # glibc's malloc.h
 _M_MMAP_THRESHOLD: Final = -3
 
 
-def write_all(fd: int, buffers: list[bytes] | list[memoryview], offset: int | None = None) -> int:
+def write_all(fd: int, buffers: Sequence[bytes | memoryview], offset: int | None = None) -> int:
     """Write every buffer, in order (``writev``, again for what a short write
     left), at the file's position, or from ``offset`` with ``pwritev``.
-    Returns the bytes written."""
-    views = [memoryview(buffer) for buffer in buffers if buffer]
-    first = total = 0
-    while first < len(views):
-        batch = views[first : first + _IOV_MAX]
+    Returns the bytes written. A batch written whole, as almost every one
+    is, costs no Python step per buffer (a block of 20,000 groups' records
+    is 20,000 buffers)."""
+    pending: Sequence[bytes | memoryview] = buffers
+    total = 0
+    while pending:
+        batch = pending[:_IOV_MAX]
         written = os.writev(fd, batch) if offset is None else os.pwritev(fd, batch, offset + total)
         total += written
-        while first < len(views) and written >= len(views[first]):
-            written -= len(views[first])
+        if written == sum(map(len, batch)):
+            pending = pending[_IOV_MAX:]
+            continue
+        rest = list(pending)  # a short write: go on from the first byte not written
+        first = 0
+        while written >= len(rest[first]):
+            written -= len(rest[first])
             first += 1
-        if written:
-            views[first] = views[first][written:]
+        rest[first] = memoryview(rest[first])[written:]
+        pending = rest[first:]
     return total
 
 

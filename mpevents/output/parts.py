@@ -11,10 +11,10 @@ every span is in, writes one shard of the groups' files from all the logs.
                  v                                          |
     collector: the PartRefs in input order ---(order file)--+
 
-A block holds the span's groups sorted by *bucket* (a hash of the group's
-name, ``BUCKETS`` of them), then an index: per group its bucket, its name,
-its records and where its bytes end in the block. A shard is a range of
-buckets, so its groups lie together in every block: placing a shard reads
+A block holds the span's groups sorted by the CRC-32 of their names, then
+an index: per group that hash, its name, its records and where its bytes
+end in the block. A shard is a range of hashes, so its groups lie together
+in every block: placing a shard reads
 one range of each block (``pread``), gathers each group's pieces from all
 blocks in memory, and writes each group file with one ``pwritev`` per
 ``PLACE_BYTES`` it gathered. Nothing serial touches a record: the collector
@@ -39,7 +39,11 @@ import os
 import zlib
 from array import array
 from bisect import bisect_left
+from collections import defaultdict
 from collections.abc import Callable, Sequence
+from functools import partial
+from itertools import accumulate, chain
+from operator import itemgetter
 from pathlib import Path
 from typing import Final, NamedTuple
 
@@ -49,12 +53,12 @@ from mpevents.core.spec import ChunkParts
 from mpevents.core.system import write_all
 from mpevents.output.names import group_file_name
 
-BUCKETS: Final = 1 << 12
-"""Buckets a group's name hashes to. Shards are ranges of them, so with 4,096
-up to a few hundred workers each get an even share of many groups."""
+HASHES: Final = 1 << 32
+"""A group's place among the shards is its name's CRC-32: a shard is a range
+of them, so that shards share many groups evenly, whatever their names."""
 PLACE_BYTES: Final = 4 << 20
 """What a placing gathers in memory before it writes. A shard bigger than
-this is placed in rounds, each a range of its buckets, so that each group
+this is placed in rounds, each a range of its hashes, so that each group
 file is still written once (a round costs a read of every block's index,
 not of its records), and every worker placing at once adds only this to the
 run's memory, whatever the size of the output."""
@@ -75,7 +79,8 @@ class PartRef(NamedTuple):
 
 
 class _Index(NamedTuple):
-    buckets: array[int]
+    hashes: array[int]
+    """Each group's name's CRC-32, in order: the block is sorted by them."""
     ends: array[int]
     """Where each group's bytes end in the block."""
     counts: array[int]
@@ -90,13 +95,9 @@ class _Index(NamedTuple):
         return self.ends[entry - 1] if entry else 0
 
 
-def bucket(group: bytes) -> int:
-    return zlib.crc32(group) & (BUCKETS - 1)
-
-
-def shard_buckets(shard: int, shards: int) -> tuple[int, int]:
-    """The bucket range ``[low, high)`` of shard ``shard`` of ``shards``."""
-    return shard * BUCKETS // shards, (shard + 1) * BUCKETS // shards
+def shard_hashes(shard: int, shards: int) -> tuple[int, int]:
+    """The range ``[low, high)`` of group-name hashes of shard ``shard`` of ``shards``."""
+    return shard * HASHES // shards, (shard + 1) * HASHES // shards
 
 
 class PartLog:
@@ -111,30 +112,34 @@ class PartLog:
 
     def append(self, result: ChunkParts) -> PartRef | None:
         """Write ``result``'s records as one block; where it lies (None: no records)."""
-        if not result.groups:
+        groups = result.groups
+        if not groups:
             return None
         if self._fd is None:
             self._path.parent.mkdir(exist_ok=True)
             self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
             self._size = os.fstat(self._fd).st_size
-        entries = sorted(result.groups.items(), key=lambda item: (bucket(item[0]), item[0]))
-        buffers: list[bytes] = []
-        buckets, ends, counts, name_ends = array("H"), array("Q"), array("Q"), array("Q")
-        end = name_end = 0
-        for group, (count, pieces) in entries:
-            buffers += pieces
-            end += sum(map(len, pieces))
-            name_end += len(group)
-            buckets.append(bucket(group))
-            ends.append(end)
-            counts.append(count)
-            name_ends.append(name_end)
-        names = b"".join(group for group, _ in entries)
-        index = _INDEX.encode((buckets.tobytes(), ends.tobytes(), counts.tobytes(), names, name_ends.tobytes()))
+        # Every step is one C-level pass over the groups, not a Python step per
+        # group: a chunk of 100,000 groups' lines holds some 20,000 of them.
+        names = sorted(groups)  # so that groups whose hashes collide keep one order
+        names.sort(key=zlib.crc32)
+        values = list(map(groups.__getitem__, names))
+        pieces = list(map(itemgetter(1), values))
+        ends = array("Q", accumulate(map(sum, map(partial(map, len), pieces))))
+        index = _INDEX.encode(
+            (
+                array("I", map(zlib.crc32, names)).tobytes(),
+                ends.tobytes(),
+                array("Q", map(itemgetter(0), values)).tobytes(),
+                b"".join(names),
+                array("Q", accumulate(map(len, names))).tobytes(),
+            )
+        )
+        buffers: list[bytes] = list(chain.from_iterable(pieces))
         buffers.append(index)
         write_all(self._fd, buffers)
-        ref = PartRef(self.name, self._size, end, len(index))
-        self._size += end + len(index)
+        ref = PartRef(self.name, self._size, ends[-1], len(index))
+        self._size += ref.size + len(index)
         return ref
 
     @property
@@ -152,12 +157,12 @@ def _read_index(fd: int, ref: PartRef) -> _Index:
     if len(data) != ref.index_size:
         raise OSError(errno.EIO, f"part log {ref.log} is shorter than its blocks say")
     raw = msgspec.msgpack.decode(data, type=tuple[bytes, bytes, bytes, bytes, bytes])
-    buckets, ends, counts, name_ends = array("H"), array("Q"), array("Q"), array("Q")
-    buckets.frombytes(raw[0])
+    hashes, ends, counts, name_ends = array("I"), array("Q"), array("Q"), array("Q")
+    hashes.frombytes(raw[0])
     ends.frombytes(raw[1])
     counts.frombytes(raw[2])
     name_ends.frombytes(raw[4])
-    return _Index(buckets, ends, counts, raw[3], name_ends)
+    return _Index(hashes, ends, counts, raw[3], name_ends)
 
 
 def write_order(directory: Path, refs: Sequence[PartRef | None]) -> None:
@@ -184,12 +189,12 @@ def place_shard(
     refs = read_order(parts)
     logs: dict[str, int] = {}
     try:
-        low, high = shard_buckets(shard, shards)
+        low, high = shard_hashes(shard, shards)
         # First the size of the shard's share: its ranges sized to the budget.
         total = 0
         for ref in refs:
             index = _read_index(_log(parts, logs, ref.log), ref)
-            first, last = bisect_left(index.buckets, low), bisect_left(index.buckets, high)
+            first, last = bisect_left(index.hashes, low), bisect_left(index.hashes, high)
             if first < last:
                 total += index.ends[last - 1] - index.start(first)
         rounds = max(1, -(-total // budget))
@@ -222,41 +227,39 @@ def _place_range(
     placed: dict[bytes, list[int]],
     moved: Callable[[], object] | None,
 ) -> None:
-    """Gather the groups of buckets ``[low, high)`` from every block, in
+    """Gather the groups of hashes ``[low, high)`` from every block, in
     order, and write them; more than once per group only if they hold more
     than ``budget`` together."""
-    held: dict[bytes, list[memoryview]] = {}
+    held: defaultdict[bytes, list[memoryview]] = defaultdict(list)
     held_bytes = 0
     for ref in refs:
         fd = _log(parts, logs, ref.log)
         index = _read_index(fd, ref)
-        first, last = bisect_left(index.buckets, low), bisect_left(index.buckets, high)
+        first, last = bisect_left(index.hashes, low), bisect_left(index.hashes, high)
         if first < last:
             start = index.start(first)
             size = index.ends[last - 1] - start
             block = memoryview(os.pread(fd, size, ref.offset + start))
             if len(block) != size:
                 raise OSError(errno.EIO, f"part log {ref.log} is shorter than its blocks say")
-            counts, ends = index.counts, index.ends
-            at = 0
-            for entry in range(first, last):
-                group = index.name(entry)
-                end = ends[entry] - start
-                pieces = held.get(group)
-                if pieces is None:
-                    held[group] = [block[at:end]]
-                else:
-                    pieces.append(block[at:end])
+            ends, name_ends = index.ends[first:last], index.name_ends[first:last]
+            starts = chain((start,), ends)  # each group's bytes start where the one before ends
+            name_starts = chain((index.name_ends[first - 1] if first else 0,), name_ends)
+            names = index.names
+            for begin, end, name_begin, name_end, count in zip(
+                starts, ends, name_starts, name_ends, index.counts[first:last]
+            ):
+                group = names[name_begin:name_end]
+                held[group].append(block[begin - start : end - start])
                 totals = placed.get(group)
                 if totals is None:
-                    placed[group] = [counts[entry], 0]
+                    placed[group] = [count, 0]
                 else:
-                    totals[0] += counts[entry]
-                at = end
+                    totals[0] += count
             held_bytes += size
             if held_bytes >= budget:
                 _write_held(output, held, placed)
-                held, held_bytes = {}, 0
+                held, held_bytes = defaultdict(list), 0
         if moved is not None:
             moved()
     _write_held(output, held, placed)
