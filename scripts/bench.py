@@ -9,7 +9,8 @@ a noisy machine slows them all alike. A corpus is named ``MIX-SIZE``: MIX is
 ``template`` (the seed's one template, 3 groups) or ``real`` (what real logs
 hold: text outside ASCII, quotes, 200 groups, 1 line in 200 broken; see
 genlog.sh), SIZE the lines in millions (``2M``) or thousands (``322K``); a
-``-GROUPSg`` part sets genlog's groups (``real-1M-10000g``). For each it reports the median wall
+``-GROUPSg`` part sets genlog's groups (``real-1M-10000g``; the peers skip a
+corpus of more than PEERS_UP_TO_GROUPS). For each it reports the median wall
 time, lines per second and the peak memory of its whole process tree (summed
 PSS read from /proc while it runs, plus the files of mpevents' spool in
 /dev/shm), and the ratios that the targets name. Then it times
@@ -282,6 +283,12 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
             out[f"{name}: wall N=2 / same lines in few files"] = round(many / few, 2)
             files = int(name.rsplit("-", 1)[1][:-1])
             out[f"{name}: ms of wall per file beyond its lines"] = round((many - few) / files * 1000, 3)
+    for name, rows in results.items():  # many groups against the same lines in genlog's 200
+        base = results.get(name.rsplit("-", 1)[0], {}) if name.endswith("g") else {}
+        if "mpevents N=2" in rows and "mpevents N=2" in base:
+            out[f"{name}: wall N=2 / same lines in 200 groups"] = round(
+                rows["mpevents N=2"]["wall_s"] / base["mpevents N=2"]["wall_s"], 2
+            )
     for name, rows in results.items():  # compressed against the same lines plain
         plain = results.get(name.rsplit("-", 1)[0], {}) if name.endswith(("-gz", "-zst")) else {}
         if "mpevents N=2" in rows and "mpevents N=2" in plain:
@@ -297,6 +304,9 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
     return out
 
 
+PEERS_UP_TO_GROUPS = 10_000
+"""The peers run on corpora of at most this many groups: with 100,000 groups
+DuckDB takes six minutes and Polars most of one (issue #25's figures)."""
 DASK_GROUPS = ("real-322K-4922g", "real-1M-10000g")
 """Issue #24's corpora: the 322,000 lines in 4,922 groups that a Dask run once
 failed on, and 1M lines in 10,000 groups."""
@@ -425,19 +435,25 @@ def ceilings(rounds: int, console: Console) -> dict[str, Any]:
     results = {}
     for name in CEILING_CORPORA:
         results[name] = ceiling.measure(Corpus.parse(name).build(), WORK / "out-ceiling", REPO, rounds)
-        console.log(f"{name} ceiling: {results[name]['ceiling']} workers ({results[name]['busiest']})")
+        row = results[name]
+        console.log(
+            f"{name} ceiling: {row['ceiling']} workers ({row['busiest']}), {row['ceiling_running']} once running"
+        )
     shutil.rmtree(WORK / "out-ceiling", ignore_errors=True)
     return results
 
 
 def print_ceilings(results: dict[str, Any], rounds: int, console: Console) -> None:
     table = Table(title=f"ceiling: workers the busiest thread outside them could serve, N=1, median of {rounds}")
-    for column in ("corpus", "worker CPU (s)", "busiest other thread", "its CPU (s)", "ceiling"):
-        table.add_column(column, justify="left" if column in ("corpus", "busiest other thread") else "right")
+    columns = ("corpus", "worker CPU (s)", "busiest other thread", "its CPU (s)", "ceiling",
+               "busiest once the worker runs", "its CPU then (s)", "ceiling then")  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="left" if column in (columns[0], columns[2], columns[5]) else "right")
     for name, row in results.items():
         table.add_row(
-            name, f"{row['worker_cpu_s']:.2f}", row["busiest"], f"{row['busiest_cpu_s']:.2f}", f"{row['ceiling']:.1f}"
-        )
+            name, f"{row['worker_cpu_s']:.2f}", row["busiest"], f"{row['busiest_cpu_s']:.2f}", f"{row['ceiling']:.1f}",
+            row["busiest_running"], f"{row['busiest_running_cpu_s']:.2f}", f"{row['ceiling_running']:.1f}",
+        )  # fmt: skip
     console.print(table)
 
 
@@ -497,8 +513,9 @@ def main() -> int:
     for corpus in corpora:
         directory = corpus.build()
         sequential = corpus.lines <= sequential_limit
+        peers = not args.no_peers and (corpus.groups or 0) <= PEERS_UP_TO_GROUPS
         programs = programs_for(
-            directory, output, workers, not args.no_peers, sequential, args.baseline, bool(corpus.suffix), args.trace
+            directory, output, workers, peers, sequential, args.baseline, bool(corpus.suffix), args.trace
         )
         for round_ in range(args.memory_rounds):
             for program in programs:

@@ -25,4 +25,10 @@ def test_the_ceiling_is_the_worker_over_the_busiest_other_thread(tmp_path: Path)
     busiest = max(others, key=lambda thread: thread["cpu_s"])
     assert result["busiest"] == f"{busiest['process']} / {busiest['thread']}"
     assert result["ceiling"] == pytest.approx(result["worker_cpu_s"] / result["busiest_cpu_s"], abs=0.06)
+    main = next(thread for thread in result["threads"] if thread["process"] == "main")
+    assert 0 <= main["running_s"] < main["cpu_s"]  # its start-up came before the worker's
+    running = max(others, key=lambda thread: thread["running_s"])
+    assert result["busiest_running"] == f"{running['process']} / {running['thread']}"
+    expected = result["worker_cpu_s"] / running["running_s"] if running["running_s"] else float("inf")
+    assert result["ceiling_running"] == pytest.approx(expected, abs=0.06)
     assert (tmp_path / "out" / "summary.json").exists()
