@@ -143,27 +143,31 @@ def chunk_results(file: int, chunks: list[bytes]) -> list[tuple[Span, ChunkResul
 
 GROUPED = b"".join(b"%d|log|ev\xc3\xa9nt|u|%d|%d|1\n" % (i, i * 7, (i * 7919) % 97) for i in range(3_000))
 """3,000 records in 97 groups, with text outside ASCII."""
+FEW = b"".join(b"%d|log|event|u|%d|%d|1\n" % (i, i * 7, i % 2) for i in range(6_000))
+"""6,000 records in 2 groups: a chunk's piece of a group is big enough to be copied in the kernel."""
 
 
 @pytest.mark.parametrize("shards", [1, 2, 7])
 @pytest.mark.parametrize("budget", [1 << 30, 4_000])
+@pytest.mark.parametrize(("data", "chunk"), [(GROUPED, 9_000), (FEW, 100_000)], ids=["97-groups", "2-groups"])
 def test_any_shards_and_any_budget_place_the_same_bytes_as_the_reference(
-    tmp_path: Path, shards: int, budget: int
+    tmp_path: Path, shards: int, budget: int, data: bytes, chunk: int
 ) -> None:
     out = tmp_path / "out"
     out.mkdir()
     log = PartLog(out / PARTS_DIR, "worker")
     chunks, at = [], 0
-    while at < len(GROUPED):  # whole lines of about 9 KB, as a reader cuts
-        end = GROUPED.rfind(b"\n", at, at + 9_000) + 1
-        chunks.append(GROUPED[at:end])
+    while at < len(data):  # whole lines, as a reader cuts
+        end = data.rfind(b"\n", at, at + chunk) + 1
+        chunks.append(data[at:end])
         at = end
     refs = [log.append(process_chunk_parts(chunk)) for chunk in chunks]
     write_order(out / PARTS_DIR, refs)
     counts: dict[bytes, tuple[int, int]] = {}
     for shard in range(shards):
         counts.update(place_shard(out / PARTS_DIR, out, shard, shards, budget=budget))
-    whole = process_chunk(GROUPED)
+    whole = process_chunk(data)
+    assert max(len(records) for _, records in process_chunk(chunks[0]).groups.values()) >= (32_768 if chunk > 9_000 else 0)
     assert {group: count for group, (count, _) in counts.items()} == {g: c for g, (c, _) in whole.groups.items()}
     for group, (_, records) in whole.groups.items():
         assert (out / group_file_name(group)).read_bytes() == records

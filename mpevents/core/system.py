@@ -1,15 +1,17 @@
 """System: what a process of either engine asks of the kernel and the C library.
 
 Owns writing a list of buffers whole (:func:`write_all`: ``writev`` or
-``pwritev``, again for what a short write left) and having malloc keep freed memory for reuse
-(:func:`keep_freed_memory`). Starts no process and holds no state. Talks to:
-nothing of ours; the local children (``local.child``, ``local.spool``) and
-the Dask tasks (``dask.tasks``) call them.
+``pwritev``, again for what a short write left), copying a range of one
+file into another (:func:`copy_range`), and having malloc keep freed memory
+for reuse (:func:`keep_freed_memory`). Starts no process and holds no state. Talks to:
+nothing of ours; the local children (``local.child``, ``local.spool``,
+``output.parts``) and the Dask tasks (``dask.tasks``) call them.
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 from collections.abc import Sequence
 from typing import Final
@@ -49,6 +51,36 @@ def write_all(fd: int, buffers: Sequence[bytes | memoryview], offset: int | None
         rest[first] = memoryview(rest[first])[written:]
         pending = rest[first:]
     return total
+
+
+SMALL_COPY: Final = 1 << 15
+"""A range smaller than this is copied with a read and a write: the kernel's
+copy costs more per call than such a range's bytes."""
+_NO_COPY_RANGE: Final = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF)
+
+
+def copy_range(source: int, source_at: int, target: int, target_at: int, size: int, name: str) -> None:
+    """Copy ``size`` bytes of file ``source`` from ``source_at`` into file
+    ``target`` at ``target_at``: with ``os.copy_file_range`` where the kernel
+    can (a reflink on XFS or btrfs, a server-side copy on NFS 4.2, an
+    in-kernel copy elsewhere: the bytes never come up to Python), else read
+    and written. ``name`` names the source in an error."""
+    done = 0
+    if size >= SMALL_COPY:
+        try:
+            while done < size:
+                copied = os.copy_file_range(source, target, size - done, source_at + done, target_at + done)
+                if copied == 0:
+                    raise OSError(errno.EIO, "a file is shorter than its index says", name)
+                done += copied
+        except OSError as exc:
+            if exc.errno not in _NO_COPY_RANGE:
+                raise
+    while done < size:
+        block = os.pread(source, min(size - done, 1 << 20), source_at + done)
+        if not block:
+            raise OSError(errno.EIO, "a file is shorter than its index says", name)
+        done += os.pwrite(target, block, target_at + done)
 
 
 def keep_freed_memory() -> None:

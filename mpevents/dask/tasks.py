@@ -37,16 +37,13 @@ from mpevents.core.framing import Span, frames, line_start, read_chunk, read_spa
 from mpevents.core.inputs import InputFile
 from mpevents.core.sources import open_url, reader_of
 from mpevents.core.spec import ChunkResult, Reject, process_chunk
-from mpevents.core.system import keep_freed_memory, write_all
+from mpevents.core.system import copy_range, keep_freed_memory, write_all
 from mpevents.output.names import group_file_name, part_file_name
 
 HOLD_BYTES: Final = 32 << 20
 """Records a task holds in memory before it writes them out, each group's one
 after another: a task of up to 12 chunks writes them once, in one run, and a
 bigger one in a few runs, so that its memory stays bounded."""
-SMALL_COPY: Final = 1 << 15
-"""A part smaller than this is placed with a read and a write: the kernel's
-copy costs more per call than such a part's bytes."""
 
 
 class PartsResult(NamedTuple):
@@ -241,7 +238,7 @@ def place_parts(part: str, directory: str, offsets: Sequence[int]) -> int:
             try:
                 at = start
                 for offset, size in group_pieces:
-                    _copy(source, offset, target, at, size, part)
+                    copy_range(source, offset, target, at, size, part)
                     at += size
                 placed += at - start
             finally:
@@ -250,29 +247,6 @@ def place_parts(part: str, directory: str, offsets: Sequence[int]) -> int:
         os.close(source)
     os.unlink(part)
     return placed
-
-
-_NO_COPY_RANGE: Final = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF)
-
-
-def _copy(source: int, source_at: int, target: int, target_at: int, size: int, name: str) -> None:
-    """Copy ``size`` bytes of ``source`` from ``source_at`` into ``target`` at ``target_at``."""
-    done = 0
-    if size >= SMALL_COPY:
-        try:
-            while done < size:
-                copied = os.copy_file_range(source, target, size - done, source_at + done, target_at + done)
-                if copied == 0:
-                    raise OSError(errno.EIO, "a task's part file is shorter than its index says", name)
-                done += copied
-        except OSError as exc:
-            if exc.errno not in _NO_COPY_RANGE:
-                raise
-    while done < size:
-        block = os.pread(source, min(size - done, 1 << 20), source_at + done)
-        if not block:
-            raise OSError(errno.EIO, "a task's part file is shorter than its index says", name)
-        done += os.pwrite(target, block, target_at + done)
 
 
 def _maybe_die(path: str, start: int) -> None:

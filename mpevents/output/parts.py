@@ -17,7 +17,8 @@ end in the block. A shard is a range of hashes, so its groups lie together
 in every block: placing a shard reads
 one range of each block (``pread``), gathers each group's pieces from all
 blocks in memory, and writes each group file with one ``pwritev`` per
-``PLACE_BYTES`` it gathered. Nothing serial touches a record: the collector
+``PLACE_BYTES`` it gathered (a piece of 32 KiB or more is copied in the
+kernel instead, never read into memory). Nothing serial touches a record: the collector
 only keeps the blocks' order, and the group files are written by all the
 workers at once, each of their files once whatever the number of blocks.
 
@@ -50,7 +51,7 @@ from typing import Final, NamedTuple
 import msgspec
 
 from mpevents.core.spec import ChunkParts
-from mpevents.core.system import write_all
+from mpevents.core.system import SMALL_COPY, copy_range, write_all
 from mpevents.output.names import group_file_name
 
 HASHES: Final = 1 << 32
@@ -227,49 +228,102 @@ def _place_range(
     placed: dict[bytes, list[int]],
     moved: Callable[[], object] | None,
 ) -> None:
-    """Gather the groups of hashes ``[low, high)`` from every block, in
-    order, and write them; more than once per group only if they hold more
-    than ``budget`` together."""
-    held: defaultdict[bytes, list[memoryview]] = defaultdict(list)
-    held_bytes = 0
+    """Gather the groups of hashes ``[low, high)`` from every block, in order,
+    and write them: a group's small pieces held until the round ends (or
+    holds ``budget``) and written together, a big piece copied in the kernel
+    straight from its part log."""
+    writer = _Writer(output, placed)
     for ref in refs:
         fd = _log(parts, logs, ref.log)
         index = _read_index(fd, ref)
         first, last = bisect_left(index.hashes, low), bisect_left(index.hashes, high)
         if first < last:
-            start = index.start(first)
-            size = index.ends[last - 1] - start
-            block = memoryview(os.pread(fd, size, ref.offset + start))
-            if len(block) != size:
-                raise OSError(errno.EIO, f"part log {ref.log} is shorter than its blocks say")
             ends, name_ends = index.ends[first:last], index.name_ends[first:last]
-            starts = chain((start,), ends)  # each group's bytes start where the one before ends
+            starts = chain((index.start(first),), ends)  # each group's bytes start where the one before ends
             name_starts = chain((index.name_ends[first - 1] if first else 0,), name_ends)
             names = index.names
+            run: list[tuple[bytes, int, int]] = []  # small pieces side by side, read at once
             for begin, end, name_begin, name_end, count in zip(
                 starts, ends, name_starts, name_ends, index.counts[first:last]
             ):
                 group = names[name_begin:name_end]
-                held[group].append(block[begin - start : end - start])
                 totals = placed.get(group)
                 if totals is None:
                     placed[group] = [count, 0]
                 else:
                     totals[0] += count
-            held_bytes += size
-            if held_bytes >= budget:
-                _write_held(output, held, placed)
-                held, held_bytes = defaultdict(list), 0
+                if end - begin >= SMALL_COPY:
+                    writer.hold_run(fd, ref, run)
+                    run = []
+                    writer.copy(group, fd, ref.offset + begin, end - begin, ref.log)
+                else:
+                    run.append((group, begin, end))
+            writer.hold_run(fd, ref, run)
+            if writer.held_bytes >= budget:
+                writer.write_held()
         if moved is not None:
             moved()
-    _write_held(output, held, placed)
+    writer.write_held()
 
 
-def _write_held(output: Path, held: dict[bytes, list[memoryview]], placed: dict[bytes, list[int]]) -> None:
-    for group, pieces in held.items():
-        totals = placed[group]
-        fd = os.open(output / group_file_name(group), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            totals[1] += write_all(fd, pieces, totals[1])
-        finally:
-            os.close(fd)
+class _Writer:
+    """What a round of a placing has gathered, and its writes into the group
+    files; ``placed`` says where each group's file ends so far."""
+
+    def __init__(self, output: Path, placed: dict[bytes, list[int]]) -> None:
+        self._output = output
+        self._placed = placed
+        self._held: defaultdict[bytes, list[memoryview]] = defaultdict(list)
+        self.held_bytes = 0
+
+    def hold_run(self, fd: int, ref: PartRef, run: list[tuple[bytes, int, int]]) -> None:
+        """Hold pieces that lie side by side in ``ref``'s block: (group, begin, end)."""
+        if not run:
+            return
+        start, stop = run[0][1], run[-1][2]
+        block = memoryview(os.pread(fd, stop - start, ref.offset + start))
+        if len(block) != stop - start:
+            raise OSError(errno.EIO, f"part log {ref.log} is shorter than its blocks say")
+        held = self._held
+        for group, begin, end in run:
+            held[group].append(block[begin - start : end - start])
+        self.held_bytes += stop - start
+
+    def copy(self, group: bytes, source: int, at: int, size: int, name: str) -> None:
+        """Append ``size`` bytes of ``source`` from ``at`` to ``group``'s file,
+        after what is held of it."""
+        with self._open(group) as target:
+            self._write(group, target)
+            totals = self._placed[group]
+            copy_range(source, at, target.fd, totals[1], size, name)
+            totals[1] += size
+
+    def write_held(self) -> None:
+        for group in list(self._held):
+            with self._open(group) as target:
+                self._write(group, target)
+        self.held_bytes = 0
+
+    def _write(self, group: bytes, target: _Fd) -> None:
+        pieces = self._held.pop(group, None)
+        if pieces:
+            totals = self._placed[group]
+            written = write_all(target.fd, pieces, totals[1])
+            totals[1] += written
+            self.held_bytes -= written
+
+    def _open(self, group: bytes) -> _Fd:
+        return _Fd(os.open(self._output / group_file_name(group), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+
+
+class _Fd:
+    """An open file descriptor, closed on leaving a ``with``."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __enter__(self) -> _Fd:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        os.close(self.fd)
