@@ -93,6 +93,7 @@ FIELD = '[[field]]\nname = "a"\ntype = "uint"\n'
         ('delimiter = "\\n"\n' + FIELD, "delimiter"),
         ('delimiter = ""\n' + FIELD, "delimiter"),
         ("max_line_bytes = 0\n" + FIELD, "max_line_bytes"),
+        ("max_line_bytes = 65537\n" + FIELD, "max_line_bytes"),
         ("max_line_bytes = true\n" + FIELD, "max_line_bytes"),
         ('colour = "red"\n' + FIELD, "colour"),
         ("", "field"),

@@ -163,8 +163,9 @@ def from_dict(data: dict[str, Any], source: str = "<schema>", *, default_name: s
     if len(delimiter.encode()) != 1 or delimiter in "\n\r" or ord(delimiter) > 0x7F:
         raise fail("delimiter", f"must be one byte, not a line end nor above 0x7F, got {delimiter!r}")
     max_line_bytes = _typed(data, "max_line_bytes", int, DEFAULT_MAX_LINE_BYTES, fail)
-    if max_line_bytes < 1:
-        raise fail("max_line_bytes", f"must be at least 1, got {max_line_bytes}")
+    if not 1 <= max_line_bytes <= DEFAULT_MAX_LINE_BYTES:
+        # The readers keep only the first 64 KiB of a longer line (``core.framing``).
+        raise fail("max_line_bytes", f"must be 1 to {DEFAULT_MAX_LINE_BYTES}, got {max_line_bytes}")
     tables = data.get("field")
     if not isinstance(tables, list) or not tables or not all(isinstance(table, dict) for table in tables):
         raise fail("field", "give one [[field]] table per field, at least one")
