@@ -508,10 +508,10 @@ class _Chunk:
             self._add(pieces[_FIELDS * plain :])
 
 
-def _unsplit(pieces: list[bytes], unescape: bool) -> bytes:
+def _unsplit(pieces: list[bytes], unescape: bool, delimiter: bytes = b"|") -> bytes:
     """A line again, from its pieces; ``unescape`` undoes :data:`_ESCAPES`
     (every '"' came with one '\\' before it, every other '\\' with another)."""
-    line = b"|".join(pieces)
+    line = delimiter.join(pieces)
     if unescape:
         line = line.replace(b'\\"', b'"').replace(b"\\\\", b"\\")
     return line
