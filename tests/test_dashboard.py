@@ -29,7 +29,7 @@ def known_view() -> View:
         records=540_000,
         rejected=10_000,
         reasons={"field_count": 7_000, "bad_id": 3_000, "bad_value": 0},
-        top_groups=[(2, 200_000), (1, 190_000)],
+        top_groups=[("2", 200_000), ("1", 190_000)],
         groups=3,
     )
 

@@ -6,7 +6,7 @@ the key (:class:`SchemaError`, exit 2), the built-in v1 schema
 (:data:`V1`), writing a schema back as TOML (``--print-schema``), drafting
 one from a log's first lines (``--infer-schema``), a schema's hash (named
 in summary.json) and its reason codes in check order. Pure: no I/O but
-:func:`load`'s read of its file. Talks to: nothing; ``core.spec`` and
+the reads of :func:`load` and :func:`infer_file`. Talks to: nothing; ``core.spec`` and
 ``core.fields`` check lines against a schema, the command line loads one.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -31,6 +32,8 @@ NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 INFER_LINES: Final = 10_000
 """The lines --infer-schema looks at."""
 INFER_DELIMITERS: Final = ("|", "\t", ",", ";")
+INFER_SHARE: Final = 0.99
+"""The share of the lines a delimiter must cut into one number of fields; the others are left out of the draft."""
 INFER_VALUES: Final = 20
 """A string column of at most this many distinct values is drafted with ``values``."""
 
@@ -284,8 +287,8 @@ def _fits(kind: FieldType, value: str) -> bool:
 
 def infer(data: bytes, name: str = "") -> Schema:
     """A draft schema for the lines of ``data`` (its first :data:`INFER_LINES`):
-    the delimiter that cuts every line into the same number of fields (the
-    most, of :data:`INFER_DELIMITERS`), each field of the narrowest type
+    the delimiter of :data:`INFER_DELIMITERS` that cuts the most lines (at
+    least :data:`INFER_SHARE` of them) into one number of fields, each field of the narrowest type
     every value fits, ``optional`` where a column has empties, ``values``
     for a string column of few distinct values. Raises :class:`UsageError`
     when no delimiter fits."""
@@ -296,20 +299,35 @@ def infer(data: bytes, name: str = "") -> Schema:
     lines = [line for line in lines if line]
     if not lines:
         raise UsageError("--infer-schema: the file has no line to infer from")
-    best: tuple[int, str] | None = None  # (fields, delimiter)
+    best: tuple[int, int, str] | None = None  # (lines cut alike, fields, delimiter)
     for delimiter in INFER_DELIMITERS:
-        counts = {line.count(delimiter) for line in lines}
-        count = counts.pop() + 1
-        if not counts and count > 1 and (best is None or count > best[0]):
-            best = (count, delimiter)
+        counts = Counter(line.count(delimiter) + 1 for line in lines)
+        fields, alike = counts.most_common(1)[0]
+        # A broken line or two (a field too many) do not hide the log's format.
+        if fields > 1 and alike >= INFER_SHARE * len(lines) and (best is None or (alike, fields) > best[:2]):
+            best = (alike, fields, delimiter)
     if best is None:
         raise UsageError(
-            "--infer-schema: no delimiter of '|', tab, ',' and ';' cuts every line into the same number of fields"
+            "--infer-schema: no delimiter of '|', tab, ',' and ';' cuts the lines into the same number of fields"
         )
-    _, delimiter = best
-    columns = list(zip(*(line.split(delimiter) for line in lines)))
+    _, count, delimiter = best
+    columns = list(zip(*(parts for line in lines if len(parts := line.split(delimiter)) == count)))
     fields = [_draft_field(f"field{i}", column) for i, column in enumerate(columns, 1)]
     return Schema(tuple(fields), delimiter, None, DEFAULT_MAX_LINE_BYTES, name)
+
+
+def infer_file(path: Path) -> Schema:
+    """:func:`infer` on the first lines of the plain log ``path``, named by its stem."""
+    if path.name.endswith((".gz", ".zst")):
+        raise UsageError(f"--infer-schema reads a plain log; decompress {str(path)!r} first")
+    head = bytearray()
+    try:
+        with open(path, "rb") as handle:
+            while head.count(b"\n") < INFER_LINES and (block := handle.read(1 << 20)):
+                head += block
+    except OSError as exc:
+        raise UsageError(f"cannot read {str(path)!r}: {exc.strerror}") from exc
+    return infer(bytes(head), path.name.split(".")[0])
 
 
 def _draft_field(name: str, column: Sequence[str]) -> Field:

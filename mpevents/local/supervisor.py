@@ -268,7 +268,7 @@ class LocalEngine:
         self.staging = staging
         self.budget = budget
         self.readers = min(config.readers, len(files)) or 1
-        self.board = Board(len(files), config.workers, self.readers)
+        self.board = Board(len(files), config.workers, self.readers, config.schema.reasons())
         self.restarts = Restarts()
         self.total_bytes = sum(info.size for info in files)
         self.ctx = context()
@@ -366,6 +366,7 @@ class LocalEngine:
             board=self.board,
             ledger=attempt.ledger,
             spool=attempt.spool,
+            schema=self.config.schema,
         )
         attempt.start("worker", slot, f"worker {slot + 1}", work, job)
 

@@ -21,6 +21,7 @@ from mpevents.core import failpoints as _failpoints
 from mpevents.core.compression import read_compressed_span
 from mpevents.core.framing import Span, read_chunk
 from mpevents.core.inputs import InputFile
+from mpevents.core.schema import V1, Schema
 from mpevents.core.spec import ChunkParts, process_chunk_parts
 from mpevents.local.ledger import Ledger
 from mpevents.local.messages import Result
@@ -52,6 +53,8 @@ class WorkerJob:
     board: Board
     ledger: Ledger
     spool: Spool
+    schema: Schema = V1
+    """The record format the lines are checked against."""
 
 
 def work(job: WorkerJob) -> None:
@@ -86,7 +89,9 @@ def _check(job: WorkerJob, span: Span, took: int, break_at: tuple[int, int] | No
     started = time.perf_counter_ns()
     info, board = job.files[span.file], job.board
     writer = job.spool.result_writer(span)
-    result = process_chunk_parts(_span_bytes(job, info, span), file_start=span.start == 0, on_flush=writer.write)
+    result = process_chunk_parts(
+        _span_bytes(job, info, span), file_start=span.start == 0, on_flush=writer.write, schema=job.schema
+    )
     if (span.file, span.seq) == break_at:
         job.result_queue.break_mid_transfer()
         _failpoints.kill_self()
