@@ -302,10 +302,10 @@ def infer(data: bytes, name: str = "") -> Schema:
     best: tuple[int, int, str] | None = None  # (lines cut alike, fields, delimiter)
     for delimiter in INFER_DELIMITERS:
         counts = Counter(line.count(delimiter) + 1 for line in lines)
-        fields, alike = counts.most_common(1)[0]
+        width, alike = counts.most_common(1)[0]
         # A broken line or two (a field too many) do not hide the log's format.
-        if fields > 1 and alike >= INFER_SHARE * len(lines) and (best is None or (alike, fields) > best[:2]):
-            best = (alike, fields, delimiter)
+        if width > 1 and alike >= INFER_SHARE * len(lines) and (best is None or (alike, width) > best[:2]):
+            best = (alike, width, delimiter)
     if best is None:
         raise UsageError(
             "--infer-schema: no delimiter of '|', tab, ',' and ';' cuts the lines into the same number of fields"
