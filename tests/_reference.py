@@ -22,6 +22,7 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import sequential as reference
@@ -207,3 +208,45 @@ def group_file_name(value: str) -> str:
     if len(encoded) > 200:
         encoded = encoded[:180] + "~" + hashlib.sha256(value.encode()).hexdigest()[:16]
     return f"group-{encoded}.jsonl"
+
+
+def schema_reasons(schema: Schema) -> list[str]:
+    """The issue's reasons in check order: the line's three, then each field's."""
+    found = ["line_too_long", "invalid_utf8", "field_count"]
+    for spec in schema.fields:
+        if spec.type != "string":
+            found.append("bad_" + spec.name)
+            continue
+        found += [] if spec.optional else ["empty_field"]
+        found.append("control_char")
+        if spec.values is not None or spec.max_bytes is not None:
+            found.append("bad_" + spec.name)
+    return list(dict.fromkeys(found))
+
+
+def expected_schema_output(directory: Path, schema: Schema) -> dict[str, Any]:
+    """What a run on the plain ``*.log`` files of ``directory`` with ``schema``
+    must write: each output file's bytes by name, and summary.json's groups and
+    rejected_by_reason (``"groups"``, ``"reasons"``)."""
+    groups: dict[str, list[bytes]] = {}
+    rejects = []
+    reasons = dict.fromkeys(schema_reasons(schema), 0)
+    for path in sorted(directory.glob("*.log"), key=lambda p: os.fsencode(p.name)):
+        for number, line in enumerate(reference.split(path.read_bytes(), file_start=True), 1):
+            outcome = schema_check(schema, line)
+            if isinstance(outcome, str):
+                reasons[outcome] += 1
+                raw = line[:1024].decode("utf-8", "backslashreplace")
+                rejects.append({"file": path.name, "line": number, "reason": outcome, "raw": raw})
+            elif outcome is not None:
+                groups.setdefault(outcome[0], []).append(outcome[1])
+    files: dict[str, Any] = {
+        "records.jsonl" if schema.group_by is None else group_file_name(value): b"".join(records)
+        for value, records in groups.items()
+    }
+    files["rejected.jsonl"] = Expected(rejects=rejects).rejected_jsonl()
+    group_type = next((spec.type for spec in schema.fields if spec.name == schema.group_by), None)
+    order = (lambda value: (int(value), b"")) if group_type in ("uint", "int") else (lambda value: (0, value.encode()))
+    files["groups"] = {value: len(groups[value]) for value in sorted(groups, key=order)}
+    files["reasons"] = reasons
+    return files
