@@ -196,3 +196,21 @@ def test_a_torn_last_record_is_ignored(tmp_path: Path) -> None:
     path.write_bytes(whole)
     assert read(path)[1].next_seq == 5
     assert read(tmp_path / "none")[1] == State()
+
+
+def test_a_resume_with_another_schema_is_refused(tmp_path: Path) -> None:
+    # The records written before are of the interrupted run's format.
+    from mpevents.core.errors import UsageError
+    from mpevents.core.schema import V1, Field, Schema
+    from mpevents.output import journal
+
+    other = Schema((Field("a", "uint"),), name="other")
+    journal.start(tmp_path, [], other)
+    header, _ = journal.read(tmp_path / ".journal")
+    assert header is not None
+    journal.check_schema(header, other)
+    with pytest.raises(UsageError, match="another schema"):
+        journal.check_schema(header, V1)
+    journal.check_schema(Header(1, []), V1)  # a journal written before schemas: v1's
+    with pytest.raises(UsageError):
+        journal.check_schema(Header(1, []), other)
