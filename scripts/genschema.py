@@ -3,7 +3,8 @@
     python3 scripts/genschema.py SCHEMA LINES GROUPS SEED   (lines on stdout)
 
 Standard library only (``tomllib``), so that genlog.sh needs no installed
-mpevents. Each field gets values of its type: numbers of every size, floats
+mpevents. Each field gets values of its type: numbers of every size (up to
+nanosecond timestamps), floats
 as applications print them (``12.5``, ``0.003``, ``1E3``), bools as ``true``,
 ``false``, ``1`` and ``0``; a string field takes its ``values``, or one of
 three pools by its place (users, 45% outside ASCII; events; long messages),
@@ -126,7 +127,10 @@ def _value_maker(
         hosts = [f"web-{i:03d}" if i % 10 else f"hôte-{i}" for i in range(1, groups + 1)]
         return lambda: rng.choice(hosts)
     if kind == "uint":
-        return lambda: str(rng.choice((rng.randint(0, 999), rng.randint(0, 10**6), rng.randint(0, 2**63 - 1))))
+        # Counts, sizes, and nanosecond timestamps (19 digits).
+        return lambda: str(
+            rng.choice((rng.randint(0, 999), rng.randint(0, 10**6), rng.randint(15 * 10**17, 18 * 10**17)))
+        )
     if kind == "int":
         return lambda: str(rng.randint(-(10**6), 10**6))
     if kind == "float":

@@ -24,7 +24,6 @@ import msgspec
 from mpevents.core.schema import Field, Schema
 from mpevents.core.spec import (
     _ESCAPES,
-    _MAX_DIGITS,
     _RUN_BYTES,
     Reject,
     _Chunk,
@@ -207,7 +206,11 @@ _DIGIT_CLASSES: Final = bytes(
     ord("d") if chr(byte) in "0123456789" else byte if byte == ord("\n") else ord("x") for byte in range(256)
 )
 """A translation table: digits to 'd', line ends kept, anything else to 'x'."""
-_TOO_LONG: Final = b"d" * (_MAX_DIGITS + 1) + b"\n"
+_TOO_LONG: Final = b"d" * 20
+"""In the classes of a column: a number of 20 digits or more."""
+_NINETEEN: Final = b"\n" + b"d" * 19 + b"\n"
+"""A number of 19 digits: below 2^63 unless it begins with a 9, which the exact
+path decides (nanosecond timestamps have 19 digits; v1's path sends every one there)."""
 _SIGN_ONLY: Final = (b"\n-0\n", b"\n-\n")
 _INF: Final = math.inf
 
@@ -235,8 +238,8 @@ def _column(pieces: list[bytes]) -> bytes:
 
 def _bad_digits(column: bytes) -> set[int]:
     """Which fields of a :func:`_column` are neither empty nor canonical unsigned
-    numbers of at most _MAX_DIGITS digits, counted from 0 (``core.spec``'s
-    ``_bad_numbers``, on line ends: a piece may hold '|' here)."""
+    numbers below 9 * 10^18, counted from 0 (``core.spec``'s ``_bad_numbers``,
+    on line ends: a piece may hold '|' here)."""
     classes = column.translate(_DIGIT_CLASSES)
     bad: set[int] = set()
 
@@ -250,6 +253,11 @@ def _bad_digits(column: bytes) -> set[int]:
         fields(classes, b"x")
     if _TOO_LONG in classes:
         fields(classes, _TOO_LONG)
+    found = classes.find(_NINETEEN)
+    while found >= 0:
+        if column[found + 1] == 0x39:  # '9'
+            bad.add(classes.count(b"\n", 0, found))
+        found = classes.find(_NINETEEN, found + 20)
     if b"\n0" in column and column.count(b"\n0") != column.count(b"\n0\n"):  # perhaps a leading zero
         found = column.find(b"\n0")
         while found >= 0:
