@@ -37,6 +37,7 @@ from mpevents._config import (
     usable_cores,
 )
 from mpevents.core.errors import EXIT_FAILURE, EXIT_OK, EXIT_SIGINT, Interrupted, MpeventsError, UsageError
+from mpevents.core.schema import V1, infer_file, load, to_toml
 from mpevents.core.sources import is_url
 from mpevents.local.child import start_fork_server
 
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         "2 bad usage or input, 130 interrupted (SIGINT), 143 terminated (SIGTERM).",
     )
     _add_run_options(parser)
+    _add_schema_options(parser)
     _add_limit_options(parser)
     _add_display_options(parser)
     _add_engine_options(parser)
@@ -128,7 +130,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=DEFAULT_OUTPUT,
         metavar="DIR",
-        help=f"directory for group-<id>.jsonl, rejected.jsonl and summary.json; replaced atomically "
+        help=f"directory for group-<value>.jsonl (records.jsonl without group_by), rejected.jsonl and "
+        "summary.json; replaced atomically "
         f"at the end of a successful run (default: {DEFAULT_OUTPUT})",
     )
     add(
@@ -163,6 +166,25 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         metavar="GLOB",
         help="which file names in the input directory to read; give it more than once for several; "
         f"names ending in .gz or .zst are decompressed (default: {' '.join(DEFAULT_PATTERNS)})",
+    )
+
+
+def _add_schema_options(parser: argparse.ArgumentParser) -> None:
+    """The record format."""
+    add = parser.add_argument
+    add(
+        "--schema",
+        type=Path,
+        metavar="FILE",
+        help="the record format, a TOML file: delimiter, fields and their types, group_by (default: the "
+        "built-in v1, id|log|event|user|value|group_id|timestamp)",
+    )
+    add("--print-schema", action="store_true", help="print the schema in effect as TOML and exit")
+    add(
+        "--infer-schema",
+        type=Path,
+        metavar="FILE",
+        help="print a draft schema for the log FILE, from its first 10,000 lines, and exit",
     )
 
 
@@ -291,6 +313,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         resume=args.resume,
         trace=args.trace,
         settle=args.settle,
+        schema=load(args.schema) if args.schema is not None else V1,
     )
 
 
@@ -300,7 +323,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         check_platform()
         args = build_parser().parse_args(argv)
+        if args.infer_schema is not None:
+            sys.stdout.write(to_toml(infer_file(args.infer_schema)))
+            return EXIT_OK
         config = config_from_args(args)
+        if args.print_schema:
+            sys.stdout.write(to_toml(config.schema))
+            return EXIT_OK
         files = check(config)
         if config.engine == "local":
             # Now, while this process is single-threaded: the server is forked

@@ -20,6 +20,7 @@ from mpevents.core.compression import check_available, compression_of
 from mpevents.core.errors import UsageError
 from mpevents.core.inputs import FileList, InputFile
 from mpevents.core.live import unread_tail
+from mpevents.core.schema import V1, Schema
 
 DEFAULT_INPUT: Final = Path("data/input")
 DEFAULT_OUTPUT: Final = Path("data/output")
@@ -84,6 +85,7 @@ class Config:
     resume: bool = False  # journal progress; go on from an interrupted --resume run
     trace: bool = False  # write trace.json, a timeline of every process, into profile_dir
     settle: float = DEFAULT_SETTLE_S  # seconds a file must be unchanged for its last line without a line end to count
+    schema: Schema = V1  # the record format (--schema FILE); by default the built-in v1
 
     def __post_init__(self) -> None:
         for name in ("workers", "readers", "chunk_bytes", "max_open_files"):

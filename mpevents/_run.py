@@ -32,6 +32,7 @@ from mpevents._summary import Summary, build_summary, encode
 from mpevents.core import live as _live
 from mpevents.core.errors import Interrupted, RunError
 from mpevents.core.inputs import FileList, InputFile
+from mpevents.core.schema import Schema
 from mpevents.observe import trace as _trace
 from mpevents.observe.profiling import memory_report, merge_cpu_profiles, peak_rss_kib, profiled
 from mpevents.output import directory as _output
@@ -114,17 +115,18 @@ def _resume(config: Config, files: Sequence[InputFile], staging: Path) -> tuple[
     header, state = journal.read(staging / JOURNAL_NAME)
     if header is None:
         log.warning("--resume: nothing to resume for %s; starting from the start", config.output_dir)
-        _fresh_journal(staging, files)
+        _fresh_journal(staging, files, config.schema)
         return journal.State(), files
     journal.check_inputs(header, files)
+    journal.check_schema(header, config.schema)
     journal.restore(staging, state)
     log.warning("--resume: %s lines were written before; going on from there", f"{state.lines:,}")
     return state, journal.as_listed(header, files)
 
 
-def _fresh_journal(staging: Path, files: Sequence[InputFile]) -> None:
+def _fresh_journal(staging: Path, files: Sequence[InputFile], schema: Schema) -> None:
     _output.empty(staging)  # emptied, not made again: the run holds this directory
-    journal.start(staging, files)
+    journal.start(staging, files, schema)
 
 
 def _add_profiles(config: Config, summary: Summary) -> None:
@@ -151,7 +153,7 @@ def make_engine(
 
     if resume is None:
         return LocalEngine(config, files, staging, budget)
-    return LocalEngine(config, files, staging, budget, resume, lambda: _fresh_journal(staging, files))
+    return LocalEngine(config, files, staging, budget, resume, lambda: _fresh_journal(staging, files, config.schema))
 
 
 def drive(engine: Engine, observer: Observer | None, interrupt: _Interrupt | None = None) -> Report:

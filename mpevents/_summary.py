@@ -16,7 +16,7 @@ from mpevents._config import Config
 from mpevents._engine import Engine, Restarts
 from mpevents.core.inputs import InputFile
 from mpevents.core.live import Unread
-from mpevents.core.spec import REASONS
+from mpevents.core.schema import V1, Schema
 from mpevents.observe.board import WorkerField
 from mpevents.output.directory import TOOL
 from mpevents.output.report import FileCounts, Report
@@ -55,10 +55,22 @@ class FileSummary(msgspec.Struct):
     """Why, with unread_bytes: "unfinished_line", "grew", or both."""
 
 
-class Summary(msgspec.Struct):
+class SchemaFacts(msgspec.Struct):
+    """Which record format the run read: its name, and the SHA-256 of its TOML text (``Schema.digest``)."""
+
+    name: str
+    sha256: str
+
+    @classmethod
+    def of(cls, schema: Schema) -> SchemaFacts:
+        return cls(schema.name, schema.digest())
+
+
+class Summary(msgspec.Struct, kw_only=True):
     """The whole of ``summary.json``."""
 
     tool: str
+    schema: SchemaFacts = msgspec.field(default_factory=lambda: SchemaFacts.of(V1))
     totals: FileCounts
     files: dict[str, FileSummary]
     rejected_by_reason: dict[str, int]
@@ -110,8 +122,9 @@ def build_summary(
         tool=TOOL,
         totals=totals,
         files=entries,
-        rejected_by_reason=dict(zip(REASONS, report.reasons)),
-        groups=dict(sorted(report.groups.items(), key=lambda item: int(item[0]))),
+        schema=SchemaFacts.of(config.schema),
+        rejected_by_reason=dict(zip(config.schema.reasons(), report.reasons)),
+        groups=ordered_groups(report.groups, config.schema),
         workers=config.workers,
         engine=config.engine,
         elapsed_s=round(elapsed, 3),
@@ -121,6 +134,13 @@ def build_summary(
         restarts=engine.restarts,
         unread_bytes=sum(count for count, _ in unread.values()),
     )
+
+
+def ordered_groups(groups: dict[str, int], schema: Schema) -> dict[str, int]:
+    """summary.json's ``groups``: numerically for numbers, in byte order for strings and bools."""
+    if schema.numeric_groups:
+        return dict(sorted(groups.items(), key=lambda item: int(item[0])))
+    return dict(sorted(groups.items(), key=lambda item: item[0].encode()))
 
 
 def chunks_per_worker(engine: Engine) -> list[int]:

@@ -6,9 +6,11 @@
 Builds the corpora once with scripts/genlog.sh (files of 500,000 lines in
 ``.bench/``), then runs every program once per round, in turn, so that
 a noisy machine slows them all alike. A corpus is named ``MIX-SIZE``: MIX is
-``template`` (the seed's one template, 3 groups) or ``real`` (what real logs
+``template`` (the seed's one template, 3 groups), ``real`` (what real logs
 hold: text outside ASCII, quotes, 200 groups, 1 line in 200 broken; see
-genlog.sh), SIZE the lines in millions (``2M``) or thousands (``322K``); a
+genlog.sh) or ``wide`` (the real mix in the 12 fields of every type of
+WIDE_SCHEMA, grouped by a string in 200 groups: mpevents is given
+``--schema``, the peers the same column types), SIZE the lines in millions (``2M``) or thousands (``322K``); a
 ``-GROUPSg`` part sets genlog's groups (``real-1M-10000g``; the peers skip a
 corpus of more than PEERS_UP_TO_GROUPS). For each it reports the median wall
 time, lines per second and the peak memory of its whole process tree (summed
@@ -66,6 +68,8 @@ from mpevents.output.names import SPOOL_PREFIX
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / ".bench"
+WIDE_SCHEMA = REPO / "scripts" / "schemas" / "wide.toml"
+"""The schema of the ``wide`` corpora (issue #27's target 2)."""
 LINES_PER_FILE = 500_000
 SAMPLE_S = 0.05
 """How often a memory round reads the memory of the running program. One
@@ -137,7 +141,8 @@ class Corpus:
             for index in range(parts):
                 env = {**os.environ, "GENLOG_SEED": str(index + 1)}
                 path = directory / f"part-{index:03d}.log{self.suffix}"
-                command = [str(REPO / "scripts" / "genlog.sh"), "--mix", self.mix, str(path), str(self.lines // parts)]
+                kind = ["--schema", str(WIDE_SCHEMA)] if self.mix == "wide" else ["--mix", self.mix]
+                command = [str(REPO / "scripts" / "genlog.sh"), *kind, str(path), str(self.lines // parts)]
                 if self.groups is not None:
                     command.append(str(self.groups))
                 subprocess.run(command, check=True, env=env)
@@ -153,7 +158,7 @@ class Corpus:
         return directory
 
 
-MIXES = ("template", "real")
+MIXES = ("template", "real", "wide")
 
 
 def compile_bytecode(repo: Path = REPO) -> None:
@@ -220,9 +225,15 @@ def programs_for(
     baseline: Path | None = None,
     compressed: bool = False,
     trace: bool = False,
+    schema: Path | None = None,
 ) -> list[Program]:
+    """``schema``: the corpus's schema file, given to mpevents and the peers (the
+    sequential script and a baseline, which read v1 only, are left out)."""
     python = sys.executable
     command = [python, "-m", "mpevents", "--input", str(directory), "--output", str(output), "--quiet"]
+    if schema is not None:
+        command += ["--schema", str(schema)]
+        sequential, baseline = False, None
     progs = [Program(f"mpevents N={n}", [*command, "--worker-number", str(n)], REPO) for n in workers]
     if trace:  # what --trace costs, in the same rounds
         profiles = str(WORK / "trace-profiles")
@@ -239,7 +250,11 @@ def programs_for(
         for peer in ("duckdb",) if compressed else ("duckdb", "polars", "chdb"):  # Polars and chDB: plain files here
             if available(peer):
                 progs.append(
-                    Program(peer, [python, str(REPO / "scripts" / "peers.py"), peer, str(directory), str(output)])
+                    Program(
+                        peer,
+                        [python, str(REPO / "scripts" / "peers.py"), peer, str(directory), str(output)]
+                        + ([str(schema)] if schema is not None else []),
+                    )
                 )
     return progs
 
@@ -513,9 +528,10 @@ def main() -> int:
     for corpus in corpora:
         directory = corpus.build()
         sequential = corpus.lines <= sequential_limit
+        schema = WIDE_SCHEMA if corpus.mix == "wide" else None
         peers = not args.no_peers and (corpus.groups or 0) <= PEERS_UP_TO_GROUPS
         programs = programs_for(
-            directory, output, workers, peers, sequential, args.baseline, bool(corpus.suffix), args.trace
+            directory, output, workers, peers, sequential, args.baseline, bool(corpus.suffix), args.trace, schema
         )
         for round_ in range(args.memory_rounds):
             for program in programs:
@@ -529,6 +545,7 @@ def main() -> int:
         results[corpus.name] = report_size(corpus.lines, programs)
     shutil.rmtree(output, ignore_errors=True)
     spec = spec_bench.measure(args.spec_rounds) if args.spec_rounds > 0 else {}
+    wide = spec_bench.measure_wide(args.spec_rounds) if args.spec_rounds > 0 else {}
     many_groups = dask_groups(args.rounds, console) if args.dask_groups else {}
     ceiling_report = ceilings(args.rounds, console) if args.ceiling else {}
     document = {
@@ -539,6 +556,7 @@ def main() -> int:
         "ratios": ratios(results),
         "spec_rounds": args.spec_rounds,
         "spec": spec,
+        "spec_wide": wide,
         "dask_groups": many_groups,
         "ceiling": ceiling_report,
     }
@@ -561,6 +579,12 @@ def main() -> int:
         for name, row in spec.items():
             spec_table.add_row(name, f"{row['ns_per_line']:,.0f}", f"{row['per_template']:.2f}")
         console.print(spec_table)
+    if wide:
+        console.print(
+            f"process_chunk per input byte, real mix, medians of {args.spec_rounds} rounds: v1 "
+            f"{wide['v1_ns_per_byte']:.2f} ns, the 12-field schema {wide['wide_ns_per_byte']:.2f} ns, "
+            f"ratio {wide['ratio']:.2f} (issue #27's target 2: at most 1.3)"
+        )
     if many_groups:
         print_dask_groups(many_groups, args.rounds, console)
     if ceiling_report:

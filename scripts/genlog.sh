@@ -17,6 +17,10 @@
 #     field, an empty field, a tab in a field, a non-numeric value, a '+' sign,
 #     a 20-digit id, a blank line.
 #
+# --schema SCHEMA writes lines for any schema file (scripts/genschema.py, with
+#   the real mix: text outside ASCII, quotes, optional fields left empty, 1
+#   line in 200 broken); GROUPS (200 by default) values of its group_by field.
+#
 # A FILE ending in .gz or .zst is written compressed (gzip -6, zstd -3: what
 # logrotate and most shippers use), for the compressed-input benchmarks.
 #
@@ -25,12 +29,18 @@
 # for a million lines.
 set -euo pipefail
 
-usage() { echo "usage: $0 [--mix template|real] FILE LINES [GROUPS]" >&2; exit 2; }
+usage() { echo "usage: $0 [--mix template|real | --schema SCHEMA] FILE LINES [GROUPS]" >&2; exit 2; }
 mix=template
+schema=
 if [ "${1:-}" = "--mix" ]; then
     [ $# -ge 2 ] || usage
     mix=$2
     shift 2
+elif [ "${1:-}" = "--schema" ]; then
+    [ $# -ge 2 ] || usage
+    schema=$2 mix=real
+    shift 2
+    [ -r "$schema" ] || { echo "genlog: cannot read the schema '$schema'" >&2; exit 2; }
 fi
 [ "$mix" = template ] || [ "$mix" = real ] || { echo "genlog: --mix must be template or real, got '$mix'" >&2; exit 2; }
 [ $# -ge 2 ] && [ $# -le 3 ] || usage
@@ -48,6 +58,11 @@ emit() {
         *) cat > "$file" ;;
     esac
 }
+
+if [ -n "$schema" ]; then
+    "${PYTHON:-python3}" "$(dirname "$0")/genschema.py" "$schema" "$lines" "$groups" "${GENLOG_SEED:-1}" | emit
+    exit 0
+fi
 
 if [ "$mix" = template ]; then
     LC_ALL=C awk -v n="$lines" -v g="$groups" -v seed="${GENLOG_SEED:-1}" 'BEGIN {

@@ -167,7 +167,9 @@ def test_any_shards_and_any_budget_place_the_same_bytes_as_the_reference(
     for shard in range(shards):
         counts.update(place_shard(out / PARTS_DIR, out, shard, shards, budget=budget))
     whole = process_chunk(data)
-    assert max(len(records) for _, records in process_chunk(chunks[0]).groups.values()) >= (32_768 if chunk > 9_000 else 0)
+    assert max(len(records) for _, records in process_chunk(chunks[0]).groups.values()) >= (
+        32_768 if chunk > 9_000 else 0
+    )
     assert {group: count for group, (count, _) in counts.items()} == {g: c for g, (c, _) in whole.groups.items()}
     for group, (_, records) in whole.groups.items():
         assert (out / group_file_name(group)).read_bytes() == records

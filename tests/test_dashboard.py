@@ -29,7 +29,7 @@ def known_view() -> View:
         records=540_000,
         rejected=10_000,
         reasons={"field_count": 7_000, "bad_id": 3_000, "bad_value": 0},
-        top_groups=[(2, 200_000), (1, 190_000)],
+        top_groups=[("2", 200_000), ("1", 190_000)],
         groups=3,
     )
 
@@ -147,3 +147,18 @@ def test_dashboard_for_the_dask_engine_shows_tasks_instead_of_workers() -> None:
     screen = draw(render(dask_view))
     assert "dask engine" in screen and "dask: 3/8 tasks done" in screen and "in flight" in screen
     assert "restarts" not in screen
+
+
+def test_the_board_carries_a_schema_s_reasons_and_its_groups_names() -> None:
+    from mpevents.core.schema import Field, Schema
+    from mpevents.observe.board import TOP_NAME_BYTES, Board
+
+    schema = Schema((Field("host", "string", values=("a",)), Field("ms", "float")), group_by="host")
+    board = Board(1, 1, reasons=schema.reasons())
+    board.set_reason(schema.reasons().index("bad_ms"), 3)
+    assert board.reasons() == dict.fromkeys(schema.reasons(), 0) | {"bad_ms": 3}
+    long = "ホスト".encode() * 10  # 90 bytes: kept to TOP_NAME_BYTES, a character cut in two shown as such
+    board.set_top_groups([("Zoë".encode(), 9), (long, 4)])
+    assert board.top_groups() == [("Zoë", 9), (long[:TOP_NAME_BYTES].decode("utf-8", "replace"), 4)]
+    board.set_top_groups([(b"7", 1)])  # fewer than before: the others are gone
+    assert board.top_groups() == [("7", 1)]

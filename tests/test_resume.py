@@ -208,3 +208,21 @@ def test_restoring_keeps_the_journaled_part_logs_and_drops_group_files_of_a_plac
     assert sorted(path.name for path in tmp_path.iterdir()) == [PARTS_DIR, REJECTS_NAME]
     assert (tmp_path / PARTS_DIR / "worker-0-0-1").read_bytes() == b"records"
     assert (tmp_path / REJECTS_NAME).read_bytes() == b"0123"
+
+
+def test_a_resume_with_another_schema_is_refused(tmp_path: Path) -> None:
+    # The records written before are of the interrupted run's format.
+    from mpevents.core.errors import UsageError
+    from mpevents.core.schema import V1, Field, Schema
+    from mpevents.output import journal
+
+    other = Schema((Field("a", "uint"),), name="other")
+    journal.start(tmp_path, [], other)
+    header, _ = journal.read(tmp_path / ".journal")
+    assert header is not None
+    journal.check_schema(header, other)
+    with pytest.raises(UsageError, match="another schema"):
+        journal.check_schema(header, V1)
+    journal.check_schema(Header(1, []), V1)  # a journal written before schemas: v1's
+    with pytest.raises(UsageError):
+        journal.check_schema(Header(1, []), other)

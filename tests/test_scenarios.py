@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import random
 import subprocess
 from collections.abc import Iterator
 from dataclasses import replace
@@ -30,9 +31,10 @@ from typing import Any
 
 import pytest
 
-from tests._reference import REASONS, Expected, decompressed, expected_output
+from mpevents.core.schema import Field, Schema, to_toml
+from tests._reference import REASONS, Expected, decompressed, expected_output, expected_schema_output
 from tests._scenarios import LIMIT, LONG_ENDS, PARTIAL, REST, Shape, Writer, write
-from tests.conftest import run_cli
+from tests.conftest import run_cli, settled
 
 pytestmark = pytest.mark.usefixtures("clean_processes")
 
@@ -233,3 +235,80 @@ def test_a_shape_is_data_the_same_seed_writes_the_same_bytes(tmp_path: Path) -> 
     }
     other = write(replace(shape, seed=shape.seed + 1), tmp_path / "other")
     assert (other / shape.file_name(0)).read_bytes() != (first / shape.file_name(0)).read_bytes()
+
+
+# --- a schema other than v1 ------------------------------------------------------
+
+HOSTS = ["web-01", "Zoë", "a/../b", "..", "x" * 230, "ホスト", 'say "hi"', "back\\slash", "%41", "ab~c"]
+SCHEMAS = {
+    "by-string": Schema(
+        (
+            Field("id", "uint"), Field("host", "string"), Field("level", "string", values=("INFO", "WARN")),
+            Field("latency", "float"), Field("ok", "bool"), Field("delta", "int"),
+            Field("note", "string", optional=True, max_bytes=12), Field("n", "uint", optional=True),
+        ),
+        delimiter="\t", group_by="host", name="scenario",
+    ),
+    "by-int": Schema((Field("g", "int"), Field("x", "float"), Field("s", "string")), ";", "g", name="by-int"),
+    "no-group-by": Schema((Field("a", "bool"), Field("b", "string", optional=True)), ",", None, name="flat"),
+}  # fmt: skip
+
+
+def schema_lines(schema: Schema, seed: int, count: int) -> bytes:
+    """``count`` lines for ``schema``, about one in twenty broken one way or another."""
+    rng = random.Random(seed)
+    pools = {
+        "uint": lambda: str(rng.choice([rng.randint(0, 10**6), rng.randint(0, 2**63 - 1), 7])),
+        "int": lambda: str(rng.randint(-50, 50)),
+        "float": lambda: rng.choice([f"{rng.uniform(-1e3, 1e3):.3f}", "1E3", "007.5", "2"]),
+        "bool": lambda: rng.choice(["true", "false", "1", "0"]),
+    }
+    broken = ["", "x", "007", "-0", "+1", "1e999", "a\x01b", "TRUE", "é" * 7, "INFO\tWARN"]
+    lines = []
+    for _ in range(count):
+        values = []
+        for spec in schema.fields:
+            if spec.type in pools:
+                values.append(pools[spec.type]())
+            elif spec.values is not None:
+                values.append(rng.choice(spec.values))
+            else:
+                values.append(rng.choice(HOSTS) if spec.name == "host" else rng.choice(["", "ok", "José", 'q"']))
+        if rng.random() < 0.05:
+            values[rng.randrange(len(values))] = rng.choice(broken)
+        lines.append(schema.delimiter.join(values))
+    return "\n".join(lines).encode() + b"\n"
+
+
+@pytest.mark.timeout(DASK_TIMEOUT_S)
+@pytest.mark.parametrize("name", list(SCHEMAS))
+def test_a_schema_run_is_the_reference_for_every_engine(
+    name: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    schema = SCHEMAS[name]
+    directory = tmp_path / "in"
+    directory.mkdir()
+    for index, count in enumerate((1_500, 900, 0, 3)):
+        (directory / f"f{index}.log").write_bytes(schema_lines(schema, index, count))
+    settled(directory)
+    schema_file = tmp_path / "schema.toml"
+    schema_file.write_text(to_toml(schema))
+    expected = expected_schema_output(directory, schema)
+    outputs = []
+    for engine, options in ENGINES.items():
+        extra = ["--scheduler", request.getfixturevalue("scheduler")] if engine == "dask" else []
+        out = tmp_path / engine / "out"
+        result = run_cli(
+            "--input", directory, "--output", out, "--no-progress", "--schema", schema_file, *options, *extra,
+            timeout=DASK_TIMEOUT_S / 4,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        files = {path.name: path.read_bytes() for path in out.iterdir() if path.name != "summary.json"}
+        summary = json.loads((out / "summary.json").read_bytes())
+        assert files == {key: value for key, value in expected.items() if key not in ("groups", "reasons")}, engine
+        assert summary["schema"] == {"name": schema.name, "sha256": schema.digest()}
+        assert summary["engine"] == ("dask" if engine == "dask" else "local")
+        assert list(summary["groups"].items()) == list(expected["groups"].items())
+        assert list(summary["rejected_by_reason"].items()) == list(expected["reasons"].items())
+        outputs.append(files)
+    assert outputs[0] == outputs[1] == outputs[2]

@@ -1,9 +1,11 @@
-"""The record spec (v1): bytes in, results out.
+"""The record spec: bytes in, results out.
 
-This module owns every rule about what a line means. It is pure: no I/O, no
-processes, no shared state, so the rules can be tested line by line. The
-worker (``local.worker``) and the Dask engine call :func:`process_chunk`; the
-collector only writes what it returns.
+This module owns every rule about what a line of the built-in v1 schema
+means, and the loop that cuts a chunk into windows and lines for any schema;
+a schema read from a file is checked by ``core.compiled``, which builds on
+this module. It is pure: no I/O, no processes, no shared state, so the rules
+can be tested line by line. The worker (``local.worker``) and the Dask
+engine call :func:`process_chunk`; the collector only writes what it returns.
 
 A chunk is a run of whole lines cut by a reader. :func:`process_chunk` checks
 every line in the order the spec gives and returns, per group, the NDJSON
@@ -34,7 +36,9 @@ from typing import Final, NamedTuple
 
 import msgspec
 
-MAX_LINE_BYTES: Final = 65_536
+from mpevents.core.schema import DEFAULT_MAX_LINE_BYTES, V1, Schema
+
+MAX_LINE_BYTES: Final = DEFAULT_MAX_LINE_BYTES
 """Longer lines (terminator removed) are rejected as ``line_too_long``."""
 
 RAW_BYTES: Final = 1_024
@@ -44,18 +48,8 @@ INT64_MAX: Final = 2**63 - 1
 INT64_MIN: Final = -(2**63)
 BOM: Final = b"\xef\xbb\xbf"
 
-REASONS: Final = (
-    "line_too_long",
-    "invalid_utf8",
-    "field_count",
-    "bad_id",
-    "empty_field",
-    "control_char",
-    "bad_value",
-    "bad_group_id",
-    "bad_timestamp",
-)
-"""Every reason code, in the order the checks run."""
+REASONS: Final = V1.reasons()
+"""Every reason code of v1, in the order the checks run (a schema's: ``Schema.reasons``)."""
 
 REASON_INDEX: Final = {reason: i for i, reason in enumerate(REASONS)}
 
@@ -380,6 +374,9 @@ class _Chunk:
     """One chunk's results, built window by window and line by line: the
     records of each group, in line order, one bytes object per record."""
 
+    run_bytes: int = _RUN_BYTES
+    """The most bytes of whole lines :meth:`window` takes at once."""
+
     def __init__(self, on_flush: Callable[[list[tuple[bytes, bytes]]], object] | None = None) -> None:
         self.lines = 0
         self.blank = 0
@@ -511,10 +508,10 @@ class _Chunk:
             self._add(pieces[_FIELDS * plain :])
 
 
-def _unsplit(pieces: list[bytes], unescape: bool) -> bytes:
+def _unsplit(pieces: list[bytes], unescape: bool, delimiter: bytes = b"|") -> bytes:
     """A line again, from its pieces; ``unescape`` undoes :data:`_ESCAPES`
     (every '"' came with one '\\' before it, every other '\\' with another)."""
-    line = b"|".join(pieces)
+    line = delimiter.join(pieces)
     if unescape:
         line = line.replace(b'\\"', b'"').replace(b"\\\\", b"\\")
     return line
@@ -536,17 +533,21 @@ def normalise(data: bytes) -> bytes:
     return data if data.endswith(b"\n") else data + b"\n"
 
 
-def process_chunk(data: bytes, *, file_start: bool = False) -> ChunkResult:
-    """Check and encode every line of a chunk of whole lines.
+def process_chunk(data: bytes, *, file_start: bool = False, schema: Schema = V1) -> ChunkResult:
+    """Check and encode every line of a chunk of whole lines against ``schema``.
 
     ``file_start`` says the chunk begins its file, where a UTF-8 byte-order
     mark is removed. Reject line numbers count from 1 within the chunk.
     """
-    return process_chunk_parts(data, file_start=file_start).joined()
+    return process_chunk_parts(data, file_start=file_start, schema=schema).joined()
 
 
 def process_chunk_parts(
-    data: bytes, *, file_start: bool = False, on_flush: Callable[[list[tuple[bytes, bytes]]], object] | None = None
+    data: bytes,
+    *,
+    file_start: bool = False,
+    on_flush: Callable[[list[tuple[bytes, bytes]]], object] | None = None,
+    schema: Schema = V1,
 ) -> ChunkParts:
     """:func:`process_chunk`, each group's records left in parts.
 
@@ -558,14 +559,20 @@ def process_chunk_parts(
     if not data:
         return ChunkParts(0, 0, {}, [])
     text = normalise(data)
-    chunk = _Chunk(on_flush)
+    if schema is V1 or schema.same_format(V1):  # v1's own path, tuned to its seven fields
+        chunk = _Chunk(on_flush)
+    else:
+        from mpevents.core.compiled import compiled  # which builds on this module
+
+        chunk = compiled(schema).chunk(on_flush)
+    run_bytes = chunk.run_bytes
     pos, end = 0, len(text)
     flush_at = _FLUSH_BYTES
     while pos < end:
         if pos >= flush_at:
             chunk.flush(force=False)
             flush_at = pos + _FLUSH_BYTES
-        stop = text.rfind(b"\n", pos, pos + _RUN_BYTES) + 1  # the whole lines that fit
+        stop = text.rfind(b"\n", pos, pos + run_bytes) + 1  # the whole lines that fit
         if stop > pos:
             run = text[pos:stop]
             invalid = _first_invalid_utf8_line(run)

@@ -200,7 +200,7 @@ class DaskEngine:
         self.files = files
         self.temp = temp
         self.budget = budget
-        self.board = Board(len(files), 0)
+        self.board = Board(len(files), 0, reasons=config.schema.reasons())
         self.restarts = Restarts()
         self.total_bytes = sum(info.size for info in files)
         self.started = time.monotonic()
@@ -351,7 +351,14 @@ class DaskEngine:
             task = self._waiting.pop()
             info = self.files[task.file]
             future = self._client.submit(
-                process_range, info, task, self.config.chunk_bytes, str(self._parts), retries=0, pure=False
+                process_range,
+                info,
+                task,
+                self.config.chunk_bytes,
+                str(self._parts),
+                self.config.schema,
+                retries=0,
+                pure=False,
             )
             self._running[future] = task
             self._files_taken = max(self._files_taken, task.file + 1)

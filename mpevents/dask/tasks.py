@@ -35,6 +35,7 @@ from mpevents.core import failpoints as _failpoints
 from mpevents.core.compression import Decompressed
 from mpevents.core.framing import Span, frames, line_start, read_chunk, read_span, stream_frames
 from mpevents.core.inputs import InputFile
+from mpevents.core.schema import V1, Schema
 from mpevents.core.sources import open_url, reader_of
 from mpevents.core.spec import ChunkResult, Reject, process_chunk
 from mpevents.core.system import copy_range, keep_freed_memory, write_all
@@ -72,9 +73,9 @@ class TaskOutcome(NamedTuple):
     """Its Dask worker: host and process id."""
 
 
-def process_range(info: InputFile, task: Span, chunk_bytes: int, parts_root: str) -> TaskOutcome:
+def process_range(info: InputFile, task: Span, chunk_bytes: int, parts_root: str, schema: Schema = V1) -> TaskOutcome:
     """The task: check and encode the lines that start in the task's byte
-    range, and write their records into a part file of its own under ``parts_root``."""
+    range against ``schema``, and write their records into a part file of its own under ``parts_root``."""
     started, started_wall = time.perf_counter_ns(), time.time_ns()
     _maybe_die(info.path, task.start)
     _settle_in()
@@ -84,7 +85,7 @@ def process_range(info: InputFile, task: Span, chunk_bytes: int, parts_root: str
             raw = open_url(info.path, info.tag) if info.tag is not None else None
             with Decompressed(info.path, info.compression, info.identity, info.size, raw) as stream:
                 for span, data in stream_frames(stream, info.index, chunk_bytes):
-                    parts.add(process_chunk(data, file_start=span.start == 0))
+                    parts.add(process_chunk(data, file_start=span.start == 0, schema=schema))
                 end = stream.position
         else:
             handle = open_url(info.path, info.tag) if info.tag is not None else open(info.path, "rb")  # noqa: SIM115
@@ -98,7 +99,7 @@ def process_range(info: InputFile, task: Span, chunk_bytes: int, parts_root: str
                         data = read_chunk(info.path, span, info.identity)
                     else:
                         data = read_span(reader_of(handle), span, info.path)
-                    parts.add(process_chunk(data, file_start=span.start == 0))
+                    parts.add(process_chunk(data, file_start=span.start == 0, schema=schema))
         result = parts.finish()
     finally:
         parts.close()

@@ -269,7 +269,7 @@ class LocalEngine:
         self.staging = staging
         self.budget = budget
         self.readers = min(config.readers, len(files)) or 1
-        self.board = Board(len(files), config.workers, self.readers)
+        self.board = Board(len(files), config.workers, self.readers, config.schema.reasons())
         self.restarts = Restarts()
         self.total_bytes = sum(info.size for info in files)
         self.ctx = context()
@@ -370,6 +370,7 @@ class LocalEngine:
             spool=attempt.spool,
             parts=self.staging / PARTS_DIR,
             staging=self.staging,
+            schema=self.config.schema,
         )
         attempt.start("worker", slot, f"worker {slot + 1}", work, job)
 

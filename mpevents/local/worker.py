@@ -28,6 +28,7 @@ from mpevents.core import failpoints as _failpoints
 from mpevents.core.compression import read_compressed_span
 from mpevents.core.framing import Span, read_chunk
 from mpevents.core.inputs import InputFile
+from mpevents.core.schema import V1, Schema
 from mpevents.core.spec import process_chunk_parts
 from mpevents.local.ledger import Ledger, LedgerFlag
 from mpevents.local.messages import PartResult, PlaceResult, Result
@@ -64,6 +65,8 @@ class WorkerJob:
     """The part logs' directory (``output.parts``), in the staging directory."""
     staging: Path
     """Where the group files go."""
+    schema: Schema = V1
+    """The record format the lines are checked against."""
 
 
 def work(job: WorkerJob) -> None:
@@ -102,7 +105,7 @@ def _check(job: WorkerJob, span: Span, log: PartLog, took: int, break_at: tuple[
     """Check one span, taken at ``took``, append its records to ``log`` and send its result."""
     started = time.perf_counter_ns()
     info, board = job.files[span.file], job.board
-    result = process_chunk_parts(_span_bytes(job, info, span), file_start=span.start == 0)
+    result = process_chunk_parts(_span_bytes(job, info, span), file_start=span.start == 0, schema=job.schema)
     ref = log.append(result)
     if (span.file, span.seq) == break_at:
         job.result_queue.break_mid_transfer()

@@ -20,6 +20,8 @@ from mpevents.core.spec import REASONS
 
 TOP_GROUPS: Final = 5
 """How many of the largest groups the collector publishes for the dashboard."""
+TOP_NAME_BYTES: Final = 64
+"""Of each of those groups' names (their canonical text), the bytes kept for the dashboard."""
 
 
 class FileField(enum.IntEnum):
@@ -64,14 +66,12 @@ class CollectorField(enum.IntEnum):
     GROUPS = 6  # distinct groups so far
     BUSY_NS = 7  # time spent ordering and writing
     BYTES = 8  # input bytes whose lines are written
-    REASONS = 9  # len(REASONS) cells, then TOP_GROUPS (group id, count) pairs
+    REASONS = 9  # a cell per reason of the schema, then TOP_GROUPS (name length, count) pairs
 
 
 _FILE_WIDTH: Final = len(FileField)
 _WORKER_WIDTH: Final = len(WorkerField)
 _READER_WIDTH: Final = len(ReaderField)
-_TOP_START: Final = CollectorField.REASONS + len(REASONS)
-_COLLECTOR_WIDTH: Final = _TOP_START + 2 * TOP_GROUPS
 
 
 class Board:
@@ -81,14 +81,18 @@ class Board:
     cells, never summed over the files, so a tick costs the same for 4 files
     as for 20,000."""
 
-    def __init__(self, files: int, workers: int, readers: int = 1) -> None:
+    def __init__(self, files: int, workers: int, readers: int = 1, reasons: tuple[str, ...] = REASONS) -> None:
         self.n_files = files
         self.n_workers = workers
         self.n_readers = readers
         self._files: Any = RawArray("q", files * _FILE_WIDTH)
         self._workers: Any = RawArray("q", workers * _WORKER_WIDTH)
         self._readers: Any = RawArray("q", readers * _READER_WIDTH)
-        self._collector: Any = RawArray("q", _COLLECTOR_WIDTH)
+        self.reason_names = reasons
+        """The schema's reason codes, in check order: a cell each."""
+        self._top_start = CollectorField.REASONS + len(reasons)
+        self._collector: Any = RawArray("q", self._top_start + 2 * TOP_GROUPS)
+        self._top_names: Any = RawArray("c", TOP_GROUPS * TOP_NAME_BYTES)
 
     # files
     def file(self, index: int, field: FileField) -> int:
@@ -126,22 +130,31 @@ class Board:
 
     def reasons(self) -> dict[str, int]:
         base = CollectorField.REASONS
-        return {reason: int(self._collector[base + i]) for i, reason in enumerate(REASONS)}
+        return {reason: int(self._collector[base + i]) for i, reason in enumerate(self.reason_names)}
 
     def set_reason(self, index: int, count: int) -> None:
         self._collector[CollectorField.REASONS + index] = count
 
-    def top_groups(self) -> list[tuple[int, int]]:
-        cells = self._collector
-        pairs = [(int(cells[_TOP_START + 2 * i]), int(cells[_TOP_START + 2 * i + 1])) for i in range(TOP_GROUPS)]
-        return [(group, count) for group, count in pairs if count > 0]
-
-    def set_top_groups(self, pairs: list[tuple[int, int]]) -> None:
-        cells = self._collector
+    def top_groups(self) -> list[tuple[str, int]]:
+        """The largest groups, (name, records); a name may be cut, or a moment older than its count."""
+        cells, names, top = self._collector, self._top_names, self._top_start
+        found = []
         for i in range(TOP_GROUPS):
-            group, count = pairs[i] if i < len(pairs) else (0, 0)
-            cells[_TOP_START + 2 * i] = group
-            cells[_TOP_START + 2 * i + 1] = count
+            length, count = int(cells[top + 2 * i]), int(cells[top + 2 * i + 1])
+            if count > 0:
+                name = names[i * TOP_NAME_BYTES : i * TOP_NAME_BYTES + length]
+                found.append((name.decode("utf-8", "replace"), count))
+        return found
+
+    def set_top_groups(self, pairs: list[tuple[bytes, int]]) -> None:
+        """Publish the largest groups, (canonical text, records)."""
+        cells, names, top = self._collector, self._top_names, self._top_start
+        for i in range(TOP_GROUPS):
+            group, count = pairs[i] if i < len(pairs) else (b"", 0)
+            name = group[:TOP_NAME_BYTES]
+            names[i * TOP_NAME_BYTES : i * TOP_NAME_BYTES + len(name)] = name
+            cells[top + 2 * i] = len(name)
+            cells[top + 2 * i + 1] = count
 
     def reset(self) -> None:
         """Zero every counter but the worker restart counts (for a fresh attempt)."""

@@ -84,7 +84,7 @@ class View:
     records: int
     rejected: int
     reasons: dict[str, int]
-    top_groups: list[tuple[int, int]]
+    top_groups: list[tuple[str, int]]
     groups: int
     note: str = ""  # a line from the engine (Dask: tasks and workers)
     file_counts: tuple[int, int, int] | None = None

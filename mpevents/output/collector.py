@@ -80,10 +80,10 @@ class Collector(Generic[P]):
         self._sink = sink
         if resume is None:
             self._order: Reorderer[P] = Reorderer(len(files))
-            self._tally = Tally(len(files))
+            self._tally = Tally(len(files), board.reason_names)
         else:
             self._order = Reorderer(len(files), resume.head, resume.next_seq)
-            self._tally = Tally.resumed(len(files), resume)
+            self._tally = Tally.resumed(len(files), resume, board.reason_names)
             self._show_resumed(resume)
         self._directory = directory
         self._rejects = open(directory / REJECTS_NAME, "ab" if resume is not None else "wb")  # noqa: SIM115
@@ -181,7 +181,7 @@ class Collector(Generic[P]):
                 next_start=tally.end(head) if whole else 0,
                 head_counts=tally.counts(head) if whole else FileCounts(),
                 finished=self._finished,
-                groups={group.decode("ascii"): (size, tally.groups[group]) for group, size in sizes.items()},
+                groups={group.decode(): (size, tally.groups[group]) for group, size in sizes.items()},
                 rejects_size=self._rejects.tell(),
                 reasons=list(tally.reasons),
                 parts=refs,
@@ -221,7 +221,7 @@ class Collector(Generic[P]):
         groups = self._tally.groups
         self.board.set_collector(CollectorField.GROUPS, len(groups))
         top = heapq.nlargest(TOP_GROUPS, groups.items(), key=lambda pair: pair[1])
-        self.board.set_top_groups([(int(group), count) for group, count in top])
+        self.board.set_top_groups(top)
 
     def _on_disk(self, span: Span) -> int:
         """How far into its file on disk ``span`` ends: its end, or for a

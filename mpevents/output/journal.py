@@ -45,6 +45,7 @@ import msgspec
 
 from mpevents.core.errors import UsageError
 from mpevents.core.inputs import FileList, InputFile
+from mpevents.core.schema import V1, Schema
 from mpevents.output.directory import fsync_path, remove
 from mpevents.output.names import JOURNAL_NAME, PARTS_DIR, REJECTS_NAME, group_file_name
 from mpevents.output.parts import PartRef
@@ -65,6 +66,8 @@ class Header(msgspec.Struct, array_like=True):
     unread: dict[int, int] = msgspec.field(default_factory=dict)
     """Files still being written, by index: the bytes at their end the run
     did not read (``core.live``), so that the next run reads them as this one did."""
+    schema: str = ""
+    """The digest of the schema the run read lines with (``Schema.digest``); "": v1's."""
 
 
 class Checkpoint(msgspec.Struct, array_like=True):
@@ -186,10 +189,18 @@ class Syncer:
         self._raise()
 
 
-def start(directory: Path, files: Sequence[InputFile]) -> None:
-    """A new journal in ``directory``, naming the input."""
+def start(directory: Path, files: Sequence[InputFile], schema: Schema = V1) -> None:
+    """A new journal in ``directory``, naming the input and the schema."""
+    unread = {info.index: info.unread for info in files if info.unread}
     with open(directory / JOURNAL_NAME, "wb") as handle:
-        append(handle, Header(VERSION, identify(files), {info.index: info.unread for info in files if info.unread}))
+        append(handle, Header(VERSION, identify(files), unread, schema.digest()))
+
+
+def check_schema(header: Header, schema: Schema) -> None:
+    """Refuse (exit 2) to resume with another schema than the journal's run's:
+    the records written so far would be of the other format."""
+    if (header.schema or V1.digest()) != schema.digest():
+        raise UsageError("--resume: the interrupted run read its lines with another schema; give it the same --schema")
 
 
 def read(path: Path) -> tuple[Header | None, State]:

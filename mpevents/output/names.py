@@ -1,7 +1,8 @@
 """Names on disk: every file and directory name a run writes, in one place.
 
-Owns the names of the output (``group-<id>.jsonl``, ``rejected.jsonl``,
-``summary.json``) and the pattern that says a directory holds only those;
+Owns the names of the output (``group-<value>.jsonl``, or ``records.jsonl``
+for a schema without group_by; ``rejected.jsonl``, ``summary.json``) and the
+pattern that says a directory holds only those;
 the names kept beside the output (a run's staging directory, a --resume
 run's, an old output moved aside by a commit); and the names inside the
 staging directory (the journal, the Dask tasks' part files, a spool that
@@ -16,16 +17,27 @@ collector and spool, the Dask tasks and client).
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from typing import Final
 
 SUMMARY_NAME: Final = "summary.json"
 REJECTS_NAME: Final = "rejected.jsonl"
+RECORDS_NAME: Final = "records.jsonl"
+"""Every record, for a schema without group_by."""
 _GROUP_PREFIX: Final = "group-"
 _GROUP_SUFFIX: Final = ".jsonl"
+_NAME_SAFE: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+"""The bytes a group value keeps as they are in its file name; every other is %XX."""
+_NAME_MAX: Final = 200
+_NAME_KEPT: Final = 180
+"""An encoded value longer than _NAME_MAX bytes keeps this many, then '~' and
+16 hex digits of the SHA-256 of the value: a name stays under the 255 bytes of
+a file name, and values alike in their first bytes still name different files."""
 OUTPUT_NAMES: Final = re.compile(
-    f"{re.escape(_GROUP_PREFIX)}[0-9]+{re.escape(_GROUP_SUFFIX)}|{re.escape(REJECTS_NAME)}|{re.escape(SUMMARY_NAME)}"
+    f"{re.escape(_GROUP_PREFIX)}[A-Za-z0-9_%~-]+{re.escape(_GROUP_SUFFIX)}"
+    f"|{re.escape(RECORDS_NAME)}|{re.escape(REJECTS_NAME)}|{re.escape(SUMMARY_NAME)}"
 )
 """What may be in an output directory, and nothing else (``output.directory.is_ours``)."""
 
@@ -48,8 +60,17 @@ SPOOL_NAMES: Final = re.compile(f"{re.escape(SPOOL_PREFIX)}([0-9]+)-.*")
 
 
 def group_file_name(group: bytes) -> str:
-    """The output file of ``group`` (canonical ASCII digits)."""
-    return f"{_GROUP_PREFIX}{group.decode('ascii')}{_GROUP_SUFFIX}"
+    """The output file of ``group``, the canonical text of its value (``b""``:
+    no group_by). Every byte outside A-Z a-z 0-9 _ - is written %XX, so that no
+    value names a path outside the output directory, nor two values one file."""
+    if group.isdigit() and len(group) <= _NAME_MAX:  # v1's ids, and every uint's: as they are
+        return f"{_GROUP_PREFIX}{group.decode('ascii')}{_GROUP_SUFFIX}"
+    if not group:
+        return RECORDS_NAME
+    encoded = "".join(chr(byte) if byte in _NAME_SAFE else f"%{byte:02X}" for byte in group)
+    if len(encoded) > _NAME_MAX:
+        encoded = f"{encoded[:_NAME_KEPT]}~{hashlib.sha256(group).hexdigest()[:16]}"
+    return f"{_GROUP_PREFIX}{encoded}{_GROUP_SUFFIX}"
 
 
 def staging_name(output: str, pid: int) -> str:

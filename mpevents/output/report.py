@@ -30,6 +30,6 @@ class Report(msgspec.Struct, gc=False):
     ends: list[int]
     """Per input file, the bytes of its lines: its size, or decompressed, its decompressed size."""
     reasons: list[int]
-    """Rejected lines per reason, in ``REASONS`` order."""
+    """Rejected lines per reason, in the schema's check order (``Schema.reasons``)."""
     groups: dict[str, int]
     """Records per group id."""

@@ -18,7 +18,7 @@ from typing import Final
 import msgspec
 
 from mpevents.core.framing import Span
-from mpevents.core.spec import REASON_INDEX, REASONS
+from mpevents.core.spec import REASONS
 from mpevents.output.journal import State
 from mpevents.output.report import FileCounts, Report
 from mpevents.output.sink import Payload
@@ -30,19 +30,20 @@ _COUNTS: Final = 4
 class Tally:
     """Counts for ``files`` input files; see the module docstring."""
 
-    def __init__(self, files: int) -> None:
+    def __init__(self, files: int, reasons: tuple[str, ...] = REASONS) -> None:
         # Flat int64 arrays: a few dozen bytes per file, for 20,000 files too.
         self._counts = array("q", bytes(8 * _COUNTS * files))
         self._ends = array("q", bytes(8 * files))
-        self.reasons = [0] * len(REASONS)
-        """Rejected lines per reason, in ``REASONS`` order."""
+        self._index = {reason: i for i, reason in enumerate(reasons)}
+        self.reasons = [0] * len(reasons)
+        """Rejected lines per reason, in the schema's check order (``reasons``)."""
         self.groups: dict[bytes, int] = {}
         """Records per group."""
 
     @classmethod
-    def resumed(cls, files: int, state: State) -> Tally:
+    def resumed(cls, files: int, state: State, reasons: tuple[str, ...] = REASONS) -> Tally:
         """The tally of what the interrupted run's journal says it wrote."""
-        tally = cls(files)
+        tally = cls(files, reasons)
         for file, counts in state.counts.items():
             tally._counts[_COUNTS * file : _COUNTS * file + _COUNTS] = array("q", msgspec.structs.astuple(counts))
         for file, end in state.ends.items():
@@ -69,9 +70,9 @@ class Tally:
         :meth:`add_groups`), its rejects by reason. Returns its records."""
         self.add_groups({group: count for group, (count, _) in payload.groups.items()})
         valid = payload.lines - len(payload.rejects) - payload.blank  # every line is one of the three
-        reasons = self.reasons
+        reasons, index = self.reasons, self._index
         for reject in payload.rejects:
-            reasons[REASON_INDEX[reject.reason]] += 1
+            reasons[index[reject.reason]] += 1
         counts, at = self._counts, _COUNTS * span.file
         counts[at] += payload.lines
         counts[at + 1] += valid
@@ -93,5 +94,5 @@ class Tally:
             files=[FileCounts(*counts[at : at + _COUNTS]) for at in range(0, len(counts), _COUNTS)],
             ends=list(self._ends),
             reasons=list(self.reasons),
-            groups={group.decode("ascii"): count for group, count in self.groups.items()},
+            groups={group.decode(): count for group, count in self.groups.items()},
         )
