@@ -18,7 +18,7 @@ from mpevents.local.messages import PartResult
 from mpevents.observe.board import Board, CollectorField
 from mpevents.output.collector import Collector
 from mpevents.output.names import PARTS_DIR, group_file_name
-from mpevents.output.parts import PartLog, PartRef, place_shard, write_order
+from mpevents.output.parts import FEW_GROUPS, PartLog, PartRef, Placing, place, plan, write_order
 from mpevents.output.report import FileCounts
 
 
@@ -38,8 +38,8 @@ def make_results(file: int, chunks: list[bytes], log: PartLog) -> list[tuple[Spa
 def place_all(collector: Collector[PartResult], sink: LocalSink, out: Path, shards: int) -> None:
     """What the collector and the workers do once every span is in."""
     write_order(sink.parts, sink.refs)
-    for shard in range(shards):
-        collector.placed(place_shard(sink.parts, out, shard, shards))
+    for placing in plan(sink.refs, shards):
+        collector.placed(place(sink.parts, out, placing))
 
 
 @pytest.fixture
@@ -150,8 +150,9 @@ FEW = b"".join(b"%d|log|event|u|%d|%d|1\n" % (i, i * 7, i % 2) for i in range(6_
 @pytest.mark.parametrize("shards", [1, 2, 7])
 @pytest.mark.parametrize("budget", [1 << 30, 4_000])
 @pytest.mark.parametrize(("data", "chunk"), [(GROUPED, 9_000), (FEW, 100_000)], ids=["97-groups", "2-groups"])
-def test_any_shards_and_any_budget_place_the_same_bytes_as_the_reference(
-    tmp_path: Path, shards: int, budget: int, data: bytes, chunk: int
+@pytest.mark.parametrize("split", ["planned", "by-hash"])
+def test_any_placings_and_any_budget_place_the_same_bytes_as_the_reference(
+    tmp_path: Path, shards: int, budget: int, data: bytes, chunk: int, split: str
 ) -> None:
     out = tmp_path / "out"
     out.mkdir()
@@ -161,19 +162,20 @@ def test_any_shards_and_any_budget_place_the_same_bytes_as_the_reference(
         end = data.rfind(b"\n", at, at + chunk) + 1
         chunks.append(data[at:end])
         at = end
-    refs = [log.append(process_chunk_parts(chunk)) for chunk in chunks]
+    refs = [ref for chunk in chunks if (ref := log.append(process_chunk_parts(chunk))) is not None]
     write_order(out / PARTS_DIR, refs)
-    counts: dict[bytes, tuple[int, int]] = {}
-    for shard in range(shards):
-        counts.update(place_shard(out / PARTS_DIR, out, shard, shards, budget=budget))
+    counts: dict[bytes, int] = {}
+    placings = plan(refs, shards) if split == "planned" else [Placing(k, shards, 0, len(refs)) for k in range(shards)]
+    for placing in placings:
+        for group, (count, _) in place(out / PARTS_DIR, out, placing, budget=budget).items():
+            counts[group] = counts.get(group, 0) + count
     whole = process_chunk(data)
     assert max(len(records) for _, records in process_chunk(chunks[0]).groups.values()) >= (
         32_768 if chunk > 9_000 else 0
     )
-    assert {group: count for group, (count, _) in counts.items()} == {g: c for g, (c, _) in whole.groups.items()}
+    assert counts == {group: count for group, (count, _) in whole.groups.items()}
     for group, (_, records) in whole.groups.items():
         assert (out / group_file_name(group)).read_bytes() == records
-        assert counts[group][1] == len(records)
 
 
 def test_a_placing_done_again_over_its_own_output_changes_nothing(tmp_path: Path) -> None:
@@ -183,10 +185,19 @@ def test_a_placing_done_again_over_its_own_output_changes_nothing(tmp_path: Path
     refs = [log.append(process_chunk_parts(GROUPED))]
     log.append(process_chunk_parts(b"9|a|b|c|1|1|1\n"))  # a block no ref names: a dead worker's last
     write_order(out / PARTS_DIR, refs)
-    first = place_shard(out / PARTS_DIR, out, 0, 2)
+    first = place(out / PARTS_DIR, out, Placing(0, 2, 0, 1))
     before = {path.name: path.read_bytes() for path in out.glob("group-*")}
-    assert place_shard(out / PARTS_DIR, out, 0, 2, budget=1_000) == first  # its worker died after it
+    assert place(out / PARTS_DIR, out, Placing(0, 2, 0, 1), budget=1_000) == first  # its worker died after it
     assert {path.name: path.read_bytes() for path in out.glob("group-*")} == before
-    place_shard(out / PARTS_DIR, out, 1, 2)
+    place(out / PARTS_DIR, out, Placing(1, 2, 0, 1))
     whole = process_chunk(GROUPED)
     assert sorted(path.name for path in out.glob("group-*")) == sorted(group_file_name(g) for g in whole.groups)
+
+
+def test_a_few_groups_are_placed_by_ranges_of_blocks_and_many_by_ranges_of_hashes(tmp_path: Path) -> None:
+    few = [PartRef("log", 0, size, 0, 3) for size in (10, 10, 10, 30, 10, 10, 20)]
+    placings = plan(few, 3)
+    assert placings == [Placing(0, 1, 0, 3), Placing(1, 1, 3, 5), Placing(2, 1, 5, 7)]  # 30, 40, 30 bytes
+    many = [*few, PartRef("log", 0, 10, 0, FEW_GROUPS + 1)]
+    assert plan(many, 3) == [Placing(k, 3, 0, len(many)) for k in range(3)]
+    assert plan([], 3) == []

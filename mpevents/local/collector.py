@@ -6,9 +6,9 @@ records wait (a block of its part log, ``output.parts``), so putting it in
 order costs the same whatever its number of groups: the sink keeps the
 blocks' order and settles each span in the ledger (its reader's credits come
 back). Once every span is in, the collector writes that order to the parts
-directory and puts one placing per worker on the work queue; each worker
-writes one shard of the group files and sends back its groups' counts,
-which complete the tally.
+directory and puts one placing per worker on the work queue
+(``output.parts.plan``); each worker writes its share of the group files and
+sends back its groups' counts, which complete the tally.
 
 Talks to: the result queue (takes :class:`~mpevents.local.messages.Result`),
 the work queue (puts the placings), the collector core
@@ -38,7 +38,7 @@ from mpevents.observe.board import Board, CollectorField
 from mpevents.output.collector import Collector
 from mpevents.output.journal import State
 from mpevents.output.names import PARTS_DIR
-from mpevents.output.parts import PartRef, write_order
+from mpevents.output.parts import PartRef, plan, write_order
 
 
 class LocalSink:
@@ -86,7 +86,7 @@ class CollectorJob(msgspec.Struct, frozen=True):
     work: MessageQueue[Span | None]
     """The work queue, to which the placings go."""
     shards: int
-    """Placings: one per worker."""
+    """Placings at the end: one per worker."""
     report: Connection
     """The sending end of the report pipe, to main."""
     board: Board
@@ -129,17 +129,18 @@ def collect(job: CollectorJob) -> None:
 
 
 def _place(job: CollectorJob, sink: LocalSink, collector: Collector[PartResult]) -> None:
-    """Have the workers write the group files, one shard each, and count what they wrote."""
+    """Have the workers write the group files, a placing each, and count what they wrote."""
     write_order(sink.parts, sink.refs)
-    for shard in range(job.shards):
-        job.work.put_direct(place_span(shard, job.shards))
-    placed: set[int] = set()
-    while len(placed) < job.shards:
+    placings = plan(sink.refs, job.shards)
+    for placing in placings:
+        job.work.put_direct(place_span(placing))
+    placed: set[Span] = set()
+    while len(placed) < len(placings):
         result: Result = job.results.get()
         span, payload = result
         if isinstance(payload, PlaceResult):
-            if span.file not in placed:  # a placing done again only repeats the first's counts
-                placed.add(span.file)
+            if span not in placed:  # a placing done again only repeats the first's counts
+                placed.add(span)
                 collector.placed(payload.groups)
         else:  # a dead worker's last span, handed to its replacement: a repeat
             collector.add(span, payload)

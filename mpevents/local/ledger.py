@@ -37,6 +37,7 @@ from multiprocessing.sharedctypes import RawArray, RawValue
 from typing import Any, Final
 
 from mpevents.core.framing import Flag, Span
+from mpevents.output.parts import Placing
 
 CREDIT_BYTES: Final = 1 << 16
 """One credit per this many bytes of a span: small enough that a file of a
@@ -56,13 +57,19 @@ class LedgerFlag(enum.IntFlag):
     """Handed again to a replacement worker: whatever credits it holds were taken for an earlier copy."""
     PLACE = 16
     """Not a span of input: a placing, put on the work queue by the collector once
-    every span is in (``file`` is the shard, ``seq`` the shards; ``output.parts``).
-    Held in a worker's slot like a span, so that a dead placer's is done again."""
+    every span is in (its shard, shards, first and last block in the span's
+    four numbers: :func:`place_span`, ``output.parts.Placing``). Held in a
+    worker's slot like a span, so that a dead placer's is done again."""
 
 
-def place_span(shard: int, shards: int) -> Span:
-    """The work queue's message for placing shard ``shard`` of ``shards``."""
-    return Span(shard, shards, 0, 0, Flag(LedgerFlag.PLACE))
+def place_span(placing: Placing) -> Span:
+    """The work queue's message for ``placing``."""
+    return Span(*placing, Flag(LedgerFlag.PLACE))
+
+
+def placing_of(span: Span) -> Placing:
+    """The placing a PLACE span stands for."""
+    return Placing(span.file, span.seq, span.start, span.end)
 
 
 def credit_units(span: Span) -> int:

@@ -65,7 +65,7 @@ from mpevents.core.framing import Span
 from mpevents.core.inputs import InputFile
 from mpevents.local import collector as _collector
 from mpevents.local.child import EXIT_REPORTED, context, run_child
-from mpevents.local.ledger import Ledger, LedgerFlag, credit_budget
+from mpevents.local.ledger import Ledger, LedgerFlag, credit_budget, placing_of
 from mpevents.local.messages import Result
 from mpevents.local.queue import MessageQueue
 from mpevents.local.reader import FileQueue, ReaderJob, ResumePoint, read_files
@@ -420,10 +420,8 @@ class LocalEngine:
         the very end, so this is a crash) and hand it what the dead one held."""
         spans, busy = attempt.ledger.held(slot)
         if busy is not None and busy.flags & LedgerFlag.PLACE:
-            self.budget.charge(
-                ("placing", busy.file),
-                f"placing shard {busy.file + 1} of {busy.seq} killed " + "{times} workers; giving up",
-            )
+            placing = placing_of(busy)
+            self.budget.charge(placing, f"placing {placing.describe()} killed " + "{times} workers; giving up")
         elif busy is not None:
             self.budget.charge(
                 ("span", busy.file, busy.seq), lambda: self._describe_span(busy) + " killed {times} workers; giving up"

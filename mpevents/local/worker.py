@@ -8,8 +8,8 @@ saying where its records are), its slot in the ledger, where it records the
 span it holds before working on it (if it dies, main reads that slot and
 hands the span to its replacement), and its counters on the scoreboard.
 Once every span is in, the collector puts one placing per worker on the
-work queue: each writes one shard of the group files from every part log
-(:func:`~mpevents.output.parts.place_shard`), so that the records are
+work queue: each writes its share of the group files from the part logs
+(:func:`~mpevents.output.parts.place`), so that the records are
 written by every core, never by one process. All the rules live in
 ``core.spec``.
 """
@@ -30,13 +30,13 @@ from mpevents.core.framing import Span, read_chunk
 from mpevents.core.inputs import InputFile
 from mpevents.core.schema import V1, Schema
 from mpevents.core.spec import process_chunk_parts
-from mpevents.local.ledger import Ledger, LedgerFlag
+from mpevents.local.ledger import Ledger, LedgerFlag, placing_of
 from mpevents.local.messages import PartResult, PlaceResult, Result
 from mpevents.local.queue import MessageQueue
 from mpevents.local.spool import Spool
 from mpevents.observe import trace as _trace
 from mpevents.observe.board import Board, WorkerField
-from mpevents.output.parts import PartLog, place_shard
+from mpevents.output.parts import PartLog, place
 
 DIRECT_REJECTS: Final = 1_000
 """A result with fewer rejects than this is a small message, sent from the
@@ -125,15 +125,16 @@ def _check(job: WorkerJob, span: Span, log: PartLog, took: int, break_at: tuple[
 
 
 def _place(job: WorkerJob, span: Span, took: int) -> None:
-    """Write the group files of the placing's shard, taken at ``took``, and send their counts."""
+    """Write the placing's share of the group files, taken at ``took``, and send their counts."""
     started = time.perf_counter_ns()
-    if job.generation == 0 and span.file == _failpoints.number("placer_kill"):
+    placing = placing_of(span)
+    if job.generation == 0 and _failpoints.number("placer_kill") == placing.number:
         _failpoints.kill_self()
     moved = partial(job.board.add_worker, job.slot, WorkerField.PLACED, 1)
-    groups = place_shard(job.parts, job.staging, span.file, span.seq, moved)
+    groups = place(job.parts, job.staging, placing, moved)
     job.result_queue.put(Result(span, PlaceResult(groups)))
     job.board.add_worker(job.slot, WorkerField.BUSY_NS, time.perf_counter_ns() - started)
-    _trace.tracer().span("place", took, _trace.now_ns(), shard=span.file, groups=len(groups))
+    _trace.tracer().span("place", took, _trace.now_ns(), placing=placing.describe(), groups=len(groups))
 
 
 def _span_bytes(job: WorkerJob, info: InputFile, span: Span) -> bytes:

@@ -2,30 +2,35 @@
 
 Owns the part logs' format and both ends of it: :class:`PartLog`, to which
 a worker appends each span's records (one ``writev`` per span, whatever
-the number of groups), and :func:`place_shard`, with which a worker, once
-every span is in, writes one shard of the groups' files from all the logs.
+the number of groups), and :func:`place`, with which a worker, once every
+span is in, writes its share of the group files (a :class:`Placing`, one
+per worker: :func:`plan`) from all the logs.
 
     worker --(span's records, one block)--> its part log --+
-    worker --(span's records, one block)--> its part log --+--> place_shard(k of K) --> group files of shard k
-                 |  PartRef (where the block is)            |    (every worker takes a shard)
+    worker --(span's records, one block)--> its part log --+--> place(placing k) --> its share of the group files
+                 |  PartRef (where the block is)            |    (every worker takes a placing)
                  v                                          |
     collector: the PartRefs in input order ---(order file)--+
 
 A block holds the span's groups sorted by the CRC-32 of their names, then
 an index: per group that hash, its name, its records and where its bytes
 end in the block. A shard is a range of hashes, so its groups lie together
-in every block: placing a shard reads
-one range of each block (``pread``), gathers each group's pieces from all
-blocks in memory, and writes each group file with one ``pwritev`` per
+in every block: placing a shard reads one range of each block (``pread``),
+gathers each group's pieces from all blocks in memory, and writes each group
+file with one ``pwritev`` per
 ``PLACE_BYTES`` it gathered (a piece of 32 KiB or more is copied in the
 kernel instead, never read into memory). Nothing serial touches a record: the collector
 only keeps the blocks' order, and the group files are written by all the
 workers at once, each of their files once whatever the number of blocks.
 
-A group belongs to one shard, and a placing writes its files from offset 0
-with ``pwritev``, never truncating: done again (its worker died, the span
-handed to a replacement), it writes the same bytes to the same places, so a
-copy of it still running, or killed, can never make a file shorter.
+With a few groups, shards of hashes would leave most workers idle, so the
+placings share the blocks instead, each writing its blocks' bytes of every
+group where the blocks before leave off (it reads their indexes to know).
+
+A placing writes at offsets it works out itself, with ``pwritev``, never
+truncating: done again (its worker died, the placing handed to a
+replacement), it writes the same bytes to the same places, so a copy of it
+still running, or killed, can never make a file shorter.
 
 Talks to: nothing but the files; the worker (``local.worker``) appends and
 places, the local collector (``local.collector``) keeps the refs and
@@ -36,6 +41,7 @@ writes the order file (:func:`write_order`), the journal keeps refs for
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import zlib
 from array import array
@@ -43,7 +49,6 @@ from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from functools import partial
-from itertools import accumulate, chain
 from operator import itemgetter
 from pathlib import Path
 from typing import Final, NamedTuple
@@ -63,6 +68,10 @@ this is placed in rounds, each a range of its hashes, so that each group
 file is still written once (a round costs a read of every block's index,
 not of its records), and every worker placing at once adds only this to the
 run's memory, whatever the size of the output."""
+FEW_GROUPS: Final = 64
+"""Blocks of at most this many groups are placed by ranges of blocks (:func:`plan`):
+reading the indexes of every block before a range, to know where its bytes
+go, costs little with so few groups."""
 ORDER_NAME: Final = "order"
 """The file in the parts directory that lists every block in input order."""
 
@@ -77,6 +86,61 @@ class PartRef(NamedTuple):
     offset: int
     size: int
     index_size: int
+    groups: int = 0
+    """How many groups the block holds."""
+
+
+class Placing(NamedTuple):
+    """Placing ``number`` of a plan (from 0): the groups of hash range ``number``
+    of ``shards`` (every group when ``shards`` is 1), from blocks ``first``
+    to ``last`` (not included) of the order, each group's bytes written after
+    what the blocks before ``first`` hold of it."""
+
+    number: int
+    shards: int
+    first: int
+    last: int
+
+    @property
+    def hashes(self) -> tuple[int, int]:
+        """The range ``[low, high)`` of the hashes of its groups' names."""
+        if self.shards == 1:
+            return 0, HASHES
+        return self.number * HASHES // self.shards, (self.number + 1) * HASHES // self.shards
+
+    def describe(self) -> str:
+        if self.shards > 1:
+            return f"shard {self.number + 1} of {self.shards} of the group files"
+        return f"blocks {self.first + 1}-{self.last} of the group files"
+
+
+def plan(refs: Sequence[PartRef], workers: int) -> list[Placing]:
+    """The placings that write every group file, one per worker.
+
+    Blocks of many groups are shared by hash ranges, each placing all the
+    blocks of its groups, so that each group file is written once. Blocks
+    of a few groups (FEW_GROUPS at most) are shared by ranges of blocks of
+    about equal bytes instead: hash ranges of three groups would leave most
+    workers idle and one writing a third of the output.
+    """
+    if not refs:
+        return []
+    if max(ref.groups for ref in refs) > FEW_GROUPS:
+        return [Placing(shard, workers, 0, len(refs)) for shard in range(workers)]
+    ends = list(itertools.accumulate(ref.size for ref in refs))  # bytes up to each block's end
+    cuts = [0]
+    for share in range(1, workers):
+        target = ends[-1] * share / workers
+        after = bisect_left(ends, target)  # the first block that ends at or past the target
+        cut = (
+            after + 1
+            if after < len(ends) and (after == 0 or ends[after] - target < target - ends[after - 1])
+            else after
+        )
+        cuts.append(max(cut, cuts[-1]))
+    cuts.append(len(refs))
+    ranges = [(first, last) for first, last in itertools.pairwise(cuts) if first < last]
+    return [Placing(index, 1, first, last) for index, (first, last) in enumerate(ranges)]
 
 
 class _Index(NamedTuple):
@@ -94,11 +158,6 @@ class _Index(NamedTuple):
     def start(self, entry: int) -> int:
         """Where entry ``entry``'s bytes start in the block."""
         return self.ends[entry - 1] if entry else 0
-
-
-def shard_hashes(shard: int, shards: int) -> tuple[int, int]:
-    """The range ``[low, high)`` of group-name hashes of shard ``shard`` of ``shards``."""
-    return shard * HASHES // shards, (shard + 1) * HASHES // shards
 
 
 class PartLog:
@@ -126,20 +185,20 @@ class PartLog:
         names.sort(key=zlib.crc32)
         values = list(map(groups.__getitem__, names))
         pieces = list(map(itemgetter(1), values))
-        ends = array("Q", accumulate(map(sum, map(partial(map, len), pieces))))
+        ends = array("Q", itertools.accumulate(map(sum, map(partial(map, len), pieces))))
         index = _INDEX.encode(
             (
                 array("I", map(zlib.crc32, names)).tobytes(),
                 ends.tobytes(),
                 array("Q", map(itemgetter(0), values)).tobytes(),
                 b"".join(names),
-                array("Q", accumulate(map(len, names))).tobytes(),
+                array("Q", itertools.accumulate(map(len, names))).tobytes(),
             )
         )
-        buffers: list[bytes] = list(chain.from_iterable(pieces))
+        buffers: list[bytes] = list(itertools.chain.from_iterable(pieces))
         buffers.append(index)
         write_all(self._fd, buffers)
-        ref = PartRef(self.name, self._size, ends[-1], len(index))
+        ref = PartRef(self.name, self._size, ends[-1], len(index), len(names))
         self._size += ref.size + len(index)
         return ref
 
@@ -176,34 +235,40 @@ def read_order(directory: Path) -> list[PartRef]:
     return msgspec.msgpack.decode((directory / ORDER_NAME).read_bytes(), type=list[PartRef])
 
 
-def place_shard(
+def place(
     parts: Path,
     output: Path,
-    shard: int,
-    shards: int,
+    placing: Placing,
     moved: Callable[[], object] | None = None,
     budget: int = PLACE_BYTES,
 ) -> dict[bytes, tuple[int, int]]:
-    """Write the group files of shard ``shard`` of ``shards`` into ``output``
-    from the blocks listed in ``parts``' order file; each such group's
-    (records, bytes). ``moved`` is called for each block read (progress)."""
+    """Write ``placing``'s part of the group files into ``output`` from the
+    blocks listed in ``parts``' order file; each of its groups' records and
+    where its file now ends. ``moved`` is called for each block read (progress)."""
     refs = read_order(parts)
     logs: dict[str, int] = {}
     try:
-        low, high = shard_hashes(shard, shards)
-        # First the size of the shard's share: its ranges sized to the budget.
+        low, high = placing.hashes
+        starts: dict[bytes, int] = {}  # what the blocks before the placing's hold of each group
+        for ref in refs[: placing.first]:
+            index = _read_index(_log(parts, logs, ref.log), ref)
+            for entry in range(bisect_left(index.hashes, low), bisect_left(index.hashes, high)):
+                group = index.name(entry)
+                starts[group] = starts.get(group, 0) + index.ends[entry] - index.start(entry)
+        mine = refs[placing.first : placing.last]
+        # The placing's share in ranges of hashes sized to the budget.
         total = 0
-        for ref in refs:
+        for ref in mine:
             index = _read_index(_log(parts, logs, ref.log), ref)
             first, last = bisect_left(index.hashes, low), bisect_left(index.hashes, high)
             if first < last:
                 total += index.ends[last - 1] - index.start(first)
         rounds = max(1, -(-total // budget))
-        placed: dict[bytes, list[int]] = {}  # records, bytes (= where the file's next bytes go)
+        placed: dict[bytes, list[int]] = {}  # records, where the file's next bytes go
         for round_ in range(rounds):
             sub_low = low + (high - low) * round_ // rounds
             sub_high = low + (high - low) * (round_ + 1) // rounds
-            _place_range(parts, logs, refs, output, sub_low, sub_high, budget, placed, moved)
+            _place_range(parts, logs, mine, output, sub_low, sub_high, budget, placed, starts, moved)
     finally:
         for fd in logs.values():
             os.close(fd)
@@ -226,6 +291,7 @@ def _place_range(
     high: int,
     budget: int,
     placed: dict[bytes, list[int]],
+    starts: dict[bytes, int],
     moved: Callable[[], object] | None,
 ) -> None:
     """Gather the groups of hashes ``[low, high)`` from every block, in order,
@@ -239,17 +305,17 @@ def _place_range(
         first, last = bisect_left(index.hashes, low), bisect_left(index.hashes, high)
         if first < last:
             ends, name_ends = index.ends[first:last], index.name_ends[first:last]
-            starts = chain((index.start(first),), ends)  # each group's bytes start where the one before ends
-            name_starts = chain((index.name_ends[first - 1] if first else 0,), name_ends)
+            begins = itertools.chain((index.start(first),), ends)  # each group's bytes begin where the one before ends
+            name_starts = itertools.chain((index.name_ends[first - 1] if first else 0,), name_ends)
             names = index.names
             run: list[tuple[bytes, int, int]] = []  # small pieces side by side, read at once
             for begin, end, name_begin, name_end, count in zip(
-                starts, ends, name_starts, name_ends, index.counts[first:last]
+                begins, ends, name_starts, name_ends, index.counts[first:last]
             ):
                 group = names[name_begin:name_end]
                 totals = placed.get(group)
                 if totals is None:
-                    placed[group] = [count, 0]
+                    placed[group] = [count, starts.get(group, 0)]
                 else:
                     totals[0] += count
                 if end - begin >= SMALL_COPY:
