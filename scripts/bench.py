@@ -12,7 +12,7 @@ genlog.sh) or ``wide`` (the real mix in the 12 fields of every type of
 WIDE_SCHEMA, grouped by a string in 200 groups: mpevents is given
 ``--schema``, the peers the same column types), SIZE the lines in millions (``2M``) or thousands (``322K``); a
 ``-GROUPSg`` part sets genlog's groups (``real-1M-10000g``; the peers skip a
-corpus of more than PEERS_UP_TO_GROUPS). For each it reports the median wall
+corpus of more than PEERS_UP_TO_GROUPS, and so does ``--baseline``). For each it reports the median wall
 time, lines per second and the peak memory of its whole process tree (summed
 PSS read from /proc while it runs, plus the files of mpevents' spool in
 /dev/shm), and the ratios that the targets name. Then it times
@@ -320,8 +320,9 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
 
 
 PEERS_UP_TO_GROUPS = 10_000
-"""The peers run on corpora of at most this many groups: with 100,000 groups
-DuckDB takes six minutes and Polars most of one (issue #25's figures)."""
+"""The peers and ``--baseline`` run on corpora of at most this many groups:
+with 100,000 groups DuckDB takes six minutes, Polars most of one and the
+code before the part logs over a minute (issue #25's figures)."""
 DASK_GROUPS = ("real-322K-4922g", "real-1M-10000g")
 """Issue #24's corpora: the 322,000 lines in 4,922 groups that a Dask run once
 failed on, and 1M lines in 10,000 groups."""
@@ -529,10 +530,12 @@ def main() -> int:
         directory = corpus.build()
         sequential = corpus.lines <= sequential_limit
         schema = WIDE_SCHEMA if corpus.mix == "wide" else None
-        peers = not args.no_peers and (corpus.groups or 0) <= PEERS_UP_TO_GROUPS
+        few_groups = (corpus.groups or 0) <= PEERS_UP_TO_GROUPS
+        baseline = args.baseline if few_groups else None
         programs = programs_for(
-            directory, output, workers, peers, sequential, args.baseline, bool(corpus.suffix), args.trace, schema
-        )
+            directory, output, workers, not args.no_peers and few_groups, sequential, baseline, bool(corpus.suffix),
+            args.trace, schema,
+        )  # fmt: skip
         for round_ in range(args.memory_rounds):
             for program in programs:
                 measure(program, output, memory=True)

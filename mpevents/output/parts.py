@@ -48,7 +48,6 @@ from array import array
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from functools import partial
 from operator import itemgetter
 from pathlib import Path
 from typing import Final, NamedTuple
@@ -180,12 +179,13 @@ class PartLog:
             self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
             self._size = os.fstat(self._fd).st_size
         # Every step is one C-level pass over the groups, not a Python step per
-        # group: a chunk of 100,000 groups' lines holds some 20,000 of them.
-        names = sorted(groups)  # so that groups whose hashes collide keep one order
-        names.sort(key=zlib.crc32)
+        # group: a chunk of 100,000 groups' lines holds some 17,000 of them. (Two
+        # names with one hash keep the chunk's order; the block's layout is
+        # not the output's, which placing writes group by group.)
+        names = sorted(groups, key=zlib.crc32)
         values = list(map(groups.__getitem__, names))
-        pieces = list(map(itemgetter(1), values))
-        ends = array("Q", itertools.accumulate(map(sum, map(partial(map, len), pieces))))
+        records = list(map(b"".join, map(itemgetter(1), values)))  # cheaper than summing the pieces' sizes
+        ends = array("Q", itertools.accumulate(map(len, records)))
         index = _INDEX.encode(
             (
                 array("I", map(zlib.crc32, names)).tobytes(),
@@ -195,9 +195,8 @@ class PartLog:
                 array("Q", itertools.accumulate(map(len, names))).tobytes(),
             )
         )
-        buffers: list[bytes] = list(itertools.chain.from_iterable(pieces))
-        buffers.append(index)
-        write_all(self._fd, buffers)
+        records.append(index)
+        write_all(self._fd, records)
         ref = PartRef(self.name, self._size, ends[-1], len(index), len(names))
         self._size += ref.size + len(index)
         return ref
