@@ -39,6 +39,7 @@ from mpevents._config import (
 from mpevents.core.errors import EXIT_FAILURE, EXIT_OK, EXIT_SIGINT, Interrupted, MpeventsError, UsageError
 from mpevents.core.sources import is_url
 from mpevents.local.child import start_fork_server
+from mpevents.output.frames import DEFAULT_LEVELS, LEVELS, make_compress
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -155,6 +156,19 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         metavar="B",
         help="size of the chunks of whole lines passed between processes: bytes, or with K, KiB, M, MiB, G "
         f"or GiB (powers of 1,024) (default: {DEFAULT_CHUNK_BYTES >> 20}MiB)",
+    )
+    add(
+        "--compress",
+        choices=sorted(LEVELS),
+        help="write group-<id>.jsonl.zst (or .gz) and rejected.jsonl.zst (.gz), compressed by every worker; "
+        "decompressed, the same bytes as without (zstd needs pip install 'mpevents[compressed]')",
+    )
+    add(
+        "--compress-level",
+        type=int,
+        metavar="L",
+        help=f"the level of --compress: zstd 1 to 22, gzip 1 to 9 "
+        f"(default: zstd {DEFAULT_LEVELS['zstd']}, gzip {DEFAULT_LEVELS['gzip']})",
     )
     add(
         "--pattern",
@@ -291,6 +305,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         resume=args.resume,
         trace=args.trace,
         settle=args.settle,
+        compress=make_compress(args.compress, args.compress_level),
     )
 
 

@@ -20,6 +20,7 @@ from mpevents.core.compression import check_available, compression_of
 from mpevents.core.errors import UsageError
 from mpevents.core.inputs import FileList, InputFile
 from mpevents.core.live import unread_tail
+from mpevents.output.frames import Compress
 
 DEFAULT_INPUT: Final = Path("data/input")
 DEFAULT_OUTPUT: Final = Path("data/output")
@@ -84,6 +85,7 @@ class Config:
     resume: bool = False  # journal progress; go on from an interrupted --resume run
     trace: bool = False  # write trace.json, a timeline of every process, into profile_dir
     settle: float = DEFAULT_SETTLE_S  # seconds a file must be unchanged for its last line without a line end to count
+    compress: Compress | None = None  # --compress and its level (``output.frames.make_compress``); None: plain
 
     def __post_init__(self) -> None:
         for name in ("workers", "readers", "chunk_bytes", "max_open_files"):
@@ -95,6 +97,10 @@ class Config:
             raise UsageError(f"--settle must be a number of seconds, at least 0, got {self.settle}")
         if self.resume and self.engine != "local":
             raise UsageError("--resume works with the local engine only")
+        if self.compress is not None and self.engine != "local":
+            # Its tasks' part files are copied to offsets the client computes,
+            # which a frame cut at fixed offsets of the content does not allow.
+            raise UsageError("--compress works with the local engine only")
         if self.input_url and self.engine != "dask":
             raise UsageError(f"{self.input_url} is a URL: the local engine reads directories; use --engine dask")
 

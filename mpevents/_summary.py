@@ -55,6 +55,28 @@ class FileSummary(msgspec.Struct):
     """Why, with unread_bytes: "unfinished_line", "grew", or both."""
 
 
+class OutputFile(msgspec.Struct):
+    """One output file in summary.json's ``output`` (with --compress)."""
+
+    records: int
+    bytes: int
+    """Its size on disk, compressed."""
+
+
+class OutputSummary(msgspec.Struct):
+    """What --compress wrote: every output file's records and compressed
+    size, the bytes written, and how much smaller than plain they are."""
+
+    compression: str
+    level: int
+    files: dict[str, OutputFile]
+    bytes_written: int
+    plain_bytes: int
+    """The same files' bytes decompressed: what the run writes without --compress."""
+    ratio: float
+    """plain_bytes / bytes_written."""
+
+
 class Summary(msgspec.Struct):
     """The whole of ``summary.json``."""
 
@@ -80,6 +102,8 @@ class Summary(msgspec.Struct):
     """With --trace: where the timeline is."""
     resumed_lines: int | msgspec.UnsetType = msgspec.UNSET
     """With --resume: the lines an interrupted run had written, which this one took as they were."""
+    output: OutputSummary | msgspec.UnsetType = msgspec.UNSET
+    """With --compress: the compressed files and their sizes."""
 
 
 def build_summary(
@@ -120,6 +144,22 @@ def build_summary(
         stages=stage_shares(*engine.busy(), elapsed, chunks_per_worker(engine)),
         restarts=engine.restarts,
         unread_bytes=sum(count for count, _ in unread.values()),
+        output=output_summary(config, report),
+    )
+
+
+def output_summary(config: Config, report: Report) -> OutputSummary | msgspec.UnsetType:
+    """With --compress, what it wrote (from the collector's report)."""
+    if config.compress is None:
+        return msgspec.UNSET
+    written = sum(size for _, size in report.output_files.values())
+    return OutputSummary(
+        config.compress.kind,
+        config.compress.level,
+        {name: OutputFile(records, size) for name, (records, size) in report.output_files.items()},
+        written,
+        report.output_plain,
+        round(report.output_plain / written, 3) if written else 0.0,
     )
 
 

@@ -35,6 +35,7 @@ from mpevents.local.queue import MessageQueue
 from mpevents.local.spool import Spool
 from mpevents.observe import trace as _trace
 from mpevents.observe.board import Board, WorkerField
+from mpevents.output.frames import Compress
 from mpevents.output.parts import PartLog, place_shard
 
 DIRECT_REJECTS: Final = 1_000
@@ -64,6 +65,8 @@ class WorkerJob:
     """The part logs' directory (``output.parts``), in the staging directory."""
     staging: Path
     """Where the group files go."""
+    compress: Compress | None = None
+    """--compress: the group files' format (``output.frames``); None: plain."""
 
 
 def work(job: WorkerJob) -> None:
@@ -126,8 +129,14 @@ def _place(job: WorkerJob, span: Span, took: int) -> None:
     started = time.perf_counter_ns()
     if job.generation == 0 and span.file == _failpoints.number("placer_kill"):
         _failpoints.kill_self()
-    moved = partial(job.board.add_worker, job.slot, WorkerField.PLACED, 1)
-    groups = place_shard(job.parts, job.staging, span.file, span.seq, moved)
+    board, slot = job.board, job.slot
+    moved = partial(board.add_worker, slot, WorkerField.PLACED, 1)
+
+    def wrote(taken: int, given: int) -> None:
+        board.add_worker(slot, WorkerField.OUT_PLAIN, taken)
+        board.add_worker(slot, WorkerField.OUT_WRITTEN, given)
+
+    groups = place_shard(job.parts, job.staging, span.file, span.seq, moved, compress=job.compress, wrote=wrote)
     job.result_queue.put(Result(span, PlaceResult(groups)))
     job.board.add_worker(job.slot, WorkerField.BUSY_NS, time.perf_counter_ns() - started)
     _trace.tracer().span("place", took, _trace.now_ns(), shard=span.file, groups=len(groups))

@@ -46,6 +46,7 @@ import msgspec
 from mpevents.core.errors import UsageError
 from mpevents.core.inputs import FileList, InputFile
 from mpevents.output.directory import fsync_path, remove
+from mpevents.output.frames import Compress
 from mpevents.output.names import JOURNAL_NAME, PARTS_DIR, REJECTS_NAME, group_file_name
 from mpevents.output.parts import PartRef
 from mpevents.output.report import FileCounts
@@ -65,6 +66,8 @@ class Header(msgspec.Struct, array_like=True):
     unread: dict[int, int] = msgspec.field(default_factory=dict)
     """Files still being written, by index: the bytes at their end the run
     did not read (``core.live``), so that the next run reads them as this one did."""
+    compress: str = ""
+    """--compress and its level ("zstd 3"; "": plain): the next run must write the same bytes."""
 
 
 class Checkpoint(msgspec.Struct, array_like=True):
@@ -85,6 +88,10 @@ class Checkpoint(msgspec.Struct, array_like=True):
     parts: list[PartRef] = []
     """The local engine's blocks written since the last checkpoint, in input
     order (``output.parts``): its group files are made from them at the end."""
+    rejects_files: dict[str, int] = {}
+    """With --compress: the compressed rejects' size and their unframed
+    tail's side file's, by name (``output.frames.FramedRejects``);
+    ``rejects_size`` is then the bytes of all the rejects, decompressed."""
 
 
 class State(msgspec.Struct):
@@ -99,6 +106,7 @@ class State(msgspec.Struct):
     rejects_size: int = 0
     reasons: list[int] = msgspec.field(default_factory=list)
     parts: list[PartRef] = msgspec.field(default_factory=list)
+    rejects_files: dict[str, int] = msgspec.field(default_factory=dict)
 
     @property
     def lines(self) -> int:
@@ -112,6 +120,7 @@ class State(msgspec.Struct):
         self.ends[checkpoint.head] = checkpoint.next_start
         self.groups.update(checkpoint.groups)
         self.rejects_size, self.reasons = checkpoint.rejects_size, checkpoint.reasons
+        self.rejects_files = checkpoint.rejects_files
         self.parts += checkpoint.parts
 
 
@@ -186,10 +195,24 @@ class Syncer:
         self._raise()
 
 
-def start(directory: Path, files: Sequence[InputFile]) -> None:
-    """A new journal in ``directory``, naming the input."""
+def start(directory: Path, files: Sequence[InputFile], compress: Compress | None = None) -> None:
+    """A new journal in ``directory``, naming the input and the output's format."""
+    unread = {info.index: info.unread for info in files if info.unread}
     with open(directory / JOURNAL_NAME, "wb") as handle:
-        append(handle, Header(VERSION, identify(files), {info.index: info.unread for info in files if info.unread}))
+        append(handle, Header(VERSION, identify(files), unread, _described(compress)))
+
+
+def _described(compress: Compress | None) -> str:
+    return "" if compress is None else f"{compress.kind} {compress.level}"
+
+
+def check_output(header: Header, compress: Compress | None) -> None:
+    """Refuse (exit 2) to resume with another --compress or level than the interrupted run's."""
+    if header.compress != _described(compress):
+        then, now = header.compress or "plain output", _described(compress) or "plain output"
+        raise UsageError(
+            f"--resume: the interrupted run wrote {then}, this one would write {now}; give the same --compress"
+        )
 
 
 def read(path: Path) -> tuple[Header | None, State]:
@@ -241,7 +264,10 @@ def restore(directory: Path, state: State) -> None:
     is anything else (the spool of the interrupted run, where /dev/shm had no
     room for it)."""
     wanted = {group_file_name(group.encode()): size for group, (size, _) in state.groups.items()}
-    wanted[REJECTS_NAME] = state.rejects_size
+    if state.rejects_files:  # compressed, and the tail not framed yet
+        wanted.update(state.rejects_files)
+    else:
+        wanted[REJECTS_NAME] = state.rejects_size
     for path in directory.iterdir():
         if path.name == JOURNAL_NAME or (path.name == PARTS_DIR and state.parts):
             continue  # the part logs hold the journaled blocks: the order file is written again

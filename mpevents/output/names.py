@@ -1,10 +1,10 @@
 """Names on disk: every file and directory name a run writes, in one place.
 
 Owns the names of the output (``group-<id>.jsonl``, ``rejected.jsonl``,
-``summary.json``) and the pattern that says a directory holds only those;
+``summary.json``; with --compress ``.zst`` or ``.gz`` after the first two) and the pattern that says a directory holds only those;
 the names kept beside the output (a run's staging directory, a --resume
 run's, an old output moved aside by a commit); and the names inside the
-staging directory (the journal, the Dask tasks' part files, a spool that
+staging directory (the journal, the Dask tasks' part files, the unframed compressed rejects, a spool that
 /dev/shm had no room for). A name that ends in a pid names the run that
 made it, so that what a run killed outright left is known by the pid being
 dead (``output.directory.remove_abandoned``).
@@ -24,8 +24,12 @@ SUMMARY_NAME: Final = "summary.json"
 REJECTS_NAME: Final = "rejected.jsonl"
 _GROUP_PREFIX: Final = "group-"
 _GROUP_SUFFIX: Final = ".jsonl"
+COMPRESSED_SUFFIXES: Final = {"zstd": ".zst", "gzip": ".gz"}
+"""What ``--compress`` adds to the name of a group file and of the rejects."""
+_COMPRESSED: Final = f"({'|'.join(map(re.escape, COMPRESSED_SUFFIXES.values()))})?"
 OUTPUT_NAMES: Final = re.compile(
-    f"{re.escape(_GROUP_PREFIX)}[0-9]+{re.escape(_GROUP_SUFFIX)}|{re.escape(REJECTS_NAME)}|{re.escape(SUMMARY_NAME)}"
+    f"{re.escape(_GROUP_PREFIX)}[0-9]+{re.escape(_GROUP_SUFFIX)}{_COMPRESSED}"
+    f"|{re.escape(REJECTS_NAME)}{_COMPRESSED}|{re.escape(SUMMARY_NAME)}"
 )
 """What may be in an output directory, and nothing else (``output.directory.is_ours``)."""
 
@@ -39,6 +43,9 @@ OLD_PREFIX: Final = ".mpevents-old-"
 
 JOURNAL_NAME: Final = ".journal"
 """A --resume run's journal, in its staging directory (``output.journal``)."""
+REJECTS_TAIL_PREFIX: Final = ".rejected-tail-"
+"""With --compress, the rejects not yet framed, in the staging directory
+(``output.frames``): ``.rejected-tail-<frames before them>``."""
 PARTS_DIR: Final = ".parts"
 """Where Dask tasks write their part files, inside the staging directory (removed before the commit)."""
 SPOOL_PREFIX: Final = "mpevents-spool-"
@@ -50,6 +57,15 @@ SPOOL_NAMES: Final = re.compile(f"{re.escape(SPOOL_PREFIX)}([0-9]+)-.*")
 def group_file_name(group: bytes) -> str:
     """The output file of ``group`` (canonical ASCII digits)."""
     return f"{_GROUP_PREFIX}{group.decode('ascii')}{_GROUP_SUFFIX}"
+
+
+def compressed_name(plain: str, kind: str) -> str:
+    """Output file ``plain`` compressed with ``kind`` ("zstd" or "gzip")."""
+    return plain + COMPRESSED_SUFFIXES[kind]
+
+
+def rejects_tail_name(frames: int) -> str:
+    return f"{REJECTS_TAIL_PREFIX}{frames}"
 
 
 def staging_name(output: str, pid: int) -> str:

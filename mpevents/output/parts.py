@@ -51,6 +51,7 @@ import msgspec
 
 from mpevents.core.spec import ChunkParts
 from mpevents.core.system import write_all
+from mpevents.output.frames import Compress, Framer, codec
 from mpevents.output.names import group_file_name
 
 HASHES: Final = 1 << 32
@@ -182,10 +183,19 @@ def place_shard(
     shards: int,
     moved: Callable[[], object] | None = None,
     budget: int = PLACE_BYTES,
+    compress: Compress | None = None,
+    wrote: Callable[[int, int], object] | None = None,
 ) -> dict[bytes, tuple[int, int]]:
     """Write the group files of shard ``shard`` of ``shards`` into ``output``
     from the blocks listed in ``parts``' order file; each such group's
-    (records, bytes). ``moved`` is called for each block read (progress)."""
+    (records, bytes on disk). ``moved`` is called for each block read,
+    ``wrote`` with the bytes each write took and gave out (progress).
+
+    With ``compress``, each group file is cut into frames at fixed offsets
+    of its content (``output.frames``): a write in the middle of a round
+    gives out only whole frames and keeps the rest, so the compressed bytes
+    depend on no shard, round or budget, and a placing done again still
+    writes the same bytes to the same places."""
     refs = read_order(parts)
     logs: dict[str, int] = {}
     try:
@@ -202,7 +212,8 @@ def place_shard(
         for round_ in range(rounds):
             sub_low = low + (high - low) * round_ // rounds
             sub_high = low + (high - low) * (round_ + 1) // rounds
-            _place_range(parts, logs, refs, output, sub_low, sub_high, budget, placed, moved)
+            writer = _Writer(output, placed, compress, wrote)
+            _place_range(parts, logs, refs, sub_low, sub_high, budget, placed, moved, writer)
     finally:
         for fd in logs.values():
             os.close(fd)
@@ -220,12 +231,12 @@ def _place_range(
     parts: Path,
     logs: dict[str, int],
     refs: Sequence[PartRef],
-    output: Path,
     low: int,
     high: int,
     budget: int,
     placed: dict[bytes, list[int]],
     moved: Callable[[], object] | None,
+    writer: _Writer,
 ) -> None:
     """Gather the groups of hashes ``[low, high)`` from every block, in
     order, and write them; more than once per group only if they hold more
@@ -258,18 +269,63 @@ def _place_range(
                     totals[0] += count
             held_bytes += size
             if held_bytes >= budget:
-                _write_held(output, held, placed)
+                writer.write(held)
                 held, held_bytes = defaultdict(list), 0
         if moved is not None:
             moved()
-    _write_held(output, held, placed)
+    writer.write(held, last=True)
 
 
-def _write_held(output: Path, held: dict[bytes, list[memoryview]], placed: dict[bytes, list[int]]) -> None:
-    for group, pieces in held.items():
-        totals = placed[group]
-        fd = os.open(output / group_file_name(group), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+class _Writer:
+    """Writes a round's held pieces to their group files: as they are, or
+    through a :class:`~mpevents.output.frames.Framer` per group."""
+
+    def __init__(
+        self,
+        output: Path,
+        placed: dict[bytes, list[int]],
+        compress: Compress | None,
+        wrote: Callable[[int, int], object] | None,
+    ) -> None:
+        self._output, self._placed, self._wrote = output, placed, wrote
+        self._compress = compress
+        self._codec = codec(compress) if compress is not None else None
+        self._framers: dict[bytes, Framer] = {}  # the round's groups' unframed tails
+
+    def write(self, held: dict[bytes, list[memoryview]], last: bool = False) -> None:
+        """Write ``held``; with ``last`` (the round's end), every group's last frame too."""
+        taken = given = 0
+        groups = list(held)
+        if last and self._codec is not None:  # a group whose tail waits with no piece since
+            groups += [group for group in self._framers if group not in held]
+        for group in groups:
+            pieces = held.get(group, [])
+            totals = self._placed[group]
+            if self._codec is not None:
+                framer = self._framers.get(group)
+                if framer is None:
+                    framer = self._framers[group] = Framer(self._codec)
+                taken += sum(map(len, pieces))
+                start = framer.compressed
+                frames = framer.take(pieces, last)
+                if not frames:
+                    continue
+                given += framer.compressed - start
+                totals[1] = self._write(group, frames, start)
+            else:
+                written = self._write(group, pieces, totals[1]) - totals[1]
+                taken, given = taken + written, given + written
+                totals[1] += written
+        if self._wrote is not None and (taken or given):
+            self._wrote(taken, given)
+
+    def _write(self, group: bytes, buffers: Sequence[bytes | memoryview], offset: int) -> int:
+        """Write ``buffers`` at ``offset`` of ``group``'s file; where they end."""
+        name = group_file_name(group)
+        if self._compress is not None:
+            name = self._compress.name(name)
+        fd = os.open(self._output / name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            totals[1] += write_all(fd, pieces, totals[1])
+            return offset + write_all(fd, buffers, offset)
         finally:
             os.close(fd)
