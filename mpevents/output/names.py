@@ -1,7 +1,8 @@
 """Names on disk: every file and directory name a run writes, in one place.
 
 Owns the names of the output (``group-<id>.jsonl``, ``rejected.jsonl``,
-``summary.json``; with --compress ``.zst`` or ``.gz`` after the first two) and the pattern that says a directory holds only those;
+``summary.json``; with --compress ``.zst`` or ``.gz`` after the first
+two) and the pattern that says a directory holds only those;
 the names kept beside the output (a run's staging directory, a --resume
 run's, an old output moved aside by a commit); and the names inside the
 staging directory (the journal, the Dask tasks' part files, the unframed compressed rejects, a spool that
