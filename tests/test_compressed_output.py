@@ -247,7 +247,9 @@ def undisturbed(inputs: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
     args = ("--input", inputs, "--output", out, "--compress", "zstd", "-n", "2", "--chunk-bytes", "16K", "-q")
     result = patched_run(SMALL_FRAMES, *args)
     assert result.returncode == 0, result.stderr
-    return {name: data for name, data in tree(out).items() if name != "summary.json"}
+    files = {name: data for name, data in tree(out).items() if name != "summary.json"}
+    assert files["rejected.jsonl.zst"].count(b"\x28\xb5\x2f\xfd") > 3  # frames of the patched size
+    return files
 
 
 @pytest.mark.parametrize("point", ["worker_kill=1:3", "placer_kill=1", "placer_kill=0"])
@@ -335,3 +337,18 @@ def test_a_compressed_output_is_replaced_by_the_next_run(inputs: Path, plain: di
     compressed_run(inputs, out, "gzip", "-n", "2")
     compressed_run(inputs, out, "zstd", "-n", "2")  # the directory is an mpevents output: replaced
     check_against_plain(out, "zstd", plain)
+
+
+def test_the_dashboard_and_the_summary_table_show_the_bytes_written_and_the_ratio() -> None:
+    from mpevents._summary import OutputFile, OutputSummary
+    from mpevents.observe.dashboard import View, progress_line, render, summary_table
+    from tests.conftest import make_summary
+    from tests.test_dashboard import draw, known_view
+
+    view = View(**{**known_view().__dict__, "output": (30 << 20, 5 << 20)})
+    assert "output written    5.0 MiB of 30.0 MiB, ratio 6.00" in draw(render(view))
+    assert progress_line(view).endswith(", output 5.0 MiB (ratio 6.00)")
+    assert "output written" not in draw(render(known_view()))  # plain output: nothing to show
+    summary = make_summary()
+    summary.output = OutputSummary("zstd", 3, {"group-1.jsonl.zst": OutputFile(10, 5 << 20)}, 5 << 20, 30 << 20, 6.0)
+    assert "zstd 3: 5.0 MiB written of 30.0 MiB, ratio 6.00" in draw(summary_table(summary))
