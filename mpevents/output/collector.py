@@ -6,7 +6,8 @@ span ``s`` of file ``f`` is written only after every earlier one, so each
 group file and the rejects follow (file name, line number) whatever the
 worker count or chunk size; a repeat, as after a restart, is dropped by its
 (file, sequence) key); the counts (:class:`~mpevents.output.tally.Tally`,
-behind the :class:`~mpevents.output.report.Report`); ``rejected.jsonl``,
+behind the :class:`~mpevents.output.report.Report`); ``rejected.jsonl``
+(with --compress ``.zst`` or ``.gz``, framed by ``output.frames``),
 whose line numbers it makes absolute from the line counts of the spans
 before (a worker or task only knows its own); a --resume run's checkpoints
 (``output.journal``); and what the scoreboard shows of the writing, for

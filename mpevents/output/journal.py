@@ -15,7 +15,8 @@ checkpoint records that position and, since the last checkpoint, the counts
 of the files finished, the blocks of the local engine's part logs written
 (``output.parts``: its group files are made from them once every span is
 in; an engine that writes group files as it goes records their sizes and
-record counts instead), the size of ``rejected.jsonl`` and the rejects by
+record counts instead), the size of ``rejected.jsonl`` (with --compress, also those of the compressed
+rejects and of their unframed tail's side file, ``output.frames``) and the rejects by
 reason. Before it is
 appended, every file it describes is flushed and synced; then the journal is.
 So a checkpoint never claims bytes that a crash could lose, and a crash loses

@@ -21,12 +21,16 @@ blocks in memory, and writes each group file with one ``pwritev`` per
 only keeps the blocks' order, and the group files are written by all the
 workers at once, each of their files once whatever the number of blocks.
 
+With --compress a placing cuts each group file into frames at fixed offsets
+of its content as it writes it (``output.frames``), so that compression is
+done by every worker too, and its bytes depend on no shard or budget.
+
 A group belongs to one shard, and a placing writes its files from offset 0
 with ``pwritev``, never truncating: done again (its worker died, the span
 handed to a replacement), it writes the same bytes to the same places, so a
 copy of it still running, or killed, can never make a file shorter.
 
-Talks to: nothing but the files; the worker (``local.worker``) appends and
+Talks to: nothing but the files and the frames (``output.frames``); the worker (``local.worker``) appends and
 places, the local collector (``local.collector``) keeps the refs and
 writes the order file (:func:`write_order`), the journal keeps refs for
 ``--resume``.
