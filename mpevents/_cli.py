@@ -24,7 +24,6 @@ from mpevents import __version__
 from mpevents._config import (
     DEFAULT_CHUNK_BYTES,
     DEFAULT_INPUT,
-    DEFAULT_MAX_OPEN_FILES,
     DEFAULT_MAX_RETRIES,
     DEFAULT_OUTPUT,
     DEFAULT_PATTERNS,
@@ -40,6 +39,7 @@ from mpevents.core.errors import EXIT_FAILURE, EXIT_OK, EXIT_SIGINT, Interrupted
 from mpevents.core.schema import V1, infer_file, load, to_toml
 from mpevents.core.sources import is_url
 from mpevents.local.child import start_fork_server
+from mpevents.output.frames import DEFAULT_LEVELS, LEVELS, make_compress
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -160,6 +160,19 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         f"or GiB (powers of 1,024) (default: {DEFAULT_CHUNK_BYTES >> 20}MiB)",
     )
     add(
+        "--compress",
+        choices=sorted(LEVELS),
+        help="write group-<id>.jsonl.zst (or .gz) and rejected.jsonl.zst (.gz), compressed by every worker; "
+        "decompressed, the same bytes as without (zstd needs pip install 'mpevents[compressed]')",
+    )
+    add(
+        "--compress-level",
+        type=int,
+        metavar="L",
+        help=f"the level of --compress: zstd 1 to 22, gzip 1 to 9 "
+        f"(default: zstd {DEFAULT_LEVELS['zstd']}, gzip {DEFAULT_LEVELS['gzip']})",
+    )
+    add(
         "--pattern",
         dest="patterns",
         action="append",
@@ -189,7 +202,7 @@ def _add_schema_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_limit_options(parser: argparse.ArgumentParser) -> None:
-    """Retries, open files, files still being written, and what survives an interruption or a power loss."""
+    """Retries, files still being written, and what survives an interruption or a power loss."""
     add = parser.add_argument
     add(
         "--max-retries",
@@ -199,13 +212,10 @@ def _add_limit_options(parser: argparse.ArgumentParser) -> None:
         help="times a chunk (a file's reader, the pipeline) is retried after a failure; "
         f"its next failure fails the run; 0: none (default: {DEFAULT_MAX_RETRIES})",
     )
-    add(
-        "--max-open-files",
-        type=_positive,
-        default=DEFAULT_MAX_OPEN_FILES,
-        metavar="F",
-        help=f"group files kept open at once; others are closed and reopened (default: {DEFAULT_MAX_OPEN_FILES})",
-    )
+    # Accepted so that scripts written for earlier versions still run: no
+    # process keeps group files open any more (a placing opens one at a
+    # time), so it has nothing left to limit; it says so in one warning.
+    add("--max-open-files", type=_positive, default=None, metavar="F", help=argparse.SUPPRESS)
     add(
         "--settle",
         type=_seconds,
@@ -291,6 +301,8 @@ def check_platform() -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
+    if args.max_open_files is not None:
+        log.warning("--max-open-files has no effect: no process keeps group files open (each opens one at a time)")
     progress = "quiet" if args.quiet else "off" if args.no_progress else "auto"
     return Config(
         input_dir=Path(args.input),
@@ -301,7 +313,6 @@ def config_from_args(args: argparse.Namespace) -> Config:
         chunk_bytes=args.chunk_bytes,
         patterns=tuple(args.patterns) if args.patterns else DEFAULT_PATTERNS,
         max_retries=args.max_retries,
-        max_open_files=args.max_open_files,
         progress=progress,
         cpu_profile=args.cpu_profile,
         mem_profile=args.mem_profile,
@@ -314,6 +325,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         trace=args.trace,
         settle=args.settle,
         schema=load(args.schema) if args.schema is not None else V1,
+        compress=make_compress(args.compress, args.compress_level),
     )
 
 

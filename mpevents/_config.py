@@ -21,6 +21,7 @@ from mpevents.core.errors import UsageError
 from mpevents.core.inputs import FileList, InputFile
 from mpevents.core.live import unread_tail
 from mpevents.core.schema import V1, Schema
+from mpevents.output.frames import Compress
 
 DEFAULT_INPUT: Final = Path("data/input")
 DEFAULT_OUTPUT: Final = Path("data/output")
@@ -48,12 +49,6 @@ DEFAULT_CHUNK_BYTES: Final = 1 << 20
 DEFAULT_MAX_RETRIES: Final = 2
 """Retries of one thing (a span, a file's reader, the data plane, a Dask
 task): it fails the run on its third failure."""
-# Enough that up to a few thousand groups never close a file: with 1,000
-# groups and 256 open, nearly every chunk closed and reopened most of them
-# (a 2M-line run took 1.7 times as long). The collector raises its soft
-# descriptor limit towards the hard one to keep them; each open file holds a
-# write buffer of 64 KiB at most, filled only as far as its group's records.
-DEFAULT_MAX_OPEN_FILES: Final = 4096
 DEFAULT_PROFILE_DIR: Final = Path("profiles")
 # A writer that puts out a line in two writes (a buffer flushed mid-line) or
 # logs in bursts is done with a line within milliseconds; 2 s leaves ample
@@ -73,7 +68,6 @@ class Config:
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     patterns: tuple[str, ...] = DEFAULT_PATTERNS
     max_retries: int = DEFAULT_MAX_RETRIES
-    max_open_files: int = DEFAULT_MAX_OPEN_FILES
     progress: str = "auto"  # "auto": dashboard on a terminal, lines otherwise; "off"; "quiet"
     cpu_profile: bool = False
     mem_profile: bool = False
@@ -86,9 +80,10 @@ class Config:
     trace: bool = False  # write trace.json, a timeline of every process, into profile_dir
     settle: float = DEFAULT_SETTLE_S  # seconds a file must be unchanged for its last line without a line end to count
     schema: Schema = V1  # the record format (--schema FILE); by default the built-in v1
+    compress: Compress | None = None  # --compress and its level (``output.frames.make_compress``); None: plain
 
     def __post_init__(self) -> None:
-        for name in ("workers", "readers", "chunk_bytes", "max_open_files"):
+        for name in ("workers", "readers", "chunk_bytes"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
         if self.max_retries < 0:
@@ -97,6 +92,10 @@ class Config:
             raise UsageError(f"--settle must be a number of seconds, at least 0, got {self.settle}")
         if self.resume and self.engine != "local":
             raise UsageError("--resume works with the local engine only")
+        if self.compress is not None and self.engine != "local":
+            # Its tasks' part files are copied to offsets the client computes,
+            # which a frame cut at fixed offsets of the content does not allow.
+            raise UsageError("--compress works with the local engine only")
         if self.input_url and self.engine != "dask":
             raise UsageError(f"{self.input_url} is a URL: the local engine reads directories; use --engine dask")
 

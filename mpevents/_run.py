@@ -32,7 +32,6 @@ from mpevents._summary import Summary, build_summary, encode
 from mpevents.core import live as _live
 from mpevents.core.errors import Interrupted, RunError
 from mpevents.core.inputs import FileList, InputFile
-from mpevents.core.schema import Schema
 from mpevents.observe import trace as _trace
 from mpevents.observe.profiling import memory_report, merge_cpu_profiles, peak_rss_kib, profiled
 from mpevents.output import directory as _output
@@ -115,18 +114,19 @@ def _resume(config: Config, files: Sequence[InputFile], staging: Path) -> tuple[
     header, state = journal.read(staging / JOURNAL_NAME)
     if header is None:
         log.warning("--resume: nothing to resume for %s; starting from the start", config.output_dir)
-        _fresh_journal(staging, files, config.schema)
+        _fresh_journal(config, staging, files)
         return journal.State(), files
     journal.check_inputs(header, files)
     journal.check_schema(header, config.schema)
+    journal.check_output(header, config.compress)
     journal.restore(staging, state)
     log.warning("--resume: %s lines were written before; going on from there", f"{state.lines:,}")
     return state, journal.as_listed(header, files)
 
 
-def _fresh_journal(staging: Path, files: Sequence[InputFile], schema: Schema) -> None:
+def _fresh_journal(config: Config, staging: Path, files: Sequence[InputFile]) -> None:
     _output.empty(staging)  # emptied, not made again: the run holds this directory
-    journal.start(staging, files, schema)
+    journal.start(staging, files, config.schema, config.compress)
 
 
 def _add_profiles(config: Config, summary: Summary) -> None:
@@ -153,7 +153,7 @@ def make_engine(
 
     if resume is None:
         return LocalEngine(config, files, staging, budget)
-    return LocalEngine(config, files, staging, budget, resume, lambda: _fresh_journal(staging, files, config.schema))
+    return LocalEngine(config, files, staging, budget, resume, lambda: _fresh_journal(config, staging, files))
 
 
 def drive(engine: Engine, observer: Observer | None, interrupt: _Interrupt | None = None) -> Report:

@@ -19,6 +19,7 @@ from mpevents.core.live import Unread
 from mpevents.core.schema import V1, Schema
 from mpevents.observe.board import WorkerField
 from mpevents.output.directory import TOOL
+from mpevents.output.names import group_file_name
 from mpevents.output.report import FileCounts, Report
 
 LIMIT_SHARE: Final = 0.6
@@ -66,6 +67,28 @@ class SchemaFacts(msgspec.Struct):
         return cls(schema.name, schema.digest())
 
 
+class OutputFile(msgspec.Struct):
+    """One output file in summary.json's ``output`` (with --compress)."""
+
+    records: int
+    bytes: int
+    """Its size on disk, compressed."""
+
+
+class OutputSummary(msgspec.Struct):
+    """What --compress wrote: every output file's records and compressed
+    size, the bytes written, and how much smaller than plain they are."""
+
+    compression: str
+    level: int
+    files: dict[str, OutputFile]
+    bytes_written: int
+    plain_bytes: int
+    """The same files' bytes decompressed: what the run writes without --compress."""
+    ratio: float
+    """plain_bytes / bytes_written."""
+
+
 class Summary(msgspec.Struct, kw_only=True):
     """The whole of ``summary.json``."""
 
@@ -92,6 +115,8 @@ class Summary(msgspec.Struct, kw_only=True):
     """With --trace: where the timeline is."""
     resumed_lines: int | msgspec.UnsetType = msgspec.UNSET
     """With --resume: the lines an interrupted run had written, which this one took as they were."""
+    output: OutputSummary | msgspec.UnsetType = msgspec.UNSET
+    """With --compress: the compressed files and their sizes."""
 
 
 def build_summary(
@@ -133,6 +158,28 @@ def build_summary(
         stages=stage_shares(*engine.busy(), elapsed, chunks_per_worker(engine)),
         restarts=engine.restarts,
         unread_bytes=sum(count for count, _ in unread.values()),
+        output=output_summary(config, report),
+    )
+
+
+def output_summary(config: Config, report: Report) -> OutputSummary | msgspec.UnsetType:
+    """With --compress, what it wrote (from the collector's report)."""
+    if config.compress is None:
+        return msgspec.UNSET
+    written = sum(size for _, size in report.output_files.values())
+    # The group files in the order of summary.json's groups, then the rejects.
+    names = [
+        config.compress.name(group_file_name(group.encode())) for group in ordered_groups(report.groups, config.schema)
+    ]
+    order = {name: position for position, name in enumerate(names)}
+    files = sorted(report.output_files.items(), key=lambda item: order.get(item[0], len(order)))
+    return OutputSummary(
+        config.compress.kind,
+        config.compress.level,
+        {name: OutputFile(records, size) for name, (records, size) in files},
+        written,
+        report.output_plain,
+        round(report.output_plain / written, 3) if written else 0.0,
     )
 
 

@@ -28,6 +28,15 @@ the timed rounds run undisturbed, and ``--memory-rounds`` more rounds
 Peers: the sequential stdlib script (scripts/sequential.py), and DuckDB,
 Polars and chDB when installed (``pip install -e '.[bench]'``).
 
+``--compress-targets`` adds issue #29's targets for ``--compress zstd``: on
+COMPRESS_CORPORA (200 and 1,000 groups), in interleaved rounds, mpevents N=2
+plain and with ``--compress zstd``, and DuckDB writing zstd-compressed JSON;
+the wall against both (at most COMPRESS_WALL_RATIO times the plain run's, and
+at most DuckDB's), the size of the group files against what ``zstd -3`` makes
+of each plain group file whole (at most COMPRESS_SIZE_RATIO times), the peak
+memory (at most COMPRESS_PEAK_MIB) and that the output, decompressed, is the
+plain run's.
+
 ``--dask-groups`` adds the Dask engine on many groups (issue #24): the
 corpora of DASK_GROUPS, each run in interleaved rounds by the local engine
 (N=2), by ``--engine dask`` with a LocalCluster of 2 workers (its start-up
@@ -446,6 +455,91 @@ CEILING_CORPORA = ("template-2M", "real-2M", "real-2M-8f-1000g")
 logs in 200 groups, and in 1,000 groups (8 files)."""
 
 
+COMPRESS_CORPORA = ("real-2M", "real-2M-8f-1000g")
+COMPRESS_WALL_RATIO = 1.15
+COMPRESS_SIZE_RATIO = 1.2
+COMPRESS_PEAK_MIB = 250
+
+
+def compress_targets(rounds: int, memory_rounds: int, console: Console) -> dict[str, Any]:
+    """Issue #29's targets for ``--compress zstd``; see the module docstring."""
+    results: dict[str, Any] = {}
+    python = sys.executable
+    for name in COMPRESS_CORPORA:
+        directory = Corpus.parse(name).build()
+        outputs = {label: WORK / f"compress-{label}" for label in ("plain", "zstd", "duckdb-zstd")}
+        base = [python, "-m", "mpevents", "--input", str(directory), "--quiet", "--worker-number", "2"]
+        peer = [python, str(REPO / "scripts" / "peers.py"), "duckdb-zstd", str(directory)]
+        programs = [
+            (Program("mpevents N=2", [*base, "--output", str(outputs["plain"])], REPO), outputs["plain"]),
+            (
+                Program(
+                    "mpevents N=2 --compress zstd", [*base, "--output", str(outputs["zstd"]), "--compress", "zstd"]
+                ),
+                outputs["zstd"],
+            ),
+        ]
+        if available("duckdb"):
+            programs.append((Program("duckdb zstd", [*peer, str(outputs["duckdb-zstd"])]), outputs["duckdb-zstd"]))
+        for kind, count in (("memory", memory_rounds), ("timed", rounds)):
+            for round_ in range(count):
+                for program, output in programs:
+                    measure(program, output, memory=kind == "memory")
+                    console.log(f"{name} {kind} round {round_ + 1}: {program.name} done")
+        # Both mpevents outputs are those of their last round: compare and size them.
+        plain_files = sorted(outputs["plain"].glob("group-*.jsonl"))
+        zstd_whole = sum(len(subprocess.run(["zstd", "-3", "-q", "-c", str(path)], check=True,
+                                            capture_output=True).stdout) for path in plain_files)  # fmt: skip
+        framed = sum(path.stat().st_size for path in outputs["zstd"].glob("group-*.jsonl.zst"))
+        identical = all(
+            subprocess.run(["zstd", "-dc", str(outputs["zstd"] / f"{path.name}.zst")], check=True,
+                           capture_output=True).stdout == path.read_bytes()
+            for path in [*plain_files, outputs["plain"] / "rejected.jsonl"]
+        )  # fmt: skip
+        rows = report_size(Corpus.parse(name).lines, [program for program, _ in programs])
+        plain_wall, zstd_row = rows["mpevents N=2"]["wall_s"], rows["mpevents N=2 --compress zstd"]
+        duck = rows.get("duckdb zstd")
+        results[name] = {
+            "rows": rows,
+            "identical_decompressed": identical,
+            "group_bytes": {"plain": sum(p.stat().st_size for p in plain_files), "zstd": framed, "zstd -3": zstd_whole},
+            "targets": {
+                "wall zstd / plain": round(zstd_row["wall_s"] / plain_wall, 3),
+                "wall zstd / duckdb zstd": round(zstd_row["wall_s"] / duck["wall_s"], 3) if duck else None,
+                "size / zstd -3 whole": round(framed / zstd_whole, 3),
+                "peak PSS zstd (MiB)": zstd_row["peak_pss_mib"],
+            },
+        }
+        for output in outputs.values():
+            shutil.rmtree(output, ignore_errors=True)
+    return results
+
+
+def print_compress_targets(results: dict[str, Any], rounds: int, console: Console) -> None:
+    limits = {
+        "wall zstd / plain": COMPRESS_WALL_RATIO,
+        "wall zstd / duckdb zstd": 1.0,
+        "size / zstd -3 whole": COMPRESS_SIZE_RATIO,
+        "peak PSS zstd (MiB)": COMPRESS_PEAK_MIB,
+    }
+    table = Table(title=f"--compress zstd, issue #29's targets, medians of {rounds} interleaved rounds")
+    for column in ("corpus", "program", "wall (s)", "peak PSS (MiB)"):
+        table.add_column(column, justify="left" if column in ("corpus", "program") else "right")
+    for name, result in results.items():
+        for label, row in result["rows"].items():
+            table.add_row(name, label, f"{row['wall_s']:.2f}", f"{row['peak_pss_mib']:.0f}")
+    console.print(table)
+    targets = Table(title="--compress zstd: targets")
+    for column in ("corpus", "target", "value", "limit", "met"):
+        targets.add_column(column, justify="left" if column in ("corpus", "target") else "right")
+    for name, result in results.items():
+        for target, value in result["targets"].items():
+            met = "" if value is None else "yes" if value <= limits[target] else "NO"
+            targets.add_row(name, target, "" if value is None else f"{value:.3f}", f"{limits[target]}", met)
+        targets.add_row(name, "identical decompressed", "", "", "yes" if result["identical_decompressed"] else "NO")
+    console.print(targets)
+
+
 def ceilings(rounds: int, console: Console) -> dict[str, Any]:
     """The ceiling report (scripts/ceiling.py) on CEILING_CORPORA."""
     results = {}
@@ -510,6 +604,10 @@ def main() -> int:
         help=f"also the Dask engine on many groups ({', '.join(DASK_GROUPS)}) and issue #24's targets",
     )  # fmt: skip
     parser.add_argument(
+        "--compress-targets", action="store_true",
+        help=f"also --compress zstd beside plain and DuckDB's zstd on {', '.join(COMPRESS_CORPORA)} (issue #29)",
+    )  # fmt: skip
+    parser.add_argument(
         "--ceiling", action="store_true",
         help=f"also the ceiling report (scripts/ceiling.py) on {', '.join(CEILING_CORPORA)}",
     )  # fmt: skip
@@ -551,6 +649,7 @@ def main() -> int:
     wide = spec_bench.measure_wide(args.spec_rounds) if args.spec_rounds > 0 else {}
     many_groups = dask_groups(args.rounds, console) if args.dask_groups else {}
     ceiling_report = ceilings(args.rounds, console) if args.ceiling else {}
+    compressed = compress_targets(args.rounds, args.memory_rounds, console) if args.compress_targets else {}
     document = {
         "machine": machine(),
         "rounds": args.rounds,
@@ -562,6 +661,7 @@ def main() -> int:
         "spec_wide": wide,
         "dask_groups": many_groups,
         "ceiling": ceiling_report,
+        "compress_targets": compressed,
     }
     args.out.write_text(json.dumps(document, indent=2) + "\n")
     for name, rows in results.items():
@@ -592,6 +692,8 @@ def main() -> int:
         print_dask_groups(many_groups, args.rounds, console)
     if ceiling_report:
         print_ceilings(ceiling_report, args.rounds, console)
+    if compressed:
+        print_compress_targets(compressed, args.rounds, console)
     if document["ratios"]:
         ratio_table = Table(title="ratios")
         ratio_table.add_column("ratio")

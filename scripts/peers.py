@@ -1,12 +1,13 @@
 """The fast peers for the benchmark: the same job as a DuckDB, Polars or chDB one-liner.
 
-    python scripts/peers.py duckdb|polars|chdb INPUT_DIR OUTPUT_DIR [SCHEMA]
+    python scripts/peers.py duckdb|duckdb-zstd|polars|chdb INPUT_DIR OUTPUT_DIR [SCHEMA]
 
 Each reads every ``*.log`` as pipe-separated columns (with SCHEMA, a schema
 file, its delimiter and its fields, each of the same type as mpevents'; one
 file per value of its group_by) (DuckDB also ``*.log.gz``
 and ``*.log.zst``, decompressed by their suffix) and writes one NDJSON file
-per group. None checks the spec line by line: told to ignore errors, as the
+per group (``duckdb-zstd``: zstd-compressed, ``COMPRESSION zstd``). None
+checks the spec line by line: told to ignore errors, as the
 real-shaped corpus needs, DuckDB and chDB drop a line they cannot read (chDB
 writes the lines it half read into groups of their own), and Polars sets what
 it cannot read to null, where mpevents rejects a line with its reason.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 COLUMNS = {
@@ -46,14 +48,15 @@ def use_schema(path: Path) -> None:
     DELIMITER, GROUP_BY = schema.get("delimiter", "|"), schema["group_by"]
 
 
-def run_duckdb(source: Path, target: Path) -> None:
+def run_duckdb(source: Path, target: Path, compression: str | None = None) -> None:
     import duckdb
 
+    compress = f", COMPRESSION {compression}" if compression else ""
     columns = ", ".join(f"'{name}': '{kind}'" for name, kind in COLUMNS.items())
     duckdb.connect().execute(
         f"COPY (SELECT * FROM read_csv('{source}/*.log*', delim='{DELIMITER}', header=false, quote='', escape='', "
         f"ignore_errors=true, columns={{{columns}}})) "
-        f"TO '{target}' (FORMAT json, PARTITION_BY ({GROUP_BY}), OVERWRITE_OR_IGNORE)"
+        f"TO '{target}' (FORMAT json, PARTITION_BY ({GROUP_BY}), OVERWRITE_OR_IGNORE{compress})"
     )
 
 
@@ -101,7 +104,12 @@ def run_chdb(source: Path, target: Path) -> None:
     )
 
 
-PEERS = {"duckdb": run_duckdb, "polars": run_polars, "chdb": run_chdb}
+PEERS: dict[str, Callable[[Path, Path], None]] = {
+    "duckdb": run_duckdb,
+    "duckdb-zstd": partial(run_duckdb, compression="zstd"),
+    "polars": run_polars,
+    "chdb": run_chdb,
+}
 
 if __name__ == "__main__":
     if len(sys.argv) > 4:

@@ -296,3 +296,14 @@ def test_a_many_lined_warning_is_one_line(capsys: pytest.CaptureFixture[str]) ->
     assert capsys.readouterr().err.splitlines() == [
         "mpevents: warning: task failed (KilledWorker: Traceback line); trying it again"
     ]
+
+
+def test_max_open_files_is_accepted_with_one_warning_that_it_has_no_effect(corpus: Path, tmp_path: Path) -> None:
+    plain, limited = tmp_path / "plain", tmp_path / "limited"
+    assert run_cli("--input", corpus, "--output", plain, "-n", "2", "-q").returncode == 0
+    result = run_cli("--input", corpus, "--output", limited, "-n", "2", "--no-progress", "--max-open-files", "1")
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stderr.splitlines() if "--max-open-files" in line] == [
+        "--max-open-files has no effect: no process keeps group files open (each opens one at a time)"
+    ]
+    assert tree(limited) == tree(plain)

@@ -2,7 +2,8 @@
 bring, each run held to the reference parser (tests/_reference.py).
 
 Engines: the local engine with one worker (1 MiB chunks), with three
-(4 KiB chunks, so that chunk ends fall everywhere, mid-line among them) and
+(4 KiB chunks, so that chunk ends fall everywhere, mid-line among them), with
+two writing zstd (``--compress``: compared decompressed) and
 the Dask engine on a ``LocalCluster`` started once for the module and given
 with ``--scheduler`` (4 KiB chunks, so that a file is several tasks). Shapes
 (tests/_scenarios.py): one group, 5,000 groups, 3,000 tiny files, CRLF and
@@ -64,6 +65,7 @@ SHAPES = (
 ENGINES = {
     "local-n1": ("-n", "1"),
     "local-n3": ("-n", "3", "--chunk-bytes", "4K"),
+    "local-n2-zstd": ("-n", "2", "--chunk-bytes", "4K", "--compress", "zstd"),
     "dask": ("-n", "2", "--chunk-bytes", "4K", "--engine", "dask"),
 }
 LOCAL_TIMEOUT_S = 60
@@ -139,7 +141,7 @@ def test_cell_matches_the_reference_parser(
     if expected is None:
         assert_refused(result, out)
     else:
-        assert_matches(result, out, expected, shape.growing_name)
+        assert_matches(result, out, expected, shape.growing_name, ".zst" if "--compress" in options else "")
 
 
 def assert_refused(result: subprocess.CompletedProcess[str], out: Path) -> None:
@@ -152,14 +154,16 @@ def assert_refused(result: subprocess.CompletedProcess[str], out: Path) -> None:
 
 
 def assert_matches(
-    result: subprocess.CompletedProcess[str], out: Path, expected: Expected, growing: str | None
+    result: subprocess.CompletedProcess[str], out: Path, expected: Expected, growing: str | None, suffix: str = ""
 ) -> None:
+    """``suffix``: the output's compression's, with --compress (files compared decompressed)."""
     assert result.returncode == 0, result.stderr
     names = sorted(path.name for path in out.iterdir())
-    assert names == sorted([*(f"group-{group}.jsonl" for group in expected.groups), "rejected.jsonl", "summary.json"])
+    wanted = [*(f"group-{group}.jsonl{suffix}" for group in expected.groups), f"rejected.jsonl{suffix}"]
+    assert names == sorted([*wanted, "summary.json"])
     for group, records in expected.groups.items():
-        assert (out / f"group-{group}.jsonl").read_bytes() == b"".join(records), group
-    assert (out / "rejected.jsonl").read_bytes() == expected.rejected_jsonl()
+        assert decompressed(out / f"group-{group}.jsonl{suffix}") == b"".join(records), group
+    assert decompressed(out / f"rejected.jsonl{suffix}") == expected.rejected_jsonl()
     summary = json.loads((out / "summary.json").read_bytes())
     assert summary["totals"] == expected.totals
     assert list(summary["groups"].items()) == list(expected.group_counts().items())
@@ -303,7 +307,9 @@ def test_a_schema_run_is_the_reference_for_every_engine(
             timeout=DASK_TIMEOUT_S / 4,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
-        files = {path.name: path.read_bytes() for path in out.iterdir() if path.name != "summary.json"}
+        files = {  # a compressed run's files by their plain names, decompressed
+            path.name.removesuffix(".zst"): decompressed(path) for path in out.iterdir() if path.name != "summary.json"
+        }
         summary = json.loads((out / "summary.json").read_bytes())
         assert files == {key: value for key, value in expected.items() if key not in ("groups", "reasons")}, engine
         assert summary["schema"] == {"name": schema.name, "sha256": schema.digest()}

@@ -36,6 +36,7 @@ from mpevents.local.queue import MessageQueue
 from mpevents.observe import trace as _trace
 from mpevents.observe.board import Board, CollectorField
 from mpevents.output.collector import Collector
+from mpevents.output.frames import Compress
 from mpevents.output.journal import State
 from mpevents.output.names import PARTS_DIR
 from mpevents.output.parts import PartRef, plan, write_order
@@ -95,6 +96,8 @@ class CollectorJob(msgspec.Struct, frozen=True):
     """Restarts of the data plane before this one: test failpoints fire in the first."""
     resume: State | None = None
     """Where a --resume run starts (see ``output.collector.Collector``)."""
+    compress: Compress | None = None
+    """--compress (``output.frames``): the rejects' format; None: plain."""
 
 
 def collect(job: CollectorJob) -> None:
@@ -103,7 +106,7 @@ def collect(job: CollectorJob) -> None:
     board = job.board
     resume = job.resume
     sink = LocalSink(job.directory / PARTS_DIR, job.ledger, resume.parts if resume is not None else ())
-    collector = Collector(job.files, job.directory, sink, board, resume, job.generation)
+    collector = Collector(job.files, job.directory, sink, board, resume, job.generation, job.compress)
     slow = _failpoints.number("collector_slow")
     trace = _trace.tracer()
     try:
@@ -131,7 +134,7 @@ def collect(job: CollectorJob) -> None:
 def _place(job: CollectorJob, sink: LocalSink, collector: Collector[PartResult]) -> None:
     """Have the workers write the group files, a placing each, and count what they wrote."""
     write_order(sink.parts, sink.refs)
-    placings = plan(sink.refs, job.shards)
+    placings = plan(sink.refs, job.shards, by_hash=job.compress is not None)
     for placing in placings:
         job.work.put_direct(place_span(placing))
     placed: set[Span] = set()
@@ -144,3 +147,4 @@ def _place(job: CollectorJob, sink: LocalSink, collector: Collector[PartResult])
                 collector.placed(payload.groups)
         else:  # a dead worker's last span, handed to its replacement: a repeat
             collector.add(span, payload)
+    collector.finish(sum(ref.size for ref in sink.refs))

@@ -306,7 +306,7 @@ class LocalEngine:
             self._start_reader(attempt, slot, [])
         job = _collector.CollectorJob(
             self.files, self.staging, attempt.result_queue, attempt.work_queue, config.workers,
-            attempt.report_end, self.board, attempt.ledger, self.restarts.pipeline, resume,
+            attempt.report_end, self.board, attempt.ledger, self.restarts.pipeline, resume, config.compress,
         )  # fmt: skip
         attempt.start("collector", 0, "collector", _collector.collect, job)
         attempt.report_end.close()  # the collector's copy is the only writer
@@ -371,6 +371,7 @@ class LocalEngine:
             parts=self.staging / PARTS_DIR,
             staging=self.staging,
             schema=self.config.schema,
+            compress=self.config.compress,
         )
         attempt.start("worker", slot, f"worker {slot + 1}", work, job)
 

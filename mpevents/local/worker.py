@@ -36,6 +36,7 @@ from mpevents.local.queue import MessageQueue
 from mpevents.local.spool import Spool
 from mpevents.observe import trace as _trace
 from mpevents.observe.board import Board, WorkerField
+from mpevents.output.frames import Compress
 from mpevents.output.parts import PartLog, place
 
 DIRECT_REJECTS: Final = 1_000
@@ -67,6 +68,8 @@ class WorkerJob:
     """Where the group files go."""
     schema: Schema = V1
     """The record format the lines are checked against."""
+    compress: Compress | None = None
+    """--compress: the group files' format (``output.frames``); None: plain."""
 
 
 def work(job: WorkerJob) -> None:
@@ -130,8 +133,14 @@ def _place(job: WorkerJob, span: Span, took: int) -> None:
     placing = placing_of(span)
     if job.generation == 0 and _failpoints.number("placer_kill") == placing.number:
         _failpoints.kill_self()
-    moved = partial(job.board.add_worker, job.slot, WorkerField.PLACED, 1)
-    groups = place(job.parts, job.staging, placing, moved)
+    board, slot = job.board, job.slot
+    moved = partial(board.add_worker, slot, WorkerField.PLACED, 1)
+
+    def wrote(taken: int, given: int) -> None:
+        board.add_worker(slot, WorkerField.OUT_PLAIN, taken)
+        board.add_worker(slot, WorkerField.OUT_WRITTEN, given)
+
+    groups = place(job.parts, job.staging, placing, moved, compress=job.compress, wrote=wrote)
     job.result_queue.put(Result(span, PlaceResult(groups)))
     job.board.add_worker(job.slot, WorkerField.BUSY_NS, time.perf_counter_ns() - started)
     _trace.tracer().span("place", took, _trace.now_ns(), placing=placing.describe(), groups=len(groups))

@@ -48,6 +48,8 @@ class WorkerField(enum.IntEnum):
     RESTARTS = 3
     SKIPPED = 4  # decompressed bytes passed over to read a dead worker's span again
     PLACED = 5  # blocks read by its placing, once every span is in (output.parts)
+    OUT_PLAIN = 6  # group-file bytes its placings took (decompressed)
+    OUT_WRITTEN = 7  # and the bytes they wrote (compressed, with --compress)
 
 
 class ReaderField(enum.IntEnum):

@@ -27,7 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mpevents._config import Config
-from mpevents.observe.board import CollectorField, FileField, FileState, ReaderField, WorkerField
+from mpevents.observe.board import Board, CollectorField, FileField, FileState, ReaderField, WorkerField
 
 if TYPE_CHECKING:
     from mpevents._engine import Engine
@@ -91,6 +91,13 @@ class View:
     """With many files: (done, reading, waiting); ``files`` then holds only those being read."""
     byte_counts: tuple[int, int, int] | None = None
     """With many files: (total, read, written) input bytes, which ``files`` no longer sums."""
+    output: tuple[int, int] | None = None
+    """With --compress: the group files' bytes placed so far, decompressed, and as written."""
+
+    @property
+    def ratio(self) -> float:
+        """How many times smaller the written output is than plain (0: none written yet)."""
+        return self.output[0] / self.output[1] if self.output is not None and self.output[1] else 0.0
 
     @property
     def file_total(self) -> int:
@@ -130,9 +137,10 @@ class View:
         return max(0.0, (self.total_bytes - self.written_bytes) / rate)
 
 
-def view_of(pipeline: Engine) -> View:
+def view_of(pipeline: Engine, compress: bool = False) -> View:
     """Read the scoreboard of a running pipeline: in time independent of the
-    number of files once there are more than MAX_FILE_ROWS."""
+    number of files once there are more than MAX_FILE_ROWS. ``compress``:
+    the run writes compressed output (its bytes and ratio are shown)."""
     board = pipeline.board
     elapsed = time.monotonic() - pipeline.started
 
@@ -180,6 +188,15 @@ def view_of(pipeline: Engine) -> View:
         note=pipeline.note(),
         file_counts=file_counts,
         byte_counts=byte_counts,
+        output=_output_bytes(board) if compress else None,
+    )
+
+
+def _output_bytes(board: Board) -> tuple[int, int]:
+    slots = range(board.n_workers)
+    return (
+        sum(board.worker(slot, WorkerField.OUT_PLAIN) for slot in slots),
+        sum(board.worker(slot, WorkerField.OUT_WRITTEN) for slot in slots),
     )
 
 
@@ -267,6 +284,10 @@ def render(view: View) -> Text:
         if count:
             out.append(f"    {reason:<14}{_count(count):>9}\n", style="red")
     out.append(f"  groups          {view.groups:>9}\n")
+    if view.output is not None:
+        out.append(
+            f"  output written  {_bytes(view.output[1]):>9} of {_bytes(view.output[0])}, ratio {view.ratio:.2f}\n"
+        )
     for group, count in view.top_groups:
         out.append(f"    group {group:<8}{_count(count):>9}\n")
     return out
@@ -275,8 +296,9 @@ def render(view: View) -> Text:
 class LiveDashboard:
     """The rich Live dashboard for a terminal."""
 
-    def __init__(self, console: Console | None = None) -> None:
+    def __init__(self, console: Console | None = None, compress: bool = False) -> None:
         self.console = console or Console()
+        self._compress = compress
         self._live: Live | None = None
         self._pipeline: Engine | None = None
         self._drawn = 0.0
@@ -293,13 +315,13 @@ class LiveDashboard:
         if self._live is None or self._pipeline is None or now - self._drawn < REFRESH_S:
             return
         self._drawn = now
-        self._live.update(render(view_of(self._pipeline)), refresh=True)
+        self._live.update(render(view_of(self._pipeline, self._compress)), refresh=True)
 
     def stop(self) -> None:
         if self._live is not None:
             if self._pipeline is not None:
                 self._drawn = 0.0
-                self._live.update(render(view_of(self._pipeline)), refresh=True)
+                self._live.update(render(view_of(self._pipeline, self._compress)), refresh=True)
             self._live.stop()
             self._live = None
 
@@ -307,8 +329,9 @@ class LiveDashboard:
 class PlainProgress:
     """One line on stderr every few seconds: for pipes, files and CI logs."""
 
-    def __init__(self, stream: Any = None) -> None:
+    def __init__(self, stream: Any = None, compress: bool = False) -> None:
         self.stream = stream or sys.stderr
+        self._compress = compress
         self._pipeline: Engine | None = None
         self._written = 0.0
 
@@ -321,7 +344,7 @@ class PlainProgress:
         if self._pipeline is None or now - self._written < PLAIN_EVERY_S:
             return
         self._written = now
-        print(progress_line(view_of(self._pipeline)), file=self.stream, flush=True)
+        print(progress_line(view_of(self._pipeline, self._compress)), file=self.stream, flush=True)
 
     def stop(self) -> None:
         self._pipeline = None
@@ -332,6 +355,7 @@ def progress_line(view: View) -> str:
         f"mpevents: {view.fraction:.0%} done, {_count(view.lines)} lines, "
         f"{_count(view.lines_per_s)} lines/s, {_bytes(view.bytes_per_s)}/s, "
         f"{_count(view.rejected)} rejected, left {_duration(view.eta_s)}"
+        + (f", output {_bytes(view.output[1])} (ratio {view.ratio:.2f})" if view.output and view.output[1] else "")
     )
 
 
@@ -339,9 +363,10 @@ def make_observer(config: Config) -> LiveDashboard | PlainProgress | None:
     """The dashboard for this run: live on a terminal, lines otherwise, or none."""
     if config.progress != "auto":
         return None
+    compress = config.compress is not None
     if sys.stdout.isatty():
-        return LiveDashboard()
-    return PlainProgress()
+        return LiveDashboard(compress=compress)
+    return PlainProgress(compress=compress)
 
 
 # --- the final summary -------------------------------------------------------------
@@ -381,6 +406,13 @@ def summary_table(summary: Summary) -> RenderableType:
     largest = sorted(groups.items(), key=lambda item: item[1], reverse=True)[:5]
     shown_groups = ", ".join(f"{group}: {count:,}" for group, count in largest)
     facts.add_row("groups", f"{len(groups):,}" + (f" (largest {shown_groups})" if groups else ""))
+    if summary.output:
+        output = summary.output
+        facts.add_row(
+            "output",
+            f"{output.compression} {output.level}: {_bytes(output.bytes_written)} written of "
+            f"{_bytes(output.plain_bytes)}, ratio {output.ratio:.2f}",
+        )
     restarts = msgspec.structs.asdict(summary.restarts)
     if any(restarts.values()):
         facts.add_row("restarts", ", ".join(f"{role} {count}" for role, count in restarts.items() if count))

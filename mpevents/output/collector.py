@@ -6,7 +6,8 @@ span ``s`` of file ``f`` is written only after every earlier one, so each
 group file and the rejects follow (file name, line number) whatever the
 worker count or chunk size; a repeat, as after a restart, is dropped by its
 (file, sequence) key); the counts (:class:`~mpevents.output.tally.Tally`,
-behind the :class:`~mpevents.output.report.Report`); ``rejected.jsonl``,
+behind the :class:`~mpevents.output.report.Report`); ``rejected.jsonl``
+(with --compress ``.zst`` or ``.gz``, framed by ``output.frames``),
 whose line numbers it makes absolute from the line counts of the spans
 before (a worker or task only knows its own); a --resume run's checkpoints
 (``output.journal``); and what the scoreboard shows of the writing, for
@@ -26,7 +27,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Final, Generic
+from typing import BinaryIO, Final, Generic
 
 import msgspec
 
@@ -37,6 +38,7 @@ from mpevents.core.spec import Reject
 from mpevents.observe import trace as _trace
 from mpevents.observe.board import TOP_GROUPS, Board, CollectorField, FileField, FileState
 from mpevents.output import journal
+from mpevents.output.frames import Compress, FramedRejects
 from mpevents.output.journal import CHECKPOINT_S, State
 from mpevents.output.names import JOURNAL_NAME, REJECTS_NAME, group_file_name
 from mpevents.output.reorder import Reorderer
@@ -74,6 +76,7 @@ class Collector(Generic[P]):
         board: Board,
         resume: State | None = None,
         generation: int = 0,
+        compress: Compress | None = None,
     ) -> None:
         self.files = files
         self.board = board
@@ -86,7 +89,16 @@ class Collector(Generic[P]):
             self._tally = Tally.resumed(len(files), resume, board.reason_names)
             self._show_resumed(resume)
         self._directory = directory
-        self._rejects = open(directory / REJECTS_NAME, "ab" if resume is not None else "wb")  # noqa: SIM115
+        self._compress = compress
+        self._rejects: BinaryIO | FramedRejects
+        if compress is None:
+            self._rejects = open(directory / REJECTS_NAME, "ab" if resume is not None else "wb")  # noqa: SIM115
+        else:
+            plain = resume.rejects_size if resume is not None else 0
+            self._rejects = FramedRejects(directory, compress, resume is not None, plain)
+        self._journaled_frames = 0  # the framed rejects' frames the last checkpoint submitted records
+        self._sizes: dict[bytes, int] = {}  # the placed group files' sizes on disk
+        self._finished_output: tuple[dict[str, tuple[int, int]], int] | None = None
         self._journal = journal.Syncer(directory / JOURNAL_NAME) if resume is not None else None
         self._dirty: set[bytes] = set()  # groups written since the last checkpoint
         self._finished: dict[int, tuple[FileCounts, int]] = {}  # files finished since then
@@ -167,10 +179,20 @@ class Collector(Generic[P]):
             return
         sizes = self._sink.flush(self._dirty)
         logs, refs = self._sink.durable()
-        self._rejects.flush()
+        rejects = self._rejects
+        rejects.flush()
         paths = [str(self._directory / group_file_name(group)) for group in sizes]
         paths += logs
-        paths.append(str(self._directory / REJECTS_NAME))
+        rejects_files: dict[str, int] = {}
+        if isinstance(rejects, FramedRejects):
+            # The checkpoint before this one is durable (one at a time): the
+            # side files before the frames it records are needed no longer.
+            rejects.forget(self._journaled_frames)
+            self._journaled_frames = rejects.frames
+            rejects_files = rejects.sizes()
+            paths += [str(self._directory / name) for name in rejects_files]
+        else:
+            paths.append(str(self._directory / REJECTS_NAME))
         tally, head = self._tally, self._order.head
         whole = head < len(self.files)
         self._journal.submit(
@@ -182,9 +204,10 @@ class Collector(Generic[P]):
                 head_counts=tally.counts(head) if whole else FileCounts(),
                 finished=self._finished,
                 groups={group.decode(): (size, tally.groups[group]) for group, size in sizes.items()},
-                rejects_size=self._rejects.tell(),
+                rejects_size=rejects.tell(),
                 reasons=list(tally.reasons),
                 parts=refs,
+                rejects_files=rejects_files,
             ),
         )
         self._dirty, self._finished = set(), {}
@@ -214,7 +237,28 @@ class Collector(Generic[P]):
     def placed(self, groups: dict[bytes, tuple[int, int]]) -> None:
         """Count the records of groups placed since (the local engine's, at the end)."""
         self._tally.add_groups({group: count for group, (count, _) in groups.items()})
+        self._sizes.update({group: size for group, (_, size) in groups.items()})
         self._publish_groups()
+
+    def finish(self, group_bytes: int) -> None:
+        """The output is whole (``group_bytes``: the group files' bytes,
+        decompressed): with --compress, the rejects' last frame is written,
+        their side files removed, and the files' sizes kept for the report."""
+        rejects = self._rejects
+        if not isinstance(rejects, FramedRejects):
+            return
+        if self._journal is not None:  # its thread may still sync a side file
+            self._journal.close()
+            self._journal = None
+        plain = rejects.tell()
+        rejects.close()
+        assert self._compress is not None
+        files = {
+            self._compress.name(group_file_name(group)): (self._tally.groups[group], size)
+            for group, size in self._sizes.items()  # in summary.json's order there (``_summary``)
+        }
+        files[rejects.path.name] = (sum(self._tally.reasons), rejects.path.stat().st_size)
+        self._finished_output = (files, group_bytes + plain)
 
     def _publish_groups(self) -> None:
         """Show the groups counted so far, and the largest, on the scoreboard."""
@@ -237,10 +281,16 @@ class Collector(Generic[P]):
 
     def close(self) -> None:
         self._sink.close()
-        self._rejects.close()
+        if isinstance(self._rejects, FramedRejects):
+            self._rejects.abandon()  # unless finished: the side file is what a --resume run goes on from
+        else:
+            self._rejects.close()
         if self._journal is not None:
             self._journal.close()
 
     def report(self) -> Report:
         """The counts main needs for summary.json."""
-        return self._tally.report()
+        report = self._tally.report()
+        if self._finished_output is not None:
+            report.output_files, report.output_plain = self._finished_output
+        return report

@@ -15,7 +15,8 @@ checkpoint records that position and, since the last checkpoint, the counts
 of the files finished, the blocks of the local engine's part logs written
 (``output.parts``: its group files are made from them once every span is
 in; an engine that writes group files as it goes records their sizes and
-record counts instead), the size of ``rejected.jsonl`` and the rejects by
+record counts instead), the size of ``rejected.jsonl`` (with --compress, also those of the compressed
+rejects and of their unframed tail's side file, ``output.frames``) and the rejects by
 reason. Before it is
 appended, every file it describes is flushed and synced; then the journal is.
 So a checkpoint never claims bytes that a crash could lose, and a crash loses
@@ -47,6 +48,7 @@ from mpevents.core.errors import UsageError
 from mpevents.core.inputs import FileList, InputFile
 from mpevents.core.schema import V1, Schema
 from mpevents.output.directory import fsync_path, remove
+from mpevents.output.frames import Compress
 from mpevents.output.names import JOURNAL_NAME, PARTS_DIR, REJECTS_NAME, group_file_name
 from mpevents.output.parts import PartRef
 from mpevents.output.report import FileCounts
@@ -68,6 +70,8 @@ class Header(msgspec.Struct, array_like=True):
     did not read (``core.live``), so that the next run reads them as this one did."""
     schema: str = ""
     """The digest of the schema the run read lines with (``Schema.digest``); "": v1's."""
+    compress: str = ""
+    """--compress and its level ("zstd 3"; "": plain): the next run must write the same bytes."""
 
 
 class Checkpoint(msgspec.Struct, array_like=True):
@@ -88,6 +92,10 @@ class Checkpoint(msgspec.Struct, array_like=True):
     parts: list[PartRef] = []
     """The local engine's blocks written since the last checkpoint, in input
     order (``output.parts``): its group files are made from them at the end."""
+    rejects_files: dict[str, int] = {}
+    """With --compress: the compressed rejects' size and their unframed
+    tail's side file's, by name (``output.frames.FramedRejects``);
+    ``rejects_size`` is then the bytes of all the rejects, decompressed."""
 
 
 class State(msgspec.Struct):
@@ -102,6 +110,7 @@ class State(msgspec.Struct):
     rejects_size: int = 0
     reasons: list[int] = msgspec.field(default_factory=list)
     parts: list[PartRef] = msgspec.field(default_factory=list)
+    rejects_files: dict[str, int] = msgspec.field(default_factory=dict)
 
     @property
     def lines(self) -> int:
@@ -115,6 +124,7 @@ class State(msgspec.Struct):
         self.ends[checkpoint.head] = checkpoint.next_start
         self.groups.update(checkpoint.groups)
         self.rejects_size, self.reasons = checkpoint.rejects_size, checkpoint.reasons
+        self.rejects_files = checkpoint.rejects_files
         self.parts += checkpoint.parts
 
 
@@ -189,11 +199,11 @@ class Syncer:
         self._raise()
 
 
-def start(directory: Path, files: Sequence[InputFile], schema: Schema = V1) -> None:
-    """A new journal in ``directory``, naming the input and the schema."""
+def start(directory: Path, files: Sequence[InputFile], schema: Schema = V1, compress: Compress | None = None) -> None:
+    """A new journal in ``directory``, naming the input, the schema and the output's format."""
     unread = {info.index: info.unread for info in files if info.unread}
     with open(directory / JOURNAL_NAME, "wb") as handle:
-        append(handle, Header(VERSION, identify(files), unread, schema.digest()))
+        append(handle, Header(VERSION, identify(files), unread, schema.digest(), _described(compress)))
 
 
 def check_schema(header: Header, schema: Schema) -> None:
@@ -201,6 +211,19 @@ def check_schema(header: Header, schema: Schema) -> None:
     the records written so far would be of the other format."""
     if (header.schema or V1.digest()) != schema.digest():
         raise UsageError("--resume: the interrupted run read its lines with another schema; give it the same --schema")
+
+
+def _described(compress: Compress | None) -> str:
+    return "" if compress is None else f"{compress.kind} {compress.level}"
+
+
+def check_output(header: Header, compress: Compress | None) -> None:
+    """Refuse (exit 2) to resume with another --compress or level than the interrupted run's."""
+    if header.compress != _described(compress):
+        then, now = header.compress or "plain output", _described(compress) or "plain output"
+        raise UsageError(
+            f"--resume: the interrupted run wrote {then}, this one would write {now}; give the same --compress"
+        )
 
 
 def read(path: Path) -> tuple[Header | None, State]:
@@ -252,7 +275,10 @@ def restore(directory: Path, state: State) -> None:
     is anything else (the spool of the interrupted run, where /dev/shm had no
     room for it)."""
     wanted = {group_file_name(group.encode()): size for group, (size, _) in state.groups.items()}
-    wanted[REJECTS_NAME] = state.rejects_size
+    if state.rejects_files:  # compressed, and the tail not framed yet
+        wanted.update(state.rejects_files)
+    else:
+        wanted[REJECTS_NAME] = state.rejects_size
     for path in directory.iterdir():
         if path.name == JOURNAL_NAME or (path.name == PARTS_DIR and state.parts):
             continue  # the part logs hold the journaled blocks: the order file is written again

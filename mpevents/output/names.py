@@ -1,11 +1,12 @@
 """Names on disk: every file and directory name a run writes, in one place.
 
 Owns the names of the output (``group-<value>.jsonl``, or ``records.jsonl``
-for a schema without group_by; ``rejected.jsonl``, ``summary.json``) and the
-pattern that says a directory holds only those;
+for a schema without group_by; ``rejected.jsonl``, ``summary.json``; with
+--compress ``.zst`` or ``.gz`` after all but the summary) and the pattern
+that says a directory holds only those;
 the names kept beside the output (a run's staging directory, a --resume
 run's, an old output moved aside by a commit); and the names inside the
-staging directory (the journal, the Dask tasks' part files, a spool that
+staging directory (the journal, the Dask tasks' part files, the unframed compressed rejects, a spool that
 /dev/shm had no room for). A name that ends in a pid names the run that
 made it, so that what a run killed outright left is known by the pid being
 dead (``output.directory.remove_abandoned``).
@@ -35,9 +36,12 @@ _NAME_KEPT: Final = 180
 """An encoded value longer than _NAME_MAX bytes keeps this many, then '~' and
 16 hex digits of the SHA-256 of the value: a name stays under the 255 bytes of
 a file name, and values alike in their first bytes still name different files."""
+COMPRESSED_SUFFIXES: Final = {"zstd": ".zst", "gzip": ".gz"}
+"""What ``--compress`` adds to the name of a group file and of the rejects."""
+_COMPRESSED: Final = f"({'|'.join(map(re.escape, COMPRESSED_SUFFIXES.values()))})?"
 OUTPUT_NAMES: Final = re.compile(
-    f"{re.escape(_GROUP_PREFIX)}[A-Za-z0-9_%~-]+{re.escape(_GROUP_SUFFIX)}"
-    f"|{re.escape(RECORDS_NAME)}|{re.escape(REJECTS_NAME)}|{re.escape(SUMMARY_NAME)}"
+    f"({re.escape(_GROUP_PREFIX)}[A-Za-z0-9_%~-]+{re.escape(_GROUP_SUFFIX)}|{re.escape(RECORDS_NAME)}){_COMPRESSED}"
+    f"|{re.escape(REJECTS_NAME)}{_COMPRESSED}|{re.escape(SUMMARY_NAME)}"
 )
 """What may be in an output directory, and nothing else (``output.directory.is_ours``)."""
 
@@ -51,6 +55,9 @@ OLD_PREFIX: Final = ".mpevents-old-"
 
 JOURNAL_NAME: Final = ".journal"
 """A --resume run's journal, in its staging directory (``output.journal``)."""
+REJECTS_TAIL_PREFIX: Final = ".rejected-tail-"
+"""With --compress, the rejects not yet framed, in the staging directory
+(``output.frames``): ``.rejected-tail-<frames before them>``."""
 PARTS_DIR: Final = ".parts"
 """Where Dask tasks write their part files, inside the staging directory (removed before the commit)."""
 SPOOL_PREFIX: Final = "mpevents-spool-"
@@ -71,6 +78,15 @@ def group_file_name(group: bytes) -> str:
     if len(encoded) > _NAME_MAX:
         encoded = f"{encoded[:_NAME_KEPT]}~{hashlib.sha256(group).hexdigest()[:16]}"
     return f"{_GROUP_PREFIX}{encoded}{_GROUP_SUFFIX}"
+
+
+def compressed_name(plain: str, kind: str) -> str:
+    """Output file ``plain`` compressed with ``kind`` ("zstd" or "gzip")."""
+    return plain + COMPRESSED_SUFFIXES[kind]
+
+
+def rejects_tail_name(frames: int) -> str:
+    return f"{REJECTS_TAIL_PREFIX}{frames}"
 
 
 def staging_name(output: str, pid: int) -> str:

@@ -27,12 +27,18 @@ With a few groups, shards of hashes would leave most workers idle, so the
 placings share the blocks instead, each writing its blocks' bytes of every
 group where the blocks before leave off (it reads their indexes to know).
 
+With --compress a placing cuts each group file into frames at fixed offsets
+of its content as it writes it (``output.frames``), so that compression is
+done by every worker too, and its bytes depend on no placing or budget;
+then the placings share hash ranges whatever the groups (a range of blocks
+would begin in the middle of a frame).
+
 A placing writes at offsets it works out itself, with ``pwritev``, never
 truncating: done again (its worker died, the placing handed to a
 replacement), it writes the same bytes to the same places, so a copy of it
 still running, or killed, can never make a file shorter.
 
-Talks to: nothing but the files; the worker (``local.worker``) appends and
+Talks to: nothing but the files and the frames (``output.frames``); the worker (``local.worker``) appends and
 places, the local collector (``local.collector``) keeps the refs and
 writes the order file (:func:`write_order`), the journal keeps refs for
 ``--resume``.
@@ -56,6 +62,7 @@ import msgspec
 
 from mpevents.core.spec import ChunkParts
 from mpevents.core.system import SMALL_COPY, copy_range, write_all
+from mpevents.output.frames import Compress, Framer, codec
 from mpevents.output.names import group_file_name
 
 HASHES: Final = 1 << 32
@@ -113,18 +120,20 @@ class Placing(NamedTuple):
         return f"blocks {self.first + 1}-{self.last} of the group files"
 
 
-def plan(refs: Sequence[PartRef], workers: int) -> list[Placing]:
+def plan(refs: Sequence[PartRef], workers: int, by_hash: bool = False) -> list[Placing]:
     """The placings that write every group file, one per worker.
 
     Blocks of many groups are shared by hash ranges, each placing all the
     blocks of its groups, so that each group file is written once. Blocks
     of a few groups (FEW_GROUPS at most) are shared by ranges of blocks of
     about equal bytes instead: hash ranges of three groups would leave most
-    workers idle and one writing a third of the output.
+    workers idle and one writing a third of the output. ``by_hash`` (the
+    output compressed, in frames that must begin at fixed offsets) shares
+    hash ranges whatever the groups.
     """
     if not refs:
         return []
-    if max(ref.groups for ref in refs) > FEW_GROUPS:
+    if by_hash or max(ref.groups for ref in refs) > FEW_GROUPS:
         return [Placing(shard, workers, 0, len(refs)) for shard in range(workers)]
     ends = list(itertools.accumulate(ref.size for ref in refs))  # bytes up to each block's end
     cuts = [0]
@@ -240,10 +249,21 @@ def place(
     placing: Placing,
     moved: Callable[[], object] | None = None,
     budget: int = PLACE_BYTES,
+    compress: Compress | None = None,
+    wrote: Callable[[int, int], object] | None = None,
 ) -> dict[bytes, tuple[int, int]]:
     """Write ``placing``'s part of the group files into ``output`` from the
     blocks listed in ``parts``' order file; each of its groups' records and
-    where its file now ends. ``moved`` is called for each block read (progress)."""
+    where its file now ends. ``moved`` is called for each block read,
+    ``wrote`` with the bytes each write took and gave out (progress).
+
+    With ``compress`` (a placing by hashes: :func:`plan`), each group file is
+    cut into frames at fixed offsets of its content (``output.frames``): a
+    write in the middle of a round gives out only whole frames and keeps the
+    rest, so the compressed bytes depend on no placing, round or budget, and
+    a placing done again still writes the same bytes to the same places."""
+    if compress is not None and placing.first:
+        raise ValueError("compressed output is placed by hashes, over every block")
     refs = read_order(parts)
     logs: dict[str, int] = {}
     try:
@@ -267,7 +287,8 @@ def place(
         for round_ in range(rounds):
             sub_low = low + (high - low) * round_ // rounds
             sub_high = low + (high - low) * (round_ + 1) // rounds
-            _place_range(parts, logs, mine, output, sub_low, sub_high, budget, placed, starts, moved)
+            writer = _Writer(output, placed, compress, wrote)
+            _place_range(parts, logs, mine, sub_low, sub_high, budget, placed, starts, moved, writer)
     finally:
         for fd in logs.values():
             os.close(fd)
@@ -285,19 +306,18 @@ def _place_range(
     parts: Path,
     logs: dict[str, int],
     refs: Sequence[PartRef],
-    output: Path,
     low: int,
     high: int,
     budget: int,
     placed: dict[bytes, list[int]],
     starts: dict[bytes, int],
     moved: Callable[[], object] | None,
+    writer: _Writer,
 ) -> None:
     """Gather the groups of hashes ``[low, high)`` from every block, in order,
     and write them: a group's small pieces held until the round ends (or
     holds ``budget``) and written together, a big piece copied in the kernel
-    straight from its part log."""
-    writer = _Writer(output, placed)
+    straight from its part log (compressed output has every piece read, to be framed)."""
     for ref in refs:
         fd = _log(parts, logs, ref.log)
         index = _read_index(fd, ref)
@@ -317,7 +337,7 @@ def _place_range(
                     placed[group] = [count, starts.get(group, 0)]
                 else:
                     totals[0] += count
-                if end - begin >= SMALL_COPY:
+                if end - begin >= SMALL_COPY and not writer.framing:
                     writer.hold_run(fd, ref, run)
                     run = []
                     writer.copy(group, fd, ref.offset + begin, end - begin, ref.log)
@@ -328,18 +348,34 @@ def _place_range(
                 writer.write_held()
         if moved is not None:
             moved()
-    writer.write_held()
+    writer.write_held(last=True)
 
 
 class _Writer:
     """What a round of a placing has gathered, and its writes into the group
-    files; ``placed`` says where each group's file ends so far."""
+    files; ``placed`` says where each group's file ends so far. With
+    ``compress``, each group's bytes go through a
+    :class:`~mpevents.output.frames.Framer`, which keeps its unframed tail."""
 
-    def __init__(self, output: Path, placed: dict[bytes, list[int]]) -> None:
+    def __init__(
+        self,
+        output: Path,
+        placed: dict[bytes, list[int]],
+        compress: Compress | None = None,
+        wrote: Callable[[int, int], object] | None = None,
+    ) -> None:
         self._output = output
         self._placed = placed
         self._held: defaultdict[bytes, list[memoryview]] = defaultdict(list)
         self.held_bytes = 0
+        self._compress = compress
+        self._codec = codec(compress) if compress is not None else None
+        self._framers: dict[bytes, Framer] = {}  # the round's groups' unframed tails
+        self._wrote = wrote
+
+    @property
+    def framing(self) -> bool:
+        return self._codec is not None
 
     def hold_run(self, fd: int, ref: PartRef, run: list[tuple[bytes, int, int]]) -> None:
         """Hold pieces that lie side by side in ``ref``'s block: (group, begin, end)."""
@@ -356,29 +392,48 @@ class _Writer:
 
     def copy(self, group: bytes, source: int, at: int, size: int, name: str) -> None:
         """Append ``size`` bytes of ``source`` from ``at`` to ``group``'s file,
-        after what is held of it."""
+        after what is held of it (plain output only)."""
         with self._open(group) as target:
-            self._write(group, target)
+            self._write(group, target, last=False)
             totals = self._placed[group]
             copy_range(source, at, target.fd, totals[1], size, name)
             totals[1] += size
+        if self._wrote is not None:
+            self._wrote(size, size)
 
-    def write_held(self) -> None:
-        for group in list(self._held):
+    def write_held(self, last: bool = False) -> None:
+        """Write what is held; with ``last`` (the round's end), every group's last frame too."""
+        groups = list(self._held)
+        if last:  # a group whose tail waits with no piece since
+            groups += [group for group in self._framers if group not in self._held]
+        for group in groups:
             with self._open(group) as target:
-                self._write(group, target)
+                self._write(group, target, last)
         self.held_bytes = 0
 
-    def _write(self, group: bytes, target: _Fd) -> None:
-        pieces = self._held.pop(group, None)
-        if pieces:
-            totals = self._placed[group]
-            written = write_all(target.fd, pieces, totals[1])
-            totals[1] += written
-            self.held_bytes -= written
+    def _write(self, group: bytes, target: _Fd, last: bool) -> None:
+        pieces = self._held.pop(group, [])
+        totals = self._placed[group]
+        taken = sum(map(len, pieces))
+        self.held_bytes -= taken
+        if self._codec is None:
+            given = write_all(target.fd, pieces, totals[1]) if pieces else 0
+            totals[1] += given
+        else:
+            framer = self._framers.get(group)
+            if framer is None:
+                framer = self._framers[group] = Framer(self._codec)
+            frames = framer.take(pieces, last)
+            given = write_all(target.fd, frames, totals[1]) if frames else 0
+            totals[1] += given
+        if self._wrote is not None and (taken or given):
+            self._wrote(taken, given)
 
     def _open(self, group: bytes) -> _Fd:
-        return _Fd(os.open(self._output / group_file_name(group), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+        name = group_file_name(group)
+        if self._compress is not None:
+            name = self._compress.name(name)
+        return _Fd(os.open(self._output / name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
 
 
 class _Fd:

@@ -33,3 +33,7 @@ class Report(msgspec.Struct, gc=False):
     """Rejected lines per reason, in the schema's check order (``Schema.reasons``)."""
     groups: dict[str, int]
     """Records per group id."""
+    output_files: dict[str, tuple[int, int]] = {}
+    """With --compress: each output file's records and bytes on disk, by name."""
+    output_plain: int = 0
+    """With --compress: the bytes of those files, decompressed."""
