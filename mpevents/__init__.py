@@ -56,8 +56,9 @@ if TYPE_CHECKING:
     from mpevents._run import Observer
 
 
-def run(config: Config, observer: Observer | None = None) -> Summary:
-    """Run the pipeline; return the summary written to ``summary.json``."""
+def run(config: Config, observer: Observer | None = None) -> Summary | None:
+    """Run the pipeline; return the summary written to ``summary.json`` (None:
+    an ``incremental`` run that found nothing new, and left the output as it was)."""
     from mpevents._run import run as _run
 
     return _run(config, observer)
