@@ -249,8 +249,8 @@ def test_an_output_with_another_schema_is_refused(tmp_path: Path) -> None:
     (inputs / "a.log").write_bytes(lines(1, 10))
     incremental(inputs, out)
     schema = tmp_path / "s.toml"
-    schema.write_bytes(subprocess.run([sys.executable, "-m", "mpevents", "--print-schema"], capture_output=True,
-                                      check=True, cwd=REPO).stdout.replace(b'name = "events-v1"', b'name = "other"'))  # fmt: skip
+    printed = run_cli("--print-schema").stdout
+    schema.write_text(printed.replace('name = "events-v1"', 'name = "other"'))
     result = run_cli("--input", inputs, "--output", out, "--incremental", "--schema", schema, "--pattern", PATTERN)
     assert result.returncode == 2, result.stderr
     assert "same schema" in result.stderr
