@@ -48,6 +48,7 @@ import msgspec
 
 from mpevents.core import failpoints as _failpoints
 from mpevents.core.compression import Decompressed
+from mpevents.core.errors import RunError
 from mpevents.core.inputs import FileList, InputFile
 from mpevents.core.system import copy_range
 from mpevents.output.directory import fsync_path
@@ -122,15 +123,26 @@ def read_progress(output: Path) -> tuple[Progress, bytes] | None:
 
 def cut_back(output: Path, progress: Progress) -> None:
     """Undo what a killed run appended: every output file cut to its committed
-    size, and one the state does not know removed."""
+    size, and one the state does not know removed. Raises RunError for a
+    file shorter than that, or gone: the output was changed by another hand."""
+    for name, size in progress.sizes.items():
+        try:
+            found = (output / name).stat().st_size
+        except FileNotFoundError:
+            found = -1
+        if found < size:
+            raise RunError(
+                f"{name} in {str(output)!r} is shorter than the {size:,} bytes committed to it: the output was "
+                "changed since; run without --incremental to write it again"
+            )
     for entry in os.scandir(output):
         if entry.name == SUMMARY_NAME:
             continue
-        size = progress.sizes.get(entry.name)
-        if size is None:
+        committed = progress.sizes.get(entry.name)
+        if committed is None:
             os.unlink(entry.path)
-        elif entry.stat().st_size > size:
-            os.truncate(entry.path, size)
+        elif entry.stat().st_size > committed:
+            os.truncate(entry.path, committed)
 
 
 class Plan(NamedTuple):
