@@ -113,7 +113,7 @@ def run(
                     incremental.append(staging, output, committed, names, encode(summary))
                     return summary
             _output.write_summary(staging, encode(summary))
-            _output.commit(staging, output, config.fsync)
+            _output.commit(staging, output, config.fsync or config.incremental)  # a state claims synced bytes
             _trace.tracer().instant("commit")
             if resumed is None:  # a --resume run's leftovers are superseded
                 _output.remove(_output.resume_dir(output))
