@@ -9,7 +9,9 @@ batch is one incremental run (``_run.run``): it reads what the output has
 not read, under the ``--settle`` rule, and commits it. A SIGINT or SIGTERM
 between batches ends the loop at once; during one, the batch finishes and
 commits first; either way the exit is 0. A second signal during a batch
-kills it outright (what it appended is cut back by the next run).
+kills it outright (what it appended is cut back by the next run). A batch
+that fails (a file rotated while it was read) commits nothing and is tried
+again at the next look, FAILURES times in a row at most.
 
 Each batch prints one line (unless ``--quiet``): what it read, the rate, the
 lag (bytes of the input not read yet) and when it committed.
@@ -21,6 +23,7 @@ of the input (``_config``).
 from __future__ import annotations
 
 import fnmatch
+import logging
 import os
 import signal
 import sys
@@ -33,8 +36,13 @@ from mpevents._config import Config
 from mpevents._run import run
 from mpevents._summary import Summary, ThisRun
 from mpevents.core.compression import compression_of
-from mpevents.core.errors import EXIT_OK
+from mpevents.core.errors import EXIT_OK, RunError, UsageError
 from mpevents.core.inputs import InputFile
+
+FAILURES: Final = 10
+"""Batches in a row that may fail (an input file replaced while it was read,
+as a rotation does) before the follower gives up (exit 1)."""
+log = logging.getLogger("mpevents")
 
 NAP_S: Final = 0.25
 """The longest sleep between looks at a signal: a follower ends within this
@@ -83,14 +91,25 @@ def follow(config: Config, files: Sequence[InputFile] | None = None) -> int:
 
     previous = {signum: signal.signal(signum, note) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        batches = 0
+        batches = failures = 0
         pending, settle_at = True, None
         seen: Listing = {}
         while not stop:
             if pending:
                 seen = listing(config)  # before the batch: what changes after it makes the next one
                 started = time.monotonic()
-                summary = run(config, None, files, finish=stop)
+                try:
+                    summary = run(config, None, files, finish=stop)
+                except (RunError, UsageError) as exc:
+                    # An input rotated under a batch, or while it was listed: nothing was
+                    # committed, the next batch reads it. Bad usage shows in the first.
+                    failures += 1
+                    if failures > FAILURES or (isinstance(exc, UsageError) and not batches):
+                        raise
+                    log.warning("batch failed (%s); trying again", exc)
+                    pending, seen = False, {}
+                    continue
+                failures = 0
                 files = None  # listed again for every batch after the first
                 if summary is not None:
                     batches += 1
