@@ -93,7 +93,9 @@ def run(
         try:
             with profiled(config, "main", 1):
                 report = drive(engine, observer, interrupt)
-            unread = _live.unread(files)  # files still being written: warnings, or a line that may be cut
+            unread = _live.unread(
+                files, not config.follow
+            )  # files still being written: warnings, or a line that may be cut
             summary = build_summary(config, files, report, time.monotonic() - started, engine, unread)
             _add_profiles(config, summary)
             if resumed is not None:

@@ -28,6 +28,10 @@ the timed rounds run undisturbed, and ``--memory-rounds`` more rounds
 Peers: the sequential stdlib script (scripts/sequential.py), and DuckDB,
 Polars and chDB when installed (``pip install -e '.[bench]'``).
 
+``--incremental-targets`` adds issue #28's targets 1 and 2
+(``scripts/incremental_bench.py``): an --incremental run after 1% more lines
+against a full run of template-10M, and --follow's latency, idle CPU and memory.
+
 ``--dask-groups`` adds the Dask engine on many groups (issue #24): the
 corpora of DASK_GROUPS, each run in interleaved rounds by the local engine
 (N=2), by ``--engine dask`` with a LocalCluster of 2 workers (its start-up
@@ -58,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 import ceiling
+import incremental_bench
 import spec_bench
 from rich.console import Console
 from rich.table import Table
@@ -509,6 +514,12 @@ def main() -> int:
         help=f"also the Dask engine on many groups ({', '.join(DASK_GROUPS)}) and issue #24's targets",
     )  # fmt: skip
     parser.add_argument(
+        "--incremental-targets", action="store_true",
+        help="also issue #28's targets: --incremental against a full run on template-10M, --follow's latency, "
+        "idle CPU and memory (scripts/incremental_bench.py)",
+    )  # fmt: skip
+    parser.add_argument("--follow-s", type=float, default=60.0, help="with --incremental-targets: seconds of writing")
+    parser.add_argument(
         "--ceiling", action="store_true",
         help=f"also the ceiling report (scripts/ceiling.py) on {', '.join(CEILING_CORPORA)}",
     )  # fmt: skip
@@ -548,6 +559,7 @@ def main() -> int:
     wide = spec_bench.measure_wide(args.spec_rounds) if args.spec_rounds > 0 else {}
     many_groups = dask_groups(args.rounds, console) if args.dask_groups else {}
     ceiling_report = ceilings(args.rounds, console) if args.ceiling else {}
+    growing = incremental_bench.measure(args.rounds, args.follow_s, log=console.log) if args.incremental_targets else {}
     document = {
         "machine": machine(),
         "rounds": args.rounds,
@@ -559,6 +571,7 @@ def main() -> int:
         "spec_wide": wide,
         "dask_groups": many_groups,
         "ceiling": ceiling_report,
+        "incremental": growing,
     }
     args.out.write_text(json.dumps(document, indent=2) + "\n")
     for name, rows in results.items():
@@ -589,6 +602,8 @@ def main() -> int:
         print_dask_groups(many_groups, args.rounds, console)
     if ceiling_report:
         print_ceilings(ceiling_report, args.rounds, console)
+    if growing:
+        incremental_bench.report(growing, console.print)
     if document["ratios"]:
         ratio_table = Table(title="ratios")
         ratio_table.add_column("ratio")
