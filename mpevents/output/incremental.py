@@ -19,7 +19,8 @@ changed, or a plain file now shorter than what was consumed of it
 summary). Of two files with one stream's first bytes (``gzip`` writing
 ``app.log.1.gz`` beside ``app.log.1``), one continues it (the same name
 first, then a plain one) and the others are copies, not read
-(``copies``). A stream whose file is no longer among the input is
+(``copies``), and so is a shorter plain file whose bytes are the start of
+the one that continues it (copytruncate's copy, half made). A stream whose file is no longer among the input is
 forgotten.
 
 The commit point is ``summary.json``, which holds the state: a run appends
@@ -154,6 +155,11 @@ class Plan(NamedTuple):
     """Per file of ``files``: the stream it continues (None: a new one)."""
     heads: list[bytes]
     """Per file of ``files``: its first bytes, for a new stream's fingerprint."""
+    tails: list[tuple[str, int]]
+    """Per file of ``files``: the print of the KiB before where its lines end
+    (plain files), and its modification time, read before the run: a file cut
+    and written again during the run (copytruncate) must not lend its new
+    bytes to the stream the run read."""
     kept: list[Stream]
     """Streams whose files have nothing new, under their files' names now."""
     progress: Progress
@@ -164,11 +170,38 @@ def _fingerprint(head: bytes) -> str:
     return hashlib.blake2b(head, digest_size=8).hexdigest()
 
 
+def _open(info: InputFile) -> int | None:
+    """A descriptor of the file ``info`` was listed as, wherever it is now: at its
+    path, or renamed within its directory (a rotation under the run); None if gone."""
+    candidates = [info.path]
+    for path in candidates:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            fd = None
+        if fd is not None:
+            stat = os.fstat(fd)
+            if info.identity is None or (stat.st_dev, stat.st_ino) == info.identity:
+                return fd
+            os.close(fd)
+        if len(candidates) == 1 and info.identity is not None:
+            with contextlib.suppress(OSError), os.scandir(os.path.dirname(info.path)) as entries:
+                candidates += [
+                    entry.path for entry in entries if entry.inode() == info.identity[1] and entry.path != info.path
+                ]
+    return None
+
+
 def head_of(info: InputFile) -> bytes:
     """A file's first FINGERPRINT_BYTES bytes (decompressed), or all it has."""
     if info.compression is None:
-        with open(info.path, "rb") as handle:
-            return handle.read(min(FINGERPRINT_BYTES, info.size))
+        fd = _open(info)
+        if fd is None:
+            raise RunError(f"{info.name} went away while it was listed")
+        try:
+            return os.pread(fd, min(FINGERPRINT_BYTES, info.size), 0)
+        finally:
+            os.close(fd)
     with Decompressed(info.path, info.compression, info.identity, info.size) as stream:
         parts, left = [], FINGERPRINT_BYTES
         while left > 0 and (block := stream.read(left)):
@@ -211,6 +244,13 @@ def plan(files: Sequence[InputFile], progress: Progress | None) -> Plan:
         if eligible:
             chosen = min(eligible, key=lambda i: (files[i].name != stream.name, files[i].compression is not None, i))
             taken[chosen] = number
+            # A plain file shorter than the stream whose bytes are the first of the file that
+            # continues it is a copy being made (copytruncate's cp, before the truncate).
+            if files[chosen].compression is None:
+                matched.update(
+                    i for i in candidates
+                    if i not in eligible and files[i].compression is None and _prefix_of(files[i], files[chosen])
+                )  # fmt: skip
     names = {stream.name for stream in streams}
     reading: list[InputFile] = []
     continues: list[Stream | None] = []
@@ -238,14 +278,22 @@ def plan(files: Sequence[InputFile], progress: Progress | None) -> Plan:
             reading.append(_from(info, len(reading), stream.consumed, stream.counts.lines))
             continues.append(stream)
         read_heads.append(heads[info.index])
-    return Plan(FileList.of(reading), continues, read_heads, kept, progress)
+    tails = [
+        (_tail_print(info, info.end) if info.compression is None and info.end else "", _mtime(info)) for info in reading
+    ]
+    return Plan(FileList.of(reading), continues, read_heads, tails, kept, progress)
 
 
 def _tail_print(info: InputFile, end: int) -> str:
-    """The print of a plain file's FINGERPRINT_BYTES before ``end``."""
+    """The print of a plain file's FINGERPRINT_BYTES before ``end`` ("": it is gone)."""
     start = max(0, end - FINGERPRINT_BYTES)
-    with open(info.path, "rb") as handle:
-        return _fingerprint(os.pread(handle.fileno(), end - start, start))
+    fd = _open(info)
+    if fd is None:
+        return ""
+    try:
+        return _fingerprint(os.pread(fd, end - start, start))
+    finally:
+        os.close(fd)
 
 
 def _has_tail(info: InputFile, stream: Stream) -> bool:
@@ -253,6 +301,15 @@ def _has_tail(info: InputFile, stream: Stream) -> bool:
     if info.end < stream.consumed:
         return False
     return not stream.tail_print or _tail_print(info, stream.consumed) == stream.tail_print
+
+
+def _prefix_of(copy: InputFile, whole: InputFile) -> bool:
+    """Whether plain file ``copy``'s last FINGERPRINT_BYTES before its end are
+    ``whole``'s at the same place (so, all but certainly, ``copy`` is its start)."""
+    if copy.end > whole.end:
+        return False
+    tail = _tail_print(copy, copy.end)
+    return tail != "" and tail == _tail_print(whole, copy.end)
 
 
 def _unchanged(info: InputFile, stream: Stream) -> bool:
@@ -264,10 +321,13 @@ def _unchanged(info: InputFile, stream: Stream) -> bool:
 
 
 def _mtime(info: InputFile) -> int:
-    try:
-        return os.stat(info.path).st_mtime_ns
-    except OSError:
+    fd = _open(info)
+    if fd is None:
         return 0
+    try:
+        return os.fstat(fd).st_mtime_ns
+    finally:
+        os.close(fd)
 
 
 def _from(info: InputFile, index: int, start: int, first_line: int) -> InputFile:
@@ -278,13 +338,11 @@ def streams_after(planned: Plan, counts: Sequence[FileCounts], ends: Sequence[in
     """The streams once the run read each planned file up to ``ends`` (decompressed)
     with ``counts`` (this run's lines), in input order by their names."""
     streams = list(planned.kept)
-    for info, stream, head, count, end in zip(planned.files, planned.continues, planned.heads, counts, ends):
-        on_disk = {
-            "size_on_disk": info.size,
-            "inode": info.identity[1] if info.identity else 0,
-            "mtime_ns": _mtime(info),
-        }
-        tail = _tail_print(info, end) if info.compression is None and end else ""
+    for info, stream, head, (printed, mtime), count, end in zip(
+        planned.files, planned.continues, planned.heads, planned.tails, counts, ends
+    ):
+        on_disk = {"size_on_disk": info.size, "inode": info.identity[1] if info.identity else 0, "mtime_ns": mtime}
+        tail = printed if end == info.end else ""  # where the run was to end: a plain file's listed end
         if stream is None:
             if end == 0:
                 continue
