@@ -305,3 +305,30 @@ def test_follow_reads_each_batch_and_ends_on_sigterm_with_its_batch_committed(tm
     assert len(batches) == 2, stdout  # one line per batch
     assert "lag" in batches[-1] and "committed" in batches[-1]
     expect.check(out, json.loads((out / "summary.json").read_bytes()))
+
+
+@pytest.mark.timeout(120)
+def test_a_copy_half_made_is_not_read_and_the_whole_one_goes_on(tmp_path: Path) -> None:
+    """copytruncate seen mid-copy: ``other.log.1`` holds the start of ``other.log``."""
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    expect = Expect(tmp_path)
+    first = lines(1, 300)
+    (inputs / "other.log").write_bytes(first)
+    expect.run({"other.log": (first, 0)})
+    incremental(inputs, out)
+    more = lines(2, 100)
+    with open(inputs / "other.log", "ab") as handle:
+        handle.write(more)
+    whole = (inputs / "other.log").read_bytes()
+    (inputs / "other.log.1").write_bytes(whole[: whole.index(b"\n", 2000) + 1])  # the copy, half made
+    summary = incremental(inputs, out)
+    expect.run({"other.log": (more, 300)})
+    expect.check(out, summary)
+    assert summary["incremental"]["copies"] == ["other.log.1"]  # type: ignore[index]
+    (inputs / "other.log.1").write_bytes(whole)  # the copy made, then the original cut and written again
+    again = lines(3, 50)
+    (inputs / "other.log").write_bytes(again)
+    summary = incremental(inputs, out)
+    expect.run({"other.log.1": (b"", 400), "other.log": (again, 0)})
+    expect.check(out, summary)
