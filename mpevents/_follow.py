@@ -14,14 +14,17 @@ that fails (a file rotated while it was read) commits nothing and is tried
 again at the next look, FAILURES times in a row at most.
 
 Each batch prints one line (unless ``--quiet``): what it read, the rate, the
-lag (bytes of the input not read yet) and when it committed.
+lag (bytes of the input not read yet) and when it committed; on a terminal
+(without ``--no-progress``) that line is redrawn instead, its lag at every look
+(``observe.dashboard``).
 
-Talks to: the command line (``_cli``), the run, the configuration's listing
-of the input (``_config``).
+Talks to: the command line (``_cli``), the run, the input directory (a
+listing), the dashboard.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import logging
 import os
@@ -38,6 +41,7 @@ from mpevents._summary import Summary, ThisRun
 from mpevents.core.compression import compression_of
 from mpevents.core.errors import EXIT_OK, RunError, UsageError
 from mpevents.core.inputs import InputFile
+from mpevents.observe.dashboard import FollowDashboard, FollowView, follow_line
 
 FAILURES: Final = 10
 """Batches in a row that may fail (an input file replaced while it was read,
@@ -90,8 +94,11 @@ def follow(config: Config, files: Sequence[InputFile] | None = None) -> int:
         stop.append(signum)
 
     previous = {signum: signal.signal(signum, note) for signum in (signal.SIGINT, signal.SIGTERM)}
+    dashboard = FollowDashboard() if config.progress == "auto" and sys.stdout.isatty() else None
     try:
         batches = failures = 0
+        shown: FollowView | None = None
+        last: Summary | None = None
         pending, settle_at = True, None
         seen: Listing = {}
         while not stop:
@@ -113,7 +120,19 @@ def follow(config: Config, files: Sequence[InputFile] | None = None) -> int:
                 files = None  # listed again for every batch after the first
                 if summary is not None:
                     batches += 1
-                    _say(config, batches, summary, time.monotonic() - started, lag(listing(config), summary))
+                    seconds = time.monotonic() - started
+                    this = summary.this_run
+                    lines = this.totals.lines if isinstance(this, ThisRun) else summary.totals.lines
+                    shown = FollowView(
+                        batches, lines, lines / seconds if seconds > 0 else 0.0, lag(listing(config), summary),
+                        time.time(), summary.totals.lines,
+                    )  # fmt: skip
+                    last = summary
+                    if dashboard is not None:
+                        dashboard.show(shown)
+                    elif config.progress != "quiet":
+                        sys.stdout.write(follow_line(shown) + "\n")
+                        sys.stdout.flush()
                     settle_at = time.monotonic() + config.settle if summary.unread_bytes else None
                 elif settle_at is not None and time.monotonic() >= settle_at:
                     settle_at = None
@@ -122,21 +141,14 @@ def follow(config: Config, files: Sequence[InputFile] | None = None) -> int:
             deadline = time.monotonic() + config.interval
             while not stop and (left := deadline - time.monotonic()) > 0:
                 time.sleep(min(NAP_S, left))
-            pending = listing(config) != seen or (settle_at is not None and time.monotonic() >= settle_at)
+            now = listing(config)
+            pending = now != seen or (settle_at is not None and time.monotonic() >= settle_at)
+            if dashboard is not None and shown is not None:
+                shown = dataclasses.replace(shown, lag_bytes=lag(now, last))
+                dashboard.show(shown)
         return EXIT_OK
     finally:
+        if dashboard is not None:
+            dashboard.stop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-
-
-def _say(config: Config, batch: int, summary: Summary, seconds: float, behind: int) -> None:
-    if config.progress == "quiet":
-        return
-    this = summary.this_run
-    totals = this.totals if isinstance(this, ThisRun) else summary.totals
-    rate = round(totals.lines / seconds) if seconds > 0 else 0
-    sys.stdout.write(
-        f"mpevents: batch {batch}: {totals.lines:,} lines ({totals.valid:,} valid, {totals.rejected:,} rejected) "
-        f"in {seconds:.2f} s, {rate:,} lines/s; lag {behind:,} bytes; committed {time.strftime('%H:%M:%S')}\n"
-    )
-    sys.stdout.flush()

@@ -332,3 +332,12 @@ def test_a_copy_half_made_is_not_read_and_the_whole_one_goes_on(tmp_path: Path) 
     summary = incremental(inputs, out)
     expect.run({"other.log.1": (b"", 400), "other.log": (again, 0)})
     expect.check(out, summary)
+
+
+def test_follow_line_shows_the_lag_the_rate_and_the_last_commit() -> None:
+    from mpevents.observe.dashboard import FollowView, follow_line
+
+    line = follow_line(FollowView(3, 1500, 3000.0, 2048, 1_000_000.0, 9000), now=1_000_002.0)
+    assert "batch 3: 1.5k lines, 3.0k lines/s" in line
+    assert "lag 2.0 KiB" in line and "(00:02 ago)" in line and "9.0k lines in all" in line
+    assert "no commit yet" in follow_line(FollowView(0, 0, 0.0, 0, None, 0))
