@@ -100,7 +100,8 @@ class Progress(msgspec.Struct, kw_only=True):
     """The committed size of every group file and of rejected.jsonl: a reader
     reads each only up to here (what lies past it is a run still writing)."""
     restarted: list[str] = msgspec.field(default_factory=list)
-    """This run's files read from their start again: first bytes changed, or shorter than what was read."""
+    """This run's files under a name the output had read that are new streams, read from their start:
+    their first bytes changed (rotated, rewritten) or they are shorter than what was read (copytruncate)."""
     copies: list[str] = msgspec.field(default_factory=list)
     """This run's files not read: another file continues the stream whose first bytes they have."""
     unreadable: list[str] = msgspec.field(default_factory=list)
