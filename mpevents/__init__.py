@@ -57,10 +57,18 @@ if TYPE_CHECKING:
 
 
 def run(config: Config, observer: Observer | None = None) -> Summary:
-    """Run the pipeline; return the summary written to ``summary.json``."""
+    """Run the pipeline; return the summary written to ``summary.json`` (an
+    ``incremental`` run that found nothing new leaves the output as it was,
+    and returns its summary)."""
     from mpevents._run import run as _run
+    from mpevents._summary import decode
+    from mpevents.output.names import SUMMARY_NAME
 
-    return _run(config, observer)
+    summary = _run(config, observer)
+    if summary is None:
+        summary = decode((config.output_dir / SUMMARY_NAME).read_bytes())
+        assert summary is not None  # the run read it
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:

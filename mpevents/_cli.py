@@ -24,6 +24,7 @@ from mpevents import __version__
 from mpevents._config import (
     DEFAULT_CHUNK_BYTES,
     DEFAULT_INPUT,
+    DEFAULT_INTERVAL_S,
     DEFAULT_MAX_RETRIES,
     DEFAULT_OUTPUT,
     DEFAULT_PATTERNS,
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(parser)
     _add_schema_options(parser)
     _add_limit_options(parser)
+    _add_incremental_options(parser)
     _add_display_options(parser)
     _add_engine_options(parser)
     add = parser.add_argument
@@ -238,6 +240,30 @@ def _add_limit_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_incremental_options(parser: argparse.ArgumentParser) -> None:
+    """Logs that keep coming: read only what is new, once, or on and on."""
+    add = parser.add_argument
+    add(
+        "--incremental",
+        action="store_true",
+        help="read only the input the output has not read yet (new files, new lines, rotated files known by "
+        "their first bytes) and append its records to the output in place; the first run is a full one",
+    )
+    add(
+        "--follow",
+        action="store_true",
+        help="--incremental, then keep reading what is new every --interval, a committed batch at a time, "
+        "until SIGINT or SIGTERM (which commit the batch at hand)",
+    )
+    add(
+        "--interval",
+        type=_seconds,
+        default=DEFAULT_INTERVAL_S,
+        metavar="SECONDS",
+        help=f"with --follow: how often the input directory is looked at (default: {DEFAULT_INTERVAL_S:g})",
+    )
+
+
 def _add_display_options(parser: argparse.ArgumentParser) -> None:
     """What the run shows while it runs, and the profiles it writes."""
     add = parser.add_argument
@@ -324,6 +350,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
         resume=args.resume,
         trace=args.trace,
         settle=args.settle,
+        incremental=args.incremental or args.follow,
+        follow=args.follow,
+        interval=args.interval,
         schema=load(args.schema) if args.schema is not None else V1,
         compress=make_compress(args.compress, args.compress_level),
     )
@@ -349,6 +378,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             # pipeline while this process imports the supervisor.
             start_fork_server()
         _setup_logging("ERROR" if args.quiet else args.log_level)  # --quiet: errors only
+        if config.follow:
+            from mpevents._follow import follow
+
+            return follow(config, files)
         from mpevents._run import run
 
         observer = None
@@ -357,7 +390,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             observer = make_observer(config)
         summary = run(config, observer, files)
-        if config.progress != "quiet":
+        if summary is None:
+            if config.progress != "quiet":
+                print(f"mpevents: nothing new in {config.input_dir}; {config.output_dir} left as it was")
+        elif config.progress != "quiet":
             from mpevents.observe.dashboard import print_summary
 
             print_summary(summary, config)

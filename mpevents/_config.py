@@ -54,6 +54,10 @@ DEFAULT_PROFILE_DIR: Final = Path("profiles")
 # logs in bursts is done with a line within milliseconds; 2 s leaves ample
 # room for a slow or paused one, and a run on finished logs never waits.
 DEFAULT_SETTLE_S: Final = 2.0
+# A line is committed within about this plus a batch's run after it is
+# written; a look at the input directory costs a listing, so once a second
+# costs nothing while no data comes.
+DEFAULT_INTERVAL_S: Final = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +85,9 @@ class Config:
     settle: float = DEFAULT_SETTLE_S  # seconds a file must be unchanged for its last line without a line end to count
     schema: Schema = V1  # the record format (--schema FILE); by default the built-in v1
     compress: Compress | None = None  # --compress and its level (``output.frames.make_compress``); None: plain
+    incremental: bool = False  # read only what the output has not read yet, and append it (output.incremental)
+    follow: bool = False  # after the first pass, read what is new every --interval, a batch at a time
+    interval: float = DEFAULT_INTERVAL_S  # --follow: seconds between looks at the input directory
 
     def __post_init__(self) -> None:
         for name in ("workers", "readers", "chunk_bytes"):
@@ -96,6 +103,17 @@ class Config:
             # Its tasks' part files are copied to offsets the client computes,
             # which a frame cut at fixed offsets of the content does not allow.
             raise UsageError("--compress works with the local engine only")
+        if self.incremental and self.engine != "local":
+            raise UsageError("--incremental and --follow work with the local engine only")
+        if self.incremental and self.compress is not None:
+            # Its appends copy plain group files at their committed sizes; frames are not appended yet.
+            raise UsageError("--compress and --incremental do not go together: an --incremental output is plain")
+        if self.incremental and self.resume:
+            raise UsageError("--resume and --incremental do not go together: an --incremental run commits what it read")
+        if self.follow and not self.incremental:
+            raise UsageError("--follow needs --incremental")
+        if not (math.isfinite(self.interval) and self.interval > 0):
+            raise UsageError(f"--interval must be a number of seconds above 0, got {self.interval}")
         if self.input_url and self.engine != "dask":
             raise UsageError(f"{self.input_url} is a URL: the local engine reads directories; use --engine dask")
 

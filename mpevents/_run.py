@@ -28,15 +28,15 @@ import setproctitle
 
 from mpevents._config import Config, check
 from mpevents._engine import Engine, RetryBudget
-from mpevents._summary import Summary, build_summary, encode
+from mpevents._summary import Summary, across_runs, build_summary, decode, encode
 from mpevents.core import live as _live
-from mpevents.core.errors import Interrupted, RunError
+from mpevents.core.errors import Interrupted, RunError, UsageError
 from mpevents.core.inputs import FileList, InputFile
 from mpevents.observe import trace as _trace
 from mpevents.observe.profiling import memory_report, merge_cpu_profiles, peak_rss_kib, profiled
 from mpevents.output import directory as _output
-from mpevents.output import journal
-from mpevents.output.names import JOURNAL_NAME
+from mpevents.output import incremental, journal
+from mpevents.output.names import JOURNAL_NAME, group_file_name
 from mpevents.output.report import Report
 
 log = logging.getLogger("mpevents")
@@ -53,18 +53,26 @@ class Observer(Protocol):
     def stop(self) -> None: ...
 
 
-def run(config: Config, observer: Observer | None = None, files: Sequence[InputFile] | None = None) -> Summary:
-    """Run mpevents with ``config``; return the summary that was written.
+def run(
+    config: Config,
+    observer: Observer | None = None,
+    files: Sequence[InputFile] | None = None,
+    finish: list[int] | None = None,
+) -> Summary | None:
+    """Run mpevents with ``config``; return the summary that was written
+    (None: an --incremental run that found nothing new, and left the output as it was).
 
     Raises :class:`UsageError`, :class:`RunError` or :class:`Interrupted`;
     in every case but success the previous output is left as it was (and a
-    --resume run's staging directory is kept, for the next one).
+    --resume run's staging directory is kept, for the next one). With
+    ``finish`` (a --follow batch), a SIGINT or SIGTERM does not interrupt the
+    run: it is appended there, and the run finishes and commits.
     """
     setproctitle.setproctitle("mpevents: main")
     started = time.monotonic()
     files = check(config) if files is None else FileList.of(files)
     output = _output.real_path(config.output_dir)
-    claim = _output.claim(output, config.resume)
+    claim = _output.claim(output, config.resume, hold_output=config.incremental)
     staging = claim.staging
     if config.trace:
         _trace.clear(config.profile_dir)
@@ -73,12 +81,20 @@ def run(config: Config, observer: Observer | None = None, files: Sequence[InputF
         resumed = None
         if config.resume:
             resumed, files = _resume(config, files, staging)
+        previous, planned = None, None
+        if config.incremental:
+            previous, planned = _plan(config, files, output)
+            if previous is not None and not len(planned.files):
+                return None
+            files = planned.files
         engine = make_engine(config, files, staging, resumed)
-        interrupt = _Interrupt(engine, None if config.resume else staging)
+        interrupt = _Interrupt(engine, None if config.resume else staging, finish)
         try:
             with profiled(config, "main", 1):
                 report = drive(engine, observer, interrupt)
-            unread = _live.unread(files)  # files still being written: warnings, or a line that may be cut
+            unread = _live.unread(
+                files, not config.follow
+            )  # files still being written: warnings, or a line that may be cut
             summary = build_summary(config, files, report, time.monotonic() - started, engine, unread)
             _add_profiles(config, summary)
             if resumed is not None:
@@ -86,8 +102,19 @@ def run(config: Config, observer: Observer | None = None, files: Sequence[InputF
                 (staging / JOURNAL_NAME).unlink()
             if config.trace:
                 summary.trace = str(config.profile_dir / _trace.TRACE_NAME)
+            if planned is not None:
+                names = [group_file_name(group.encode()) for group in report.groups]
+                committed = previous[1].sizes if previous is not None else {}
+                progress = planned.progress
+                progress.runs += 1
+                progress.streams = incremental.streams_after(planned, report.files, report.ends)
+                progress.sizes = incremental.sizes_after(staging, committed, names)
+                summary = across_runs(summary, previous[0] if previous else None, progress, config.schema)
+                if previous is not None:  # appended in place; the summary is the commit
+                    incremental.append(staging, output, committed, names, encode(summary))
+                    return summary
             _output.write_summary(staging, encode(summary))
-            _output.commit(staging, output, config.fsync)
+            _output.commit(staging, output, config.fsync or config.incremental)  # a state claims synced bytes
             _trace.tracer().instant("commit")
             if resumed is None:  # a --resume run's leftovers are superseded
                 _output.remove(_output.resume_dir(output))
@@ -122,6 +149,28 @@ def _resume(config: Config, files: Sequence[InputFile], staging: Path) -> tuple[
     journal.restore(staging, state)
     log.warning("--resume: %s lines were written before; going on from there", f"{state.lines:,}")
     return state, journal.as_listed(header, files)
+
+
+def _plan(
+    config: Config, files: Sequence[InputFile], output: Path
+) -> tuple[tuple[Summary, incremental.Progress] | None, incremental.Plan]:
+    """An --incremental run's start: the output's last committed summary and
+    state (None: no output, or one without a state, which a full run
+    replaces), the output cut back to it, and what to read."""
+    found = incremental.read_progress(output)
+    previous = None
+    if found is not None:
+        progress, data = found
+        summary = decode(data)
+        if summary is not None:
+            if summary.schema.sha256 != config.schema.digest():
+                raise UsageError(
+                    f"output {str(config.output_dir)!r} was written with schema {summary.schema.name!r}; "
+                    "--incremental appends to it only with the same schema"
+                )
+            previous = (summary, progress)
+            incremental.cut_back(output, progress)
+    return previous, incremental.plan(files, previous[1] if previous else None)
 
 
 def _fresh_journal(config: Config, staging: Path, files: Sequence[InputFile]) -> None:
@@ -176,14 +225,18 @@ class _Interrupt:
     """SIGINT and SIGTERM handlers for the length of a run: the first one is
     noted (the loop ends the run cleanly), a second one kills everything now."""
 
-    def __init__(self, engine: Engine, staging: Path | None) -> None:
-        """``staging``: the staging directory to remove on a second signal (None: keep it)."""
+    def __init__(self, engine: Engine, staging: Path | None, finish: list[int] | None = None) -> None:
+        """``staging``: the staging directory to remove on a second signal (None: keep it);
+        ``finish``: where a first signal is noted instead, the run going on (a --follow batch)."""
         self.signal: int | None = None
-        self._engine, self._staging = engine, staging
+        self._engine, self._staging, self._finish = engine, staging, finish
         self._previous = {signum: signal.signal(signum, self._handle) for signum in (signal.SIGINT, signal.SIGTERM)}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.signal is None:
+        if self._finish is not None and not self._finish:
+            self._finish.append(signum)
+            return
+        if self.signal is None and self._finish is None:
             self.signal = signum
             return
         self._engine.stop()

@@ -19,6 +19,7 @@ from mpevents.core.live import Unread
 from mpevents.core.schema import V1, Schema
 from mpevents.observe.board import WorkerField
 from mpevents.output.directory import TOOL
+from mpevents.output.incremental import Progress
 from mpevents.output.names import group_file_name
 from mpevents.output.report import FileCounts, Report
 
@@ -89,6 +90,16 @@ class OutputSummary(msgspec.Struct):
     """plain_bytes / bytes_written."""
 
 
+class ThisRun(msgspec.Struct):
+    """An --incremental run's own counts, beside the totals across runs."""
+
+    totals: FileCounts
+    files: dict[str, FileSummary]
+    """Each file it read, from where the run before left it."""
+    rejected_by_reason: dict[str, int]
+    groups: dict[str, int]
+
+
 class Summary(msgspec.Struct, kw_only=True):
     """The whole of ``summary.json``."""
 
@@ -117,6 +128,10 @@ class Summary(msgspec.Struct, kw_only=True):
     """With --resume: the lines an interrupted run had written, which this one took as they were."""
     output: OutputSummary | msgspec.UnsetType = msgspec.UNSET
     """With --compress: the compressed files and their sizes."""
+    this_run: ThisRun | msgspec.UnsetType = msgspec.UNSET
+    """With --incremental: this run's own counts (totals, files, groups and rejects above are across runs)."""
+    incremental: Progress | msgspec.UnsetType = msgspec.UNSET
+    """With --incremental: what the output has read of its input, and the committed size of each of its files."""
 
 
 def build_summary(
@@ -181,6 +196,50 @@ def output_summary(config: Config, report: Report) -> OutputSummary | msgspec.Un
         report.output_plain,
         round(report.output_plain / written, 3) if written else 0.0,
     )
+
+
+def across_runs(summary: Summary, previous: Summary | None, progress: Progress, schema: Schema) -> Summary:
+    """An --incremental run's summary: ``summary``, this run's own, becomes
+    ``this_run``; the totals, files, rejects and groups are the output's, across
+    runs (``previous``: the last committed summary); ``progress`` the state."""
+    this = ThisRun(summary.totals, summary.files, summary.rejected_by_reason, summary.groups)
+    totals, reasons, groups = summary.totals, dict(summary.rejected_by_reason), dict(summary.groups)
+    if previous is not None:
+        totals = FileCounts(
+            *(a + b for a, b in zip(msgspec.structs.astuple(totals), msgspec.structs.astuple(previous.totals)))
+        )
+        for reason, count in previous.rejected_by_reason.items():
+            reasons[reason] = reasons.get(reason, 0) + count
+        for group, count in previous.groups.items():
+            groups[group] = groups.get(group, 0) + count
+    files = {}
+    for stream in progress.streams:
+        counts = stream.counts
+        entry = FileSummary(
+            counts.lines, counts.valid, counts.rejected, counts.blank, stream.consumed, stream.size_on_disk,
+            stream.compression,
+        )  # fmt: skip
+        now = summary.files.get(stream.name)
+        if now is not None:
+            entry.unread_bytes, entry.unread_reasons = now.unread_bytes, now.unread_reasons
+        files[stream.name] = entry
+    return msgspec.structs.replace(
+        summary,
+        totals=totals,
+        files=files,
+        rejected_by_reason=reasons,
+        groups=ordered_groups(groups, schema),
+        this_run=this,
+        incremental=progress,
+    )
+
+
+def decode(data: bytes) -> Summary | None:
+    """A summary.json's contents; None if it is not one this version reads."""
+    try:
+        return msgspec.json.decode(data, type=Summary)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
 
 
 def ordered_groups(groups: dict[str, int], schema: Schema) -> dict[str, int]:

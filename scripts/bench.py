@@ -37,6 +37,10 @@ of each plain group file whole (at most COMPRESS_SIZE_RATIO times), the peak
 memory (at most COMPRESS_PEAK_MIB) and that the output, decompressed, is the
 plain run's.
 
+``--incremental-targets`` adds issue #28's targets 1 and 2
+(``scripts/incremental_bench.py``): an --incremental run after 1% more lines
+against a full run of template-10M, and --follow's latency, idle CPU and memory.
+
 ``--dask-groups`` adds the Dask engine on many groups (issue #24): the
 corpora of DASK_GROUPS, each run in interleaved rounds by the local engine
 (N=2), by ``--engine dask`` with a LocalCluster of 2 workers (its start-up
@@ -67,6 +71,7 @@ from pathlib import Path
 from typing import Any
 
 import ceiling
+import incremental_bench
 import spec_bench
 from rich.console import Console
 from rich.table import Table
@@ -608,6 +613,12 @@ def main() -> int:
         help=f"also --compress zstd beside plain and DuckDB's zstd on {', '.join(COMPRESS_CORPORA)} (issue #29)",
     )  # fmt: skip
     parser.add_argument(
+        "--incremental-targets", action="store_true",
+        help="also issue #28's targets: --incremental against a full run on template-10M, --follow's latency, "
+        "idle CPU and memory (scripts/incremental_bench.py)",
+    )  # fmt: skip
+    parser.add_argument("--follow-s", type=float, default=60.0, help="with --incremental-targets: seconds of writing")
+    parser.add_argument(
         "--ceiling", action="store_true",
         help=f"also the ceiling report (scripts/ceiling.py) on {', '.join(CEILING_CORPORA)}",
     )  # fmt: skip
@@ -650,6 +661,7 @@ def main() -> int:
     many_groups = dask_groups(args.rounds, console) if args.dask_groups else {}
     ceiling_report = ceilings(args.rounds, console) if args.ceiling else {}
     compressed = compress_targets(args.rounds, args.memory_rounds, console) if args.compress_targets else {}
+    growing = incremental_bench.measure(args.rounds, args.follow_s, log=console.log) if args.incremental_targets else {}
     document = {
         "machine": machine(),
         "rounds": args.rounds,
@@ -662,6 +674,7 @@ def main() -> int:
         "dask_groups": many_groups,
         "ceiling": ceiling_report,
         "compress_targets": compressed,
+        "incremental": growing,
     }
     args.out.write_text(json.dumps(document, indent=2) + "\n")
     for name, rows in results.items():
@@ -694,6 +707,8 @@ def main() -> int:
         print_ceilings(ceiling_report, args.rounds, console)
     if compressed:
         print_compress_targets(compressed, args.rounds, console)
+    if growing:
+        incremental_bench.report(growing, console.print)
     if document["ratios"]:
         ratio_table = Table(title="ratios")
         ratio_table.add_column("ratio")

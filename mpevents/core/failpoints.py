@@ -21,6 +21,8 @@ than a dictionary lookup per chunk.
     collector_kill=N        the first collector SIGKILLs itself after writing N results
     collector_slow=SECONDS  the collector sleeps this long before each result
     collector_write_error=N the collector's write fails with ENOSPC after N results
+    incremental_kill=1      an --incremental run's main SIGKILLs itself once it has appended its
+                            records to the output, before it commits them (summary.json)
 """
 
 from __future__ import annotations

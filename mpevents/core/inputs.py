@@ -32,6 +32,11 @@ class InputFile:
     unread: int = 0
     """Bytes at its end not read: the last line of a file still being written,
     which has no line end yet (``core.live``). Decided once, when it was listed."""
+    start: int = 0
+    """Where its reading starts: an --incremental run reads only what an earlier
+    one did not (``output.incremental``); in decompressed bytes for a compressed file."""
+    first_line: int = 0
+    """The lines before ``start``: its rejects are numbered from the file's first line."""
 
     @property
     def end(self) -> int:
@@ -53,6 +58,8 @@ class FileList(Sequence[InputFile]):
     (names, one directory, sizes and identities in int64 arrays; the few
     files with a path of their own, a tag or an unread tail in dicts) they
     cost milliseconds and about 1.5 MiB, and each file is rebuilt when asked for.
+    An --incremental run's files that start past their first byte have their
+    start and first line in a dict too.
     """
 
     def __init__(
@@ -63,6 +70,7 @@ class FileList(Sequence[InputFile]):
         paths: dict[int, str] | None = None,
         tags: dict[int, str] | None = None,
         unread: dict[int, int] | None = None,
+        starts: dict[int, tuple[int, int]] | None = None,
     ) -> None:
         self._directory = directory
         self._names = names
@@ -70,13 +78,14 @@ class FileList(Sequence[InputFile]):
         self._paths = paths or {}  # files whose path is not the directory and the name
         self._tags = tags or {}  # the objects' tags, for input named by a URL
         self._unread = unread or {}  # files still being written: the bytes at their end not read
+        self._starts = starts or {}  # files read from past their start: (start, first_line)
 
     @classmethod
     def of(cls, files: Iterable[InputFile]) -> FileList:
         listed = list(files)
         directory = os.path.dirname(listed[0].path) if listed else ""
         numbers = array("q")
-        paths, tags, unread = {}, {}, {}
+        paths, tags, unread, starts = {}, {}, {}, {}
         for index, info in enumerate(listed):
             numbers.extend((info.size, *(info.identity or (-1, -1))))
             if info.path != os.path.join(directory, info.name):
@@ -85,7 +94,9 @@ class FileList(Sequence[InputFile]):
                 tags[index] = info.tag
             if info.unread:
                 unread[index] = info.unread
-        return cls(directory, [info.name for info in listed], numbers, paths, tags, unread)
+            if info.start or info.first_line:
+                starts[index] = (info.start, info.first_line)
+        return cls(directory, [info.name for info in listed], numbers, paths, tags, unread, starts)
 
     def __len__(self) -> int:
         return len(self._names)
@@ -103,7 +114,13 @@ class FileList(Sequence[InputFile]):
         size, device, inode = self._numbers[3 * index : 3 * index + 3]
         path = self._paths.get(index) or os.path.join(self._directory, name)
         identity = None if device < 0 else (device, inode)
-        return InputFile(index, name, path, size, identity, self._tags.get(index), self._unread.get(index, 0))
+        start, first_line = self._starts.get(index, (0, 0))
+        return InputFile(
+            index, name, path, size, identity, self._tags.get(index), self._unread.get(index, 0), start, first_line
+        )
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (FileList, (self._directory, self._names, self._numbers, self._paths, self._tags, self._unread))
+        return (
+            FileList,
+            (self._directory, self._names, self._numbers, self._paths, self._tags, self._unread, self._starts),
+        )

@@ -82,10 +82,11 @@ class Unread(NamedTuple):
     reasons: list[str]
 
 
-def unread(files: Sequence[InputFile]) -> dict[int, Unread]:
+def unread(files: Sequence[InputFile], warn: bool = True) -> dict[int, Unread]:
     """After the run: every file with unread bytes, by index, each named in a
-    warning line. Raises RunError for a file whose last line, read without
-    its line end, may have been cut short (see the module docstring)."""
+    warning line (unless not ``warn``: a --follow batch, whose next batch reads
+    them). Raises RunError for a file whose last line, read without its line
+    end, may have been cut short (see the module docstring)."""
     found = {}
     for info in files:
         grown = _grown(info)
@@ -94,7 +95,8 @@ def unread(files: Sequence[InputFile]) -> dict[int, Unread]:
         if info.unread or grown:
             reasons = [UNFINISHED_LINE] * bool(info.unread) + [GREW] * bool(grown)
             found[info.index] = Unread(info.unread + grown, reasons)
-    _warn(files, found)
+    if warn:
+        _warn(files, found)
     return found
 
 

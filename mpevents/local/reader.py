@@ -106,9 +106,12 @@ def _read_file(info: InputFile, chunk_bytes: int, seq: int, start: int, sender: 
     The file is read as it was listed at start-up, up to where its lines
     ended then (``InputFile.end``: its size, less the last line of a file
     still being written, ``core.live``); a worker that finds those bytes changed
-    fails the run.
+    fails the run. Reading starts at ``info.start`` at the earliest (an
+    --incremental run's file: a restarted reader of a file with no span
+    written yet is told 0).
     """
     file, board = info.index, sender.board
+    start = max(start, info.start)
     setproctitle.setproctitle(f"mpevents: reader {info.name}")
     board.set_file(file, FileField.STATE, FileState.READING)
     board.set_reader(sender.slot, ReaderField.FILE, file + 1)

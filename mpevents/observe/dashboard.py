@@ -7,7 +7,9 @@ process; never receives a message from a child. Three faces:
   10 times a second: per-file bars, an overall bar with rate and time left,
   the workers, the queues and the collector;
 * one plain progress line on stderr every few seconds otherwise (pipes, CI);
-* the final summary table, the same figures as ``summary.json``.
+* the final summary table, the same figures as ``summary.json``;
+* for ``--follow``, one line (:func:`follow_line`: the lag, the rate, the last
+  commit), redrawn on a terminal (:class:`FollowDashboard`), else printed per batch.
 
 :func:`render` is a pure function of a :class:`View`, so tests can draw the
 dashboard for known counters without running a pipeline.
@@ -367,6 +369,53 @@ def make_observer(config: Config) -> LiveDashboard | PlainProgress | None:
     if sys.stdout.isatty():
         return LiveDashboard(compress=compress)
     return PlainProgress(compress=compress)
+
+
+# --- --follow ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FollowView:
+    """What a --follow run shows between and after its batches."""
+
+    batches: int
+    lines: int
+    """The last batch's lines."""
+    lines_per_s: float
+    """The last batch's rate."""
+    lag_bytes: int
+    """Bytes of the input not read yet."""
+    committed_at: float | None
+    """When the last batch committed (time.time()); None: none yet."""
+    total_lines: int
+    """Every line the output holds."""
+
+
+def follow_line(view: FollowView, now: float | None = None) -> str:
+    """One line: the batches, the last one's lines and rate, the lag and the last commit."""
+    if view.committed_at is None:
+        commit = "no commit yet"
+    else:
+        ago = max(0.0, (time.time() if now is None else now) - view.committed_at)
+        commit = f"committed {time.strftime('%H:%M:%S', time.localtime(view.committed_at))} ({_duration(ago)} ago)"
+    return (
+        f"mpevents: batch {view.batches}: {_count(view.lines)} lines, {_count(view.lines_per_s)} lines/s; "
+        f"lag {_bytes(view.lag_bytes)}; {commit}; {_count(view.total_lines)} lines in all"
+    )
+
+
+class FollowDashboard:
+    """--follow on a terminal: its line, redrawn at every look at the input."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self._live = Live(console=console or Console(), auto_refresh=False, transient=False)
+        self._live.start()
+
+    def show(self, view: FollowView) -> None:
+        self._live.update(Text(follow_line(view)), refresh=True)
+
+    def stop(self) -> None:
+        self._live.stop()
 
 
 # --- the final summary -------------------------------------------------------------

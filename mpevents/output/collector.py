@@ -143,7 +143,7 @@ class Collector(Generic[P]):
         file = span.file
         if self._arrived is not None:  # the time it waited for the results before it
             self._trace.span("held", self._arrived.pop((file, span.seq)), _trace.now_ns(), tid=1, seq=span.seq)
-        first_line = self._tally.lines(file)
+        first_line = self.files[file].first_line + self._tally.lines(file)
         self._sink.write(span, payload)
         valid = self._tally.add(span, payload)
         if self._journal is not None:

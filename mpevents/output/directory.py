@@ -97,9 +97,13 @@ class Claim(NamedTuple):
 
     staging: Path
     fd: int
+    output_fd: int | None = None
+    """An --incremental run's hold on the output itself, which it appends to in place."""
 
     def release(self) -> None:
         os.close(self.fd)
+        if self.output_fd is not None:
+            os.close(self.output_fd)
 
 
 def real_path(directory: Path) -> Path:
@@ -109,7 +113,7 @@ def real_path(directory: Path) -> Path:
     return Path(os.path.realpath(directory))
 
 
-def claim(directory: Path, resume: bool = False) -> Claim:
+def claim(directory: Path, resume: bool = False, hold_output: bool = False) -> Claim:
     """Hold the output ``directory`` (a :func:`real_path`) for this run and make
     its staging directory beside it: ``.mpevents-tmp-<output>-<pid>``, or for
     --resume ``.mpevents-resume-<output>``, kept as it is if it is there.
@@ -123,6 +127,8 @@ def claim(directory: Path, resume: bool = False) -> Claim:
     run that was killed left beside the output, held by no one, is cleared:
     its staging directory removed, an old output that a commit had moved aside
     (:func:`commit`) put back where the new one never came, or removed.
+    With ``hold_output`` (``--incremental``, which appends to the output in
+    place) the output directory is held too, if it is there.
     """
     parent, name = directory.parent, directory.name
     try:
@@ -132,10 +138,11 @@ def claim(directory: Path, resume: bool = False) -> Claim:
             staging = resume_dir(directory) if resume else parent / names.staging_name(name, os.getpid())
             staging.mkdir(exist_ok=resume)
             fd = hold(staging)
+            output_fd = hold(directory) if hold_output and directory.is_dir() else None
     except OSError as exc:
         raise RunError(f"cannot create the output beside {str(directory)!r}: {exc.strerror}") from exc
     assert fd is not None  # no other run makes or holds it while we have the parent
-    return Claim(staging, fd)
+    return Claim(staging, fd, output_fd)
 
 
 def resume_dir(directory: Path) -> Path:
