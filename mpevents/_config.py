@@ -105,9 +105,6 @@ class Config:
             raise UsageError("--compress works with the local engine only")
         if self.incremental and self.engine != "local":
             raise UsageError("--incremental and --follow work with the local engine only")
-        if self.incremental and self.compress is not None:
-            # Its appends copy plain group files at their committed sizes; frames are not appended yet.
-            raise UsageError("--compress and --incremental do not go together: an --incremental output is plain")
         if self.incremental and self.resume:
             raise UsageError("--resume and --incremental do not go together: an --incremental run commits what it read")
         if self.follow and not self.incremental:

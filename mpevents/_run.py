@@ -36,7 +36,7 @@ from mpevents.observe import trace as _trace
 from mpevents.observe.profiling import memory_report, merge_cpu_profiles, peak_rss_kib, profiled
 from mpevents.output import directory as _output
 from mpevents.output import incremental, journal
-from mpevents.output.names import JOURNAL_NAME, group_file_name
+from mpevents.output.names import JOURNAL_NAME, REJECTS_NAME, group_file_name
 from mpevents.output.report import Report
 
 log = logging.getLogger("mpevents")
@@ -103,15 +103,17 @@ def run(
             if config.trace:
                 summary.trace = str(config.profile_dir / _trace.TRACE_NAME)
             if planned is not None:
-                names = [group_file_name(group.encode()) for group in report.groups]
+                named = config.compress.name if config.compress is not None else str
+                names = [named(group_file_name(group.encode())) for group in report.groups]
+                rejects = named(REJECTS_NAME)
                 committed = previous[1].sizes if previous is not None else {}
                 progress = planned.progress
                 progress.runs += 1
                 progress.streams = incremental.streams_after(planned, report.files, report.ends)
-                progress.sizes = incremental.sizes_after(staging, committed, names)
+                progress.sizes = incremental.sizes_after(staging, committed, names, rejects)
                 summary = across_runs(summary, previous[0] if previous else None, progress, config.schema)
                 if previous is not None:  # appended in place; the summary is the commit
-                    incremental.append(staging, output, committed, names, encode(summary))
+                    incremental.append(staging, output, committed, names, encode(summary), rejects)
                     return summary
             _output.write_summary(staging, encode(summary))
             _output.commit(staging, output, config.fsync or config.incremental)  # a state claims synced bytes

@@ -261,7 +261,12 @@ def programs_for(
             Program("sequential", [python, str(REPO / "scripts" / "sequential.py"), str(directory), str(output)])
         )
     if peers:
-        for peer in ("duckdb",) if compressed else ("duckdb", "polars", "chdb"):  # Polars and chDB: plain files here
+        # Polars and chDB read plain files only here; chDB refuses a partition
+        # value with a tab in it, which the wide schema's string groups have.
+        names = (
+            ("duckdb",) if compressed else ("duckdb", "polars") if schema is not None else ("duckdb", "polars", "chdb")
+        )
+        for peer in names:
             if available(peer):
                 progs.append(
                     Program(
@@ -333,6 +338,7 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
     return out
 
 
+PEERS = ("duckdb", "polars", "chdb")
 PEERS_UP_TO_GROUPS = 10_000
 """The peers and ``--baseline`` run on corpora of at most this many groups:
 with 100,000 groups DuckDB takes six minutes, Polars most of one and the

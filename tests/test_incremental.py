@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._reference import expected_output
+from tests._reference import decompressed, expected_output
 from tests.conftest import REPO, real_traffic, run_cli
 
 PATTERN = "*.log*"
@@ -223,12 +223,34 @@ def test_output_is_the_same_for_any_worker_count_and_chunk_size(tmp_path: Path) 
         assert summaries[0][key] == summaries[1][key], key
 
 
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("kind", ["zstd", "gzip"])
+def test_compressed_output_takes_the_appends_of_every_run_as_frames(tmp_path: Path, kind: str) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    plain, packed = tmp_path / "plain", tmp_path / "packed"
+    suffix = ".zst" if kind == "zstd" else ".gz"
+    for state in ({"a.log": lines(1, 300), "b.log": lines(2, 200)}, {"a.log": lines(3, 100), "c.log": lines(4, 90)}):
+        for name, data in state.items():
+            with open(inputs / name, "ab") as handle:
+                handle.write(data)
+        incremental(inputs, plain)
+        summary = incremental(inputs, packed, "--compress", kind)
+        files = {path.name: decompressed(path) for path in packed.iterdir() if path.name != "summary.json"}
+        assert files == {
+            path.name + suffix: path.read_bytes() for path in plain.iterdir() if path.name != "summary.json"
+        }  # decompressed, every run's appends are the plain output's
+        progress = summary["incremental"]
+        assert isinstance(progress, dict)
+        sizes = {path.name: path.stat().st_size for path in packed.iterdir() if path.suffix == suffix}
+        assert progress["sizes"] == sizes
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (("--incremental", "--resume"), "do not go together"),
-        (("--incremental", "--compress", "zstd"), "an --incremental output is plain"),
         (("--follow", "--engine", "dask"), "local engine only"),
         (("--follow", "--interval", "0"), "--interval"),
     ],

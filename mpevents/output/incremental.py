@@ -379,11 +379,14 @@ def streams_after(planned: Plan, counts: Sequence[FileCounts], ends: Sequence[in
     return streams
 
 
-def sizes_after(staging: Path, before: dict[str, int], names: Iterable[str]) -> dict[str, int]:
+def sizes_after(
+    staging: Path, before: dict[str, int], names: Iterable[str], rejects: str = REJECTS_NAME
+) -> dict[str, int]:
     """The committed sizes once the staging directory's files ``names`` (and
-    rejected.jsonl) are appended to an output whose files are ``before``."""
+    ``rejects``: rejected.jsonl, or its compressed name) are appended to an
+    output whose files are ``before``."""
     sizes = dict(before)
-    for name in [*names, REJECTS_NAME]:
+    for name in [*names, rejects]:
         with contextlib.suppress(FileNotFoundError):
             size = (staging / name).stat().st_size
             if size or name not in sizes:
@@ -391,11 +394,20 @@ def sizes_after(staging: Path, before: dict[str, int], names: Iterable[str]) -> 
     return dict(sorted(sizes.items()))
 
 
-def append(staging: Path, output: Path, before: dict[str, int], names: Iterable[str], summary: bytes) -> None:
-    """Append the staging directory's files ``names`` and its rejected.jsonl to
+def append(
+    staging: Path,
+    output: Path,
+    before: dict[str, int],
+    names: Iterable[str],
+    summary: bytes,
+    rejects: str = REJECTS_NAME,
+) -> None:
+    """Append the staging directory's files ``names`` and its ``rejects`` to
     ``output``'s, each at its committed size in ``before``, sync them, then
-    commit: ``summary`` replaces summary.json in one rename."""
-    for name in [*names, REJECTS_NAME]:
+    commit: ``summary`` replaces summary.json in one rename. Compressed
+    files are whole frames (members) one after another, so the appended
+    file is still one stream, and a cut back lands on a frame's end."""
+    for name in [*names, rejects]:
         source_path = staging / name
         try:
             source = os.open(source_path, os.O_RDONLY | os.O_CLOEXEC)
