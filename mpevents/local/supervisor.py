@@ -184,7 +184,13 @@ class Attempt:
             name=f"mpevents-{role}-{index}",
             daemon=True,
         )
-        process.start()
+        try:
+            process.start()
+        except (EOFError, OSError) as exc:
+            # The fork server died (killed) between the standard library's
+            # look at it and this start: the data plane goes on without it only
+            # through a restart, for which the library starts a new one.
+            raise _Restart(f"the fork server died while a {role} was being started ({exc!r})") from exc
         assert process.pid is not None
         self.children[process.pid] = _Child(process, role, index)
 
@@ -316,15 +322,20 @@ class LocalEngine:
         try:
             return self._poll(self.attempt, timeout)
         except _Restart as restart:
-            self.stop()
-            self.restarts.pipeline += 1
-            self.budget.charge("pipeline", f"{restart}, " + "{times} times; giving up")
-            log.warning("%s; restarting the pipeline from the start", restart)
-            _trace.tracer().instant("data plane restart", why=str(restart))
-            self._reset_staging()
-            self.board.reset()
-            self.start()
-            return None
+            while True:  # until a start succeeds, or the retry budget is spent
+                self.stop()
+                self.restarts.pipeline += 1
+                self.budget.charge("pipeline", f"{restart}, " + "{times} times; giving up")
+                log.warning("%s; restarting the pipeline from the start", restart)
+                _trace.tracer().instant("data plane restart", why=str(restart))
+                self._reset_staging()
+                self.board.reset()
+                try:
+                    self.start()
+                except _Restart as again:
+                    restart = again
+                    continue
+                return None
 
     def _poll(self, attempt: Attempt, timeout: float) -> Report | None:
         sentinels = {child.process.sentinel: child.process for child in attempt.children.values()}
