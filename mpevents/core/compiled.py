@@ -373,23 +373,7 @@ class SchemaChunk(_Chunk):
             bad.sort()
         base = self.lines
         self.lines += lines
-        if not bad:
-            self._add(pieces)
-            return
-        records = [self._exact(text, base + line + 1) for line, text in bad]
-        if not any(records):  # all rejects or blank: the plain lines go in at once
-            self._add(pieces)
-            return
-        # A line valid all the same (a leading zero, 19 digits...): line order within its group.
-        plain = previous = 0  # plain lines added; the line after the last bad one
-        for (line, _), record in zip(bad, records):
-            if line > previous:
-                self._add(pieces[count * plain : count * (plain + line - previous)])
-                plain += line - previous
-            self._keep(record)
-            previous = line + 1
-        if count * plain < len(pieces):
-            self._add(pieces[count * plain :])
+        self._merge(pieces, count, bad, base)
 
     def _bad_lines(self, pieces: list[bytes]) -> set[int]:
         """Which lines of aligned pieces break a rule of a plain line, or may:

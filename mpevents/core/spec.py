@@ -489,6 +489,12 @@ class _Chunk:
             bad.sort()
         base = self.lines
         self.lines += lines
+        self._merge(pieces, _FIELDS, bad, base)
+
+    def _merge(self, pieces: list[bytes], fields: int, bad: list[tuple[int, bytes]], base: int) -> None:
+        """Add a window's plain lines (``pieces``, ``fields`` to a line) and its
+        ``bad`` ones ((line in the window, text), in order, checked by the exact
+        path), in line order; ``base``: the lines before the window."""
         if not bad:
             self._add(pieces)
             return
@@ -500,12 +506,12 @@ class _Chunk:
         plain = previous = 0  # plain lines added; the line after the last bad one
         for (line, _), record in zip(bad, records):
             if line > previous:
-                self._add(pieces[_FIELDS * plain : _FIELDS * (plain + line - previous)])
+                self._add(pieces[fields * plain : fields * (plain + line - previous)])
                 plain += line - previous
             self._keep(record)
             previous = line + 1
-        if _FIELDS * plain < len(pieces):
-            self._add(pieces[_FIELDS * plain :])
+        if fields * plain < len(pieces):
+            self._add(pieces[fields * plain :])
 
 
 def _unsplit(pieces: list[bytes], unescape: bool, delimiter: bytes = b"|") -> bytes:
