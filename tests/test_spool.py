@@ -65,6 +65,11 @@ def test_a_spool_of_a_run_that_is_gone_is_removed_and_a_live_one_kept(ram: Path,
     # a stand-in whose command line names mpevents, as every run's does.
     with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "mpevents"]) as earlier:
         try:
+            # Popen returns once the exec began; its arguments are in /proc a moment later.
+            cmdline = Path(f"/proc/{earlier.pid}/cmdline")
+            deadline = time.monotonic() + 10
+            while b"mpevents" not in cmdline.read_bytes() and time.monotonic() < deadline:
+                time.sleep(0.01)
             unheld = ram / f"{SPOOL_PREFIX}{earlier.pid}-ghi"
             for directory in (stale, unheld):
                 directory.mkdir()

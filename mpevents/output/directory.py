@@ -285,9 +285,12 @@ def _a_run(pid: int) -> bool:
     if not alive(pid):
         return False
     try:
-        return b"mpevents" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return True
+    # Empty while the process is in the middle of an exec (the kernel sets the
+    # new arguments after closing its close-on-exec files): it cannot be told.
+    return not cmdline or b"mpevents" in cmdline
 
 
 def remove(path: Path) -> None:
