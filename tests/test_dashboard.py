@@ -101,6 +101,35 @@ def test_a_slow_piped_run_prints_progress_lines(tmp_path: Path) -> None:
     assert "\x1b[" not in result.stderr
 
 
+def test_while_the_workers_write_the_group_files_the_dashboard_says_how_far_and_how_long() -> None:
+    mib = 1 << 20
+    done = known_view()
+    view = View(**{**done.__dict__, "files": [FileView("alpha.log", 1000, 1000, "done", 1000)]})
+    writing = View(**{**view.__dict__, "placing": (50 * mib, 200 * mib, 5.0)})
+    assert view.eta_s == 0.0  # every line checked: without the placing's line, nothing seems left
+    assert writing.eta_s == pytest.approx(15.0)  # 150 MiB left at 10 MiB/s
+    screen = draw(render(writing))
+    assert "group files" in screen and "25.0%" in screen and "50.0 MiB of 200.0 MiB" in screen
+    assert "00:15" in screen
+    assert "group files" not in draw(render(view))
+    line = progress_line(writing)
+    assert "group files 25% written" in line and "left 00:15" in line
+    assert View(**{**view.__dict__, "placing": (0, 200 * mib, 0.5)}).eta_s is None  # no rate yet
+
+
+def test_a_piped_run_whose_group_files_take_long_says_so(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    genlog(inputs / "slow.log", 30_000)
+    result = run_cli(
+        "--input", inputs, "--output", tmp_path / "out", "-n", "2", "--chunk-bytes", "16K",
+        env={"MPEVENTS_FAILPOINTS": "placer_slow=0.1"},  # 2 placings of about 40 blocks each: 4 s
+    )  # fmt: skip
+    assert result.returncode == 0
+    lines = [line for line in result.stderr.splitlines() if line.startswith("mpevents: ")]
+    assert any("group files" in line and "% written" in line for line in lines), result.stderr
+
+
 def test_quiet_prints_nothing_and_no_progress_still_summarises(corpus: Path, tmp_path: Path) -> None:
     quiet = run_cli("--input", corpus, "--output", tmp_path / "q", "--quiet")
     assert quiet.returncode == 0 and quiet.stdout == "" and quiet.stderr == ""

@@ -135,6 +135,9 @@ def _place(job: CollectorJob, sink: LocalSink, collector: Collector[PartResult])
     """Have the workers write the group files, a placing each, and count what they wrote."""
     write_order(sink.parts, sink.refs)
     placings = plan(sink.refs, job.shards, by_hash=job.compress is not None)
+    board = job.board  # the dashboard's "group files" line
+    board.set_collector(CollectorField.PLACE_START_NS, time.monotonic_ns())
+    board.set_collector(CollectorField.TO_PLACE, sum(ref.size for ref in sink.refs))
     for placing in placings:
         job.work.put_direct(place_span(placing))
     placed: set[Span] = set()

@@ -134,7 +134,12 @@ def _place(job: WorkerJob, span: Span, took: int) -> None:
     if job.generation == 0 and _failpoints.number("placer_kill") == placing.number:
         _failpoints.kill_self()
     board, slot = job.board, job.slot
-    moved = partial(board.add_worker, slot, WorkerField.PLACED, 1)
+    slow = _failpoints.number("placer_slow")
+
+    def moved() -> None:
+        board.add_worker(slot, WorkerField.PLACED, 1)
+        if slow:
+            time.sleep(slow)
 
     def wrote(taken: int, given: int) -> None:
         board.add_worker(slot, WorkerField.OUT_PLAIN, taken)

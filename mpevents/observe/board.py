@@ -68,7 +68,9 @@ class CollectorField(enum.IntEnum):
     GROUPS = 6  # distinct groups so far
     BUSY_NS = 7  # time spent ordering and writing
     BYTES = 8  # input bytes whose lines are written
-    REASONS = 9  # a cell per reason of the schema, then TOP_GROUPS (name length, count) pairs
+    TO_PLACE = 9  # bytes of records the placings write, once every span is in (0: not yet)
+    PLACE_START_NS = 10  # when the placings were handed out (time.monotonic_ns, shared by every process)
+    REASONS = 11  # a cell per reason of the schema, then TOP_GROUPS (name length, count) pairs
 
 
 _FILE_WIDTH: Final = len(FileField)
@@ -122,6 +124,10 @@ class Board:
 
     def read_bytes(self) -> int:
         return sum(self.reader(slot, ReaderField.BYTES) for slot in range(self.n_readers))
+
+    def placed_bytes(self) -> int:
+        """Bytes of records the placings have written so far (decompressed)."""
+        return sum(self.worker(slot, WorkerField.OUT_PLAIN) for slot in range(self.n_workers))
 
     # collector
     def collector(self, field: CollectorField) -> int:

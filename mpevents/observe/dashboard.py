@@ -95,6 +95,16 @@ class View:
     """With many files: (total, read, written) input bytes, which ``files`` no longer sums."""
     output: tuple[int, int] | None = None
     """With --compress: the group files' bytes placed so far, decompressed, and as written."""
+    placing: tuple[int, int, float] | None = None
+    """Once every chunk is checked and the workers write the group files (the
+    local engine): bytes written, bytes to write, seconds since they began."""
+
+    @property
+    def placed_fraction(self) -> float:
+        if self.placing is None:
+            return 0.0
+        placed, total, _ = self.placing
+        return 1.0 if total <= 0 else min(1.0, placed / total)
 
     @property
     def ratio(self) -> float:
@@ -133,6 +143,11 @@ class View:
 
     @property
     def eta_s(self) -> float | None:
+        if self.placing is not None:  # checking is over: what is left is writing the group files
+            placed, total, since = self.placing
+            if placed >= total:
+                return 0.0
+            return None if placed <= 0 or since <= 0 else (total - placed) / (placed / since)
         rate = self.written_bytes / self.elapsed_s if self.elapsed_s > 0 else 0.0
         if rate <= 0:
             return None
@@ -191,7 +206,16 @@ def view_of(pipeline: Engine, compress: bool = False) -> View:
         file_counts=file_counts,
         byte_counts=byte_counts,
         output=_output_bytes(board) if compress else None,
+        placing=_placing(board),
     )
+
+
+def _placing(board: Board) -> tuple[int, int, float] | None:
+    total = board.collector(CollectorField.TO_PLACE)
+    if total <= 0:
+        return None
+    since = (time.monotonic_ns() - board.collector(CollectorField.PLACE_START_NS)) / 1e9
+    return board.placed_bytes(), total, max(0.0, since)
 
 
 def _output_bytes(board: Board) -> tuple[int, int]:
@@ -263,8 +287,15 @@ def render(view: View) -> Text:
     out.append(f" {view.fraction:6.1%}", style="bold")
     out.append(
         f"  {_count(view.lines_per_s)} lines/s  {_bytes(view.bytes_per_s)}/s"
-        f"  elapsed {_duration(view.elapsed_s)}  left {_duration(view.eta_s)}\n\n"
+        f"  elapsed {_duration(view.elapsed_s)}  left {_duration(view.eta_s)}\n"
     )
+    if view.placing is not None:
+        placed, total, _ = view.placing
+        out.append(f"{'group files':<{_NAME_WIDTH}} ", style="bold")
+        _bar(out, view.placed_fraction, 30, "magenta")
+        out.append(f" {view.placed_fraction:6.1%}", style="bold")
+        out.append(f"  {_bytes(min(placed, total))} of {_bytes(total)} placed by the workers\n")
+    out.append("\n")
     if view.note:
         out.append(view.note + "\n\n", style="bold")
     if view.workers:
@@ -357,6 +388,7 @@ def progress_line(view: View) -> str:
         f"mpevents: {view.fraction:.0%} done, {_count(view.lines)} lines, "
         f"{_count(view.lines_per_s)} lines/s, {_bytes(view.bytes_per_s)}/s, "
         f"{_count(view.rejected)} rejected, left {_duration(view.eta_s)}"
+        + (f", group files {view.placed_fraction:.0%} written" if view.placing is not None else "")
         + (f", output {_bytes(view.output[1])} (ratio {view.ratio:.2f})" if view.output and view.output[1] else "")
     )
 

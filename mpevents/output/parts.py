@@ -255,7 +255,7 @@ def place(
     """Write ``placing``'s part of the group files into ``output`` from the
     blocks listed in ``parts``' order file; each of its groups' records and
     where its file now ends. ``moved`` is called for each block read,
-    ``wrote`` with the bytes each write took and gave out (progress).
+    ``wrote`` with the bytes each read of the part logs took, and each write gave out (progress).
 
     With ``compress`` (a placing by hashes: :func:`plan`), each group file is
     cut into frames at fixed offsets of its content (``output.frames``): a
@@ -389,6 +389,8 @@ class _Writer:
         for group, begin, end in run:
             held[group].append(block[begin - start : end - start])
         self.held_bytes += stop - start
+        if self._wrote is not None:  # progress as the bytes are taken: a round may write only at its end
+            self._wrote(stop - start, 0)
 
     def copy(self, group: bytes, source: int, at: int, size: int, name: str) -> None:
         """Append ``size`` bytes of ``source`` from ``at`` to ``group``'s file,
@@ -426,8 +428,8 @@ class _Writer:
             frames = framer.take(pieces, last)
             given = write_all(target.fd, frames, totals[1]) if frames else 0
             totals[1] += given
-        if self._wrote is not None and (taken or given):
-            self._wrote(taken, given)
+        if self._wrote is not None and given:
+            self._wrote(0, given)
 
     def _open(self, group: bytes) -> _Fd:
         name = group_file_name(group)
