@@ -29,6 +29,7 @@ from mpevents.core.spec import (
     _Chunk,
     _parse_int,
     _parse_uint,
+    _unsigned,
     _unsplit,
     raw_text,
 )
@@ -211,7 +212,6 @@ _TOO_LONG: Final = b"d" * 20
 _NINETEEN: Final = b"\n" + b"d" * 19 + b"\n"
 """A number of 19 digits: below 2^63 unless it begins with a 9, which the exact
 path decides (nanosecond timestamps have 19 digits; v1's path sends every one there)."""
-_SIGN_ONLY: Final = (b"\n-0\n", b"\n-\n")
 _INF: Final = math.inf
 
 
@@ -265,20 +265,6 @@ def _bad_digits(column: bytes) -> set[int]:
                 bad.add(column.count(b"\n", 0, found))
             found = column.find(b"\n0", found + 1)
     return bad
-
-
-def _bad_signs(column: bytes) -> tuple[bytes, set[int]]:
-    """A :func:`_column` of signed values without the '-' that may begin each,
-    and which fields are wrong all the same: "-0" and "-" alone."""
-    if b"-" not in column:
-        return column, set()
-    wrong: set[int] = set()
-    for pattern in _SIGN_ONLY:
-        found = column.find(pattern)
-        while found >= 0:
-            wrong.add(column.count(b"\n", 0, found))
-            found = column.find(pattern, found + 1)
-    return column.replace(b"\n-", b"\n"), wrong
 
 
 def _good_float(piece: bytes) -> bool:
@@ -403,7 +389,7 @@ class SchemaChunk(_Chunk):
             # The signed columns, signs removed, then the unsigned ones: one column, checked at once.
             numbers = b""
             if schema.ints:
-                signed, wrong = _bad_signs(_column([piece for k in schema.ints for piece in pieces[k::count]]))
+                signed, wrong = _unsigned(_column([piece for k in schema.ints for piece in pieces[k::count]]), b"\n")
                 bad.update(field % lines for field in wrong)
                 numbers = signed
             if schema.uints:

@@ -236,8 +236,6 @@ _NUMBER_CLASSES: Final = bytes(
 )
 """A translation table: digits to 'd', '|' and '-' kept, anything else to 'x'."""
 _PIPE: Final = ord("|")
-_SIGN_ONLY: Final = (b"|-0|", b"|-|")
-"""Signed values that are not canonical, yet are once their '-' is removed."""
 _TOO_LONG: Final = b"d" * (_MAX_DIGITS + 1) + b"|"
 """In the classes of a column: a number with too many digits. The '|' that
 ends every field makes the search skip ahead (a pattern of one repeated byte
@@ -296,20 +294,21 @@ def _bad_numbers(column: bytes) -> set[int]:
     return bad
 
 
-def _unsigned(values: bytes) -> tuple[bytes, set[int]]:
-    """A column of signed values ('|' before and after each) made unsigned for
-    :func:`_bad_numbers`, the '-' that may begin each field removed; and which
-    fields that would leave looking canonical are not, counted from 0: "-0"
-    (zero is written without a sign) and "-" alone."""
+def _unsigned(values: bytes, between: bytes = b"|") -> tuple[bytes, set[int]]:
+    """A column of signed values (``between`` before and after each) made
+    unsigned for the digit checks, the '-' that may begin each field removed;
+    and which fields that would leave looking canonical are not, counted from
+    0: "-0" (zero is written without a sign) and "-" alone. v1's columns are
+    joined with '|', a schema's with line ends (``core.compiled``)."""
     if b"-" not in values:
         return values, set()
     wrong: set[int] = set()
-    for pattern in _SIGN_ONLY:
+    for pattern in (between + b"-0" + between, between + b"-" + between):
         found = values.find(pattern)
         while found >= 0:
-            wrong.add(values.count(b"|", 0, found))
+            wrong.add(values.count(between, 0, found))
             found = values.find(pattern, found + 1)
-    return values.replace(b"|-", b"|"), wrong
+    return values.replace(between + b"-", between), wrong
 
 
 def _bad_lines(pieces: list[bytes]) -> set[int]:
