@@ -16,7 +16,6 @@ import functools
 import math
 import re
 from collections import deque
-from collections.abc import Callable
 from typing import Final
 
 import msgspec
@@ -143,9 +142,9 @@ class Compiled:
         group = self.group
         self.group_kind = None if group is None else schema.fields[group].type
 
-    def chunk(self, on_flush: Callable[[list[tuple[bytes, bytes]]], object] | None = None) -> SchemaChunk:
+    def chunk(self) -> SchemaChunk:
         """A chunk's results to build, for :func:`~mpevents.core.spec.process_chunk_parts`."""
-        return SchemaChunk(self, on_flush)
+        return SchemaChunk(self)
 
     def check(self, line: bytes) -> tuple[bytes, bytes] | str | None:
         """Check one line (terminator removed): ``None`` for a blank line, the
@@ -297,8 +296,8 @@ class SchemaChunk(_Chunk):
     """``core.spec``'s chunk for a schema other than v1: its exact path is
     :meth:`Compiled.check`, its windows are checked a column at a time."""
 
-    def __init__(self, schema: Compiled, on_flush: Callable[[list[tuple[bytes, bytes]]], object] | None) -> None:
-        super().__init__(on_flush)
+    def __init__(self, schema: Compiled) -> None:
+        super().__init__()
         self.schema = schema
         self.run_bytes = schema.run_bytes
         self.unescape = False  # whether the window's pieces are JSON-escaped
