@@ -266,6 +266,9 @@ def place(
         raise ValueError("compressed output is placed by hashes, over every block")
     refs = read_order(parts)
     logs: dict[str, int] = {}
+    # The group files are opened relative to their directory: 100,000 of
+    # them would otherwise walk its whole path (and build it) as many times.
+    directory = os.open(output, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         low, high = placing.hashes
         starts: dict[bytes, int] = {}  # what the blocks before the placing's hold of each group
@@ -287,11 +290,12 @@ def place(
         for round_ in range(rounds):
             sub_low = low + (high - low) * round_ // rounds
             sub_high = low + (high - low) * (round_ + 1) // rounds
-            writer = _Writer(output, placed, compress, wrote)
+            writer = _Writer(directory, placed, compress, wrote)
             _place_range(parts, logs, mine, sub_low, sub_high, budget, placed, starts, moved, writer)
     finally:
         for fd in logs.values():
             os.close(fd)
+        os.close(directory)
     return {group: (count, size) for group, (count, size) in placed.items()}
 
 
@@ -323,27 +327,43 @@ def _place_range(
         index = _read_index(fd, ref)
         first, last = bisect_left(index.hashes, low), bisect_left(index.hashes, high)
         if first < last:
-            ends, name_ends = index.ends[first:last], index.name_ends[first:last]
-            begins = itertools.chain((index.start(first),), ends)  # each group's bytes begin where the one before ends
-            name_starts = itertools.chain((index.name_ends[first - 1] if first else 0,), name_ends)
+            start, ends, name_ends = index.start(first), index.ends[first:last], index.name_ends[first:last]
+            entries = zip(
+                itertools.chain((start,), ends),  # each group's bytes begin where the one before ends
+                ends,
+                itertools.chain((index.name_ends[first - 1] if first else 0,), name_ends),
+                name_ends,
+                index.counts[first:last],
+            )
             names = index.names
-            run: list[tuple[bytes, int, int]] = []  # small pieces side by side, read at once
-            for begin, end, name_begin, name_end, count in zip(
-                begins, ends, name_starts, name_ends, index.counts[first:last]
-            ):
-                group = names[name_begin:name_end]
-                totals = placed.get(group)
-                if totals is None:
-                    placed[group] = [count, starts.get(group, 0)]
-                else:
-                    totals[0] += count
-                if end - begin >= SMALL_COPY and not writer.framing:
-                    writer.hold_run(fd, ref, run)
-                    run = []
-                    writer.copy(group, fd, ref.offset + begin, end - begin, ref.log)
-                else:
-                    run.append((group, begin, end))
-            writer.hold_run(fd, ref, run)
+            if writer.framing or ends[-1] - start < SMALL_COPY * (last - first):
+                # Small pieces on average (many groups, or compressed output): the
+                # range read at once, each piece held as it is met (a rare big one too).
+                block, held = writer.read(fd, ref, start, ends[-1]), writer.held
+                for begin, end, name_begin, name_end, count in entries:
+                    group = names[name_begin:name_end]
+                    totals = placed.get(group)
+                    if totals is None:
+                        placed[group] = [count, starts.get(group, 0)]
+                    else:
+                        totals[0] += count
+                    held[group].append(block[begin - start : end - start])
+            else:
+                run: list[tuple[bytes, int, int]] = []  # small pieces side by side, read at once
+                for begin, end, name_begin, name_end, count in entries:
+                    group = names[name_begin:name_end]
+                    totals = placed.get(group)
+                    if totals is None:
+                        placed[group] = [count, starts.get(group, 0)]
+                    else:
+                        totals[0] += count
+                    if end - begin >= SMALL_COPY:
+                        writer.hold_run(fd, ref, run)
+                        run = []
+                        writer.copy(group, fd, ref.offset + begin, end - begin, ref.log)
+                    else:
+                        run.append((group, begin, end))
+                writer.hold_run(fd, ref, run)
             if writer.held_bytes >= budget:
                 writer.write_held()
         if moved is not None:
@@ -353,13 +373,13 @@ def _place_range(
 
 class _Writer:
     """What a round of a placing has gathered, and its writes into the group
-    files; ``placed`` says where each group's file ends so far. With
-    ``compress``, each group's bytes go through a
+    files (``output``: a descriptor of their directory); ``placed`` says
+    where each group's file ends so far. With ``compress``, each group's bytes go through a
     :class:`~mpevents.output.frames.Framer`, which keeps its unframed tail."""
 
     def __init__(
         self,
-        output: Path,
+        output: int,
         placed: dict[bytes, list[int]],
         compress: Compress | None = None,
         wrote: Callable[[int, int], object] | None = None,
@@ -377,20 +397,30 @@ class _Writer:
     def framing(self) -> bool:
         return self._codec is not None
 
+    @property
+    def held(self) -> defaultdict[bytes, list[memoryview]]:
+        """Each group's pieces read so far and not yet written, in order."""
+        return self._held
+
+    def read(self, fd: int, ref: PartRef, begin: int, end: int) -> memoryview:
+        """Bytes ``[begin, end)`` of ``ref``'s block, counted as held: their
+        pieces go to :attr:`held`."""
+        block = memoryview(os.pread(fd, end - begin, ref.offset + begin))
+        if len(block) != end - begin:
+            raise OSError(errno.EIO, f"part log {ref.log} is shorter than its blocks say")
+        self.held_bytes += end - begin
+        if self._wrote is not None:  # progress as the bytes are taken: a round may write only at its end
+            self._wrote(end - begin, 0)
+        return block
+
     def hold_run(self, fd: int, ref: PartRef, run: list[tuple[bytes, int, int]]) -> None:
         """Hold pieces that lie side by side in ``ref``'s block: (group, begin, end)."""
         if not run:
             return
-        start, stop = run[0][1], run[-1][2]
-        block = memoryview(os.pread(fd, stop - start, ref.offset + start))
-        if len(block) != stop - start:
-            raise OSError(errno.EIO, f"part log {ref.log} is shorter than its blocks say")
-        held = self._held
+        start = run[0][1]
+        block, held = self.read(fd, ref, start, run[-1][2]), self._held
         for group, begin, end in run:
             held[group].append(block[begin - start : end - start])
-        self.held_bytes += stop - start
-        if self._wrote is not None:  # progress as the bytes are taken: a round may write only at its end
-            self._wrote(stop - start, 0)
 
     def copy(self, group: bytes, source: int, at: int, size: int, name: str) -> None:
         """Append ``size`` bytes of ``source`` from ``at`` to ``group``'s file,
@@ -435,7 +465,7 @@ class _Writer:
         name = group_file_name(group)
         if self._compress is not None:
             name = self._compress.name(name)
-        return _Fd(os.open(self._output / name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+        return _Fd(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644, dir_fd=self._output))
 
 
 class _Fd:
