@@ -335,35 +335,33 @@ def _place_range(
                 name_ends,
                 index.counts[first:last],
             )
-            names = index.names
-            if writer.framing or ends[-1] - start < SMALL_COPY * (last - first):
-                # Small pieces on average (many groups, or compressed output): the
-                # range read at once, each piece held as it is met (a rare big one too).
-                block, held = writer.read(fd, ref, start, ends[-1]), writer.held
-                for begin, end, name_begin, name_end, count in entries:
-                    group = names[name_begin:name_end]
-                    totals = placed.get(group)
-                    if totals is None:
-                        placed[group] = [count, starts.get(group, 0)]
-                    else:
-                        totals[0] += count
-                    held[group].append(block[begin - start : end - start])
-            else:
-                run: list[tuple[bytes, int, int]] = []  # small pieces side by side, read at once
-                for begin, end, name_begin, name_end, count in entries:
-                    group = names[name_begin:name_end]
-                    totals = placed.get(group)
-                    if totals is None:
-                        placed[group] = [count, starts.get(group, 0)]
-                    else:
-                        totals[0] += count
-                    if end - begin >= SMALL_COPY:
-                        writer.hold_run(fd, ref, run)
-                        run = []
-                        writer.copy(group, fd, ref.offset + begin, end - begin, ref.log)
-                    else:
-                        run.append((group, begin, end))
-                writer.hold_run(fd, ref, run)
+            names, held = index.names, writer.held
+            # Small pieces on average (many groups, or compressed output): the
+            # range read at once, each piece held as it is met (a rare big one
+            # too). Otherwise each run of small pieces is read at once, and each
+            # big piece copied in the kernel.
+            whole = (
+                writer.read(fd, ref, start, ends[-1])
+                if writer.framing or ends[-1] - start < SMALL_COPY * (last - first)
+                else None
+            )
+            run: list[tuple[bytes, int, int]] = []  # small pieces side by side, read at once
+            for begin, end, name_begin, name_end, count in entries:
+                group = names[name_begin:name_end]
+                totals = placed.get(group)
+                if totals is None:
+                    placed[group] = [count, starts.get(group, 0)]
+                else:
+                    totals[0] += count
+                if whole is not None:
+                    held[group].append(whole[begin - start : end - start])
+                elif end - begin >= SMALL_COPY:
+                    writer.hold_run(fd, ref, run)
+                    run = []
+                    writer.copy(group, fd, ref.offset + begin, end - begin, ref.log)
+                else:
+                    run.append((group, begin, end))
+            writer.hold_run(fd, ref, run)
             if writer.held_bytes >= budget:
                 writer.write_held()
         if moved is not None:
