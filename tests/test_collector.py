@@ -149,7 +149,8 @@ MIXED = b"".join(
     b"%d|log|event|u|%d|%d|1\n" % (i, i * 7, 0 if i >= 4_000 and i % 2 else (i * 7919) % 97) for i in range(8_000)
 )
 """8,000 records in 97 groups, but half of the last 4,000 in group 0: its piece of the first chunk is
-small, of the next ones big enough to be copied in the kernel, among small pieces of the others."""
+small, of the next ones 32 KiB or more. Read with the small pieces where a round takes all 97 groups
+(small pieces on average), copied in the kernel in the rounds of a small budget, which take a few."""
 
 
 @pytest.mark.parametrize("shards", [1, 2, 7])

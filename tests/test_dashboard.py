@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from mpevents.observe.dashboard import FileView, View, WorkerView, progress_line, render, summary_table
+from mpevents.observe.board import Board, CollectorField, WorkerField
+from mpevents.observe.dashboard import FileView, View, WorkerView, _placing, progress_line, render, summary_table
 from tests.conftest import REPO, genlog, make_summary, run_cli
 
 pytestmark = pytest.mark.usefixtures("clean_processes")
@@ -109,12 +110,26 @@ def test_while_the_workers_write_the_group_files_the_dashboard_says_how_far_and_
     assert view.eta_s == 0.0  # every line checked: without the placing's line, nothing seems left
     assert writing.eta_s == pytest.approx(15.0)  # 150 MiB left at 10 MiB/s
     screen = draw(render(writing))
-    assert "group files" in screen and "25.0%" in screen and "50.0 MiB of 200.0 MiB" in screen
+    assert "group files" in screen and "25.0%" in screen and "of 200.0 MiB of records" in screen
     assert "00:15" in screen
     assert "group files" not in draw(render(view))
     line = progress_line(writing)
-    assert "group files 25% written" in line and "left 00:15" in line
+    assert "group files 25% placed" in line and "left 00:15" in line
     assert View(**{**view.__dict__, "placing": (0, 200 * mib, 0.5)}).eta_s is None  # no rate yet
+
+
+def test_the_placings_progress_is_half_reading_and_half_writing_and_a_redo_starts_over() -> None:
+    board = Board(files=1, workers=2)
+    board.set_collector(CollectorField.TO_PLACE, 1_000)
+    board.set_worker(0, WorkerField.PLACE_READ, 600)  # placing 0 has read 600 bytes, written 200
+    board.set_worker(0, WorkerField.OUT_PLAIN, 200)
+    board.set_worker(1, WorkerField.PLACE_READ, 400)  # placing 1 has read all its bytes, written none
+    placed, total, _ = _placing(board) or (0, 0, 0.0)
+    assert (placed, total) == (600, 1_000)  # (600 + 400 read + 200 written) / 2
+    board.set_worker(0, WorkerField.PLACE_READ, 100)  # placing 0 done again after a death: its cells set anew
+    board.set_worker(0, WorkerField.OUT_PLAIN, 0)
+    assert (_placing(board) or (0, 0, 0.0))[0] == 250
+    assert _placing(Board(files=1, workers=2)) is None  # not placing yet
 
 
 def test_a_piped_run_whose_group_files_take_long_says_so(tmp_path: Path) -> None:
@@ -127,7 +142,7 @@ def test_a_piped_run_whose_group_files_take_long_says_so(tmp_path: Path) -> None
     )  # fmt: skip
     assert result.returncode == 0
     lines = [line for line in result.stderr.splitlines() if line.startswith("mpevents: ")]
-    assert any("group files" in line and "% written" in line for line in lines), result.stderr
+    assert any("group files" in line and "% placed" in line for line in lines), result.stderr
 
 
 def test_quiet_prints_nothing_and_no_progress_still_summarises(corpus: Path, tmp_path: Path) -> None:

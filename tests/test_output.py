@@ -265,6 +265,30 @@ def test_a_leftover_whose_pid_another_program_took_is_removed(logs: Path, tmp_pa
             other.kill()
 
 
+def _kernel_thread() -> int | None:
+    """A kernel thread's pid, if this pid namespace shows one."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[6]) & 0x00200000:
+                    return int(entry)
+            except (OSError, IndexError, ValueError):
+                continue
+    return None
+
+
+@pytest.mark.usefixtures("clean_processes")
+def test_a_leftover_whose_pid_a_kernel_thread_took_is_removed(logs: Path, tmp_path: Path) -> None:
+    # A kernel thread's /proc command line is empty, as a process's is in the
+    # middle of an exec, which is taken for a run: a kernel thread is not one.
+    thread = _kernel_thread()
+    if thread is None:
+        pytest.skip("no kernel thread in this pid namespace")
+    (tmp_path / f".mpevents-tmp-out-{thread}").mkdir()
+    assert run_cli("--input", logs, "--output", tmp_path / "out", *ARGS).returncode == 0
+    assert os.listdir(tmp_path) == ["out"]
+
+
 NO_DIRECTORY_FLOCK = """
 import errno, fcntl
 from mpevents.output import directory as _output

@@ -96,9 +96,9 @@ class ChunkParts(NamedTuple):
     """A :class:`ChunkResult` before each group's parts are joined.
 
     ``groups`` maps a group to its number of records and their NDJSON bytes
-    in one or more parts, in order. The worker writes the parts to its part
-    log as they are (``output.parts``): joining them first would copy every
-    byte once more, out of the CPU cache.
+    in one or more parts, in order: a chunk joins its records into parts
+    while they are still in the CPU cache (:meth:`_Chunk.flush`), and the
+    worker's part log joins each group's parts into its block (``output.parts``).
     """
 
     lines: int
@@ -407,7 +407,7 @@ class _Chunk:
         # A last b"" ends the join with '\n': no second copy of each part to add it.
         deque(map(list.append, lists, itertools.repeat(b"")), maxlen=0)
         joined = list(map(b"\n".join, lists))
-        if not self.parts:  # the chunk's first flush: its only one, with many groups
+        if not self.parts:  # the chunk's first flush (with many groups, its only one)
             self.parts = dict(zip(groups, map(list, zip(joined))))
             self.counts = dict(zip(groups, counts))
             return

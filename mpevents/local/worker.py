@@ -141,9 +141,17 @@ def _place(job: WorkerJob, span: Span, took: int) -> None:
         if slow:
             time.sleep(slow)
 
-    def wrote(taken: int, given: int) -> None:
-        board.add_worker(slot, WorkerField.OUT_PLAIN, taken)
-        board.add_worker(slot, WorkerField.OUT_WRITTEN, given)
+    counts = [0, 0, 0]  # read, written plain, written: the board's cells of this placing
+    cell = placing.number if placing.number < board.n_workers else None
+
+    def wrote(read: int, taken: int, given: int) -> None:
+        counts[0] += read
+        counts[1] += taken
+        counts[2] += given
+        if cell is not None:
+            board.set_worker(cell, WorkerField.PLACE_READ, counts[0])
+            board.set_worker(cell, WorkerField.OUT_PLAIN, counts[1])
+            board.set_worker(cell, WorkerField.OUT_WRITTEN, counts[2])
 
     groups = place(job.parts, job.staging, placing, moved, compress=job.compress, wrote=wrote)
     job.result_queue.put(Result(span, PlaceResult(groups)))

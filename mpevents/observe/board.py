@@ -47,9 +47,13 @@ class WorkerField(enum.IntEnum):
     BUSY_NS = 2
     RESTARTS = 3
     SKIPPED = 4  # decompressed bytes passed over to read a dead worker's span again
-    PLACED = 5  # blocks read by its placing, once every span is in (output.parts)
-    OUT_PLAIN = 6  # group-file bytes its placings took (decompressed)
-    OUT_WRITTEN = 7  # and the bytes they wrote (compressed, with --compress)
+    PLACED = 5  # blocks read by its placings, once every span is in (output.parts)
+    # Per placing, in the cell of the worker slot of the placing's number, set
+    # (not added) by whichever worker runs it: a placing done again after a
+    # death starts its counts over instead of adding to its predecessor's.
+    PLACE_READ = 6  # bytes it has read from the part logs
+    OUT_PLAIN = 7  # bytes of records it has written (decompressed)
+    OUT_WRITTEN = 8  # the bytes it has written (compressed, with --compress)
 
 
 class ReaderField(enum.IntEnum):
@@ -112,6 +116,9 @@ class Board:
     def add_worker(self, slot: int, field: WorkerField, value: int) -> None:
         self._workers[slot * _WORKER_WIDTH + field] += value
 
+    def set_worker(self, slot: int, field: WorkerField, value: int) -> None:
+        self._workers[slot * _WORKER_WIDTH + field] = value
+
     # readers
     def reader(self, slot: int, field: ReaderField) -> int:
         return int(self._readers[slot * _READER_WIDTH + field])
@@ -125,9 +132,13 @@ class Board:
     def read_bytes(self) -> int:
         return sum(self.reader(slot, ReaderField.BYTES) for slot in range(self.n_readers))
 
-    def placed_bytes(self) -> int:
-        """Bytes of records the placings have written so far (decompressed)."""
-        return sum(self.worker(slot, WorkerField.OUT_PLAIN) for slot in range(self.n_workers))
+    def placed(self) -> tuple[int, int]:
+        """Bytes the placings have read from the part logs so far, and bytes of records they have written."""
+        slots = range(self.n_workers)
+        return (
+            sum(self.worker(slot, WorkerField.PLACE_READ) for slot in slots),
+            sum(self.worker(slot, WorkerField.OUT_PLAIN) for slot in slots),
+        )
 
     # collector
     def collector(self, field: CollectorField) -> int:

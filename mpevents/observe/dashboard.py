@@ -97,7 +97,9 @@ class View:
     """With --compress: the group files' bytes placed so far, decompressed, and as written."""
     placing: tuple[int, int, float] | None = None
     """Once every chunk is checked and the workers write the group files (the
-    local engine): bytes written, bytes to write, seconds since they began."""
+    local engine): their work done, as bytes (half of what they have read
+    from the part logs and half of what they have written), of the bytes of
+    records to place, and seconds since they began."""
 
     @property
     def placed_fraction(self) -> float:
@@ -145,6 +147,7 @@ class View:
     def eta_s(self) -> float | None:
         if self.placing is not None:  # checking is over: what is left is writing the group files
             placed, total, since = self.placing
+            placed = min(placed, total)
             if placed >= total:
                 return 0.0
             return None if placed <= 0 or since <= 0 else (total - placed) / (placed / since)
@@ -215,7 +218,8 @@ def _placing(board: Board) -> tuple[int, int, float] | None:
     if total <= 0:
         return None
     since = (time.monotonic_ns() - board.collector(CollectorField.PLACE_START_NS)) / 1e9
-    return board.placed_bytes(), total, max(0.0, since)
+    read, written = board.placed()
+    return (read + written) // 2, total, max(0.0, since)
 
 
 def _output_bytes(board: Board) -> tuple[int, int]:
@@ -290,11 +294,10 @@ def render(view: View) -> Text:
         f"  elapsed {_duration(view.elapsed_s)}  left {_duration(view.eta_s)}\n"
     )
     if view.placing is not None:
-        placed, total, _ = view.placing
         out.append(f"{'group files':<{_NAME_WIDTH}} ", style="bold")
         _bar(out, view.placed_fraction, 30, "magenta")
         out.append(f" {view.placed_fraction:6.1%}", style="bold")
-        out.append(f"  {_bytes(min(placed, total))} of {_bytes(total)} placed by the workers\n")
+        out.append(f"  of {_bytes(view.placing[1])} of records, read from the part logs and written\n")
     out.append("\n")
     if view.note:
         out.append(view.note + "\n\n", style="bold")
@@ -388,7 +391,7 @@ def progress_line(view: View) -> str:
         f"mpevents: {view.fraction:.0%} done, {_count(view.lines)} lines, "
         f"{_count(view.lines_per_s)} lines/s, {_bytes(view.bytes_per_s)}/s, "
         f"{_count(view.rejected)} rejected, left {_duration(view.eta_s)}"
-        + (f", group files {view.placed_fraction:.0%} written" if view.placing is not None else "")
+        + (f", group files {view.placed_fraction:.0%} placed" if view.placing is not None else "")
         + (f", output {_bytes(view.output[1])} (ratio {view.ratio:.2f})" if view.output and view.output[1] else "")
     )
 

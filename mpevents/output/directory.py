@@ -280,17 +280,25 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+_PF_KTHREAD: Final = 0x00200000
+"""The kernel's flag of a kernel thread, in /proc/<pid>/stat's ninth field."""
+
+
 def _a_run(pid: int) -> bool:
     """Whether ``pid`` is a live mpevents process (one we cannot look at counts as one)."""
     if not alive(pid):
         return False
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
+        if cmdline:
+            return b"mpevents" in cmdline
+        # Empty: a kernel thread (the pid reused), or a process in the middle
+        # of an exec (the kernel sets the new arguments after closing its
+        # close-on-exec files), which cannot be told yet.
+        flags = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[6])
+    except (OSError, IndexError, ValueError):
         return True
-    # Empty while the process is in the middle of an exec (the kernel sets the
-    # new arguments after closing its close-on-exec files): it cannot be told.
-    return not cmdline or b"mpevents" in cmdline
+    return not flags & _PF_KTHREAD
 
 
 def remove(path: Path) -> None:

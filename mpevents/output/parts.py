@@ -18,8 +18,9 @@ end in the block. A shard is a range of hashes, so its groups lie together
 in every block: placing a shard reads one range of each block (``pread``),
 gathers each group's pieces from all blocks in memory, and writes each group
 file with one ``pwritev`` per
-``PLACE_BYTES`` it gathered (a piece of 32 KiB or more is copied in the
-kernel instead, never read into memory). Nothing serial touches a record: the collector
+``PLACE_BYTES`` it gathered. Where a range's pieces are 32 KiB or more on
+average (a few groups), each such piece is copied in the kernel instead,
+never read into memory. Nothing serial touches a record: the collector
 only keeps the blocks' order, and the group files are written by all the
 workers at once, each of their files once whatever the number of blocks.
 
@@ -250,12 +251,13 @@ def place(
     moved: Callable[[], object] | None = None,
     budget: int = PLACE_BYTES,
     compress: Compress | None = None,
-    wrote: Callable[[int, int], object] | None = None,
+    wrote: Callable[[int, int, int], object] | None = None,
 ) -> dict[bytes, tuple[int, int]]:
     """Write ``placing``'s part of the group files into ``output`` from the
     blocks listed in ``parts``' order file; each of its groups' records and
     where its file now ends. ``moved`` is called for each block read,
-    ``wrote`` with the bytes each read of the part logs took, and each write gave out (progress).
+    ``wrote`` with what each read and each write moved (progress): bytes
+    read from the part logs, bytes of records written, bytes written (compressed).
 
     With ``compress`` (a placing by hashes: :func:`plan`), each group file is
     cut into frames at fixed offsets of its content (``output.frames``): a
@@ -319,9 +321,10 @@ def _place_range(
     writer: _Writer,
 ) -> None:
     """Gather the groups of hashes ``[low, high)`` from every block, in order,
-    and write them: a group's small pieces held until the round ends (or
-    holds ``budget``) and written together, a big piece copied in the kernel
-    straight from its part log (compressed output has every piece read, to be framed)."""
+    and write them: a group's pieces held until the round ends (or holds
+    ``budget``) and written together; in a block range of big pieces on
+    average, a big piece copied in the kernel straight from its part log
+    (compressed output has every piece read, to be framed)."""
     for ref in refs:
         fd = _log(parts, logs, ref.log)
         index = _read_index(fd, ref)
@@ -380,7 +383,7 @@ class _Writer:
         output: int,
         placed: dict[bytes, list[int]],
         compress: Compress | None = None,
-        wrote: Callable[[int, int], object] | None = None,
+        wrote: Callable[[int, int, int], object] | None = None,
     ) -> None:
         self._output = output
         self._placed = placed
@@ -407,8 +410,8 @@ class _Writer:
         if len(block) != end - begin:
             raise OSError(errno.EIO, f"part log {ref.log} is shorter than its blocks say")
         self.held_bytes += end - begin
-        if self._wrote is not None:  # progress as the bytes are taken: a round may write only at its end
-            self._wrote(end - begin, 0)
+        if self._wrote is not None:  # a round may write only at its end: its reads show it moving
+            self._wrote(end - begin, 0, 0)
         return block
 
     def hold_run(self, fd: int, ref: PartRef, run: list[tuple[bytes, int, int]]) -> None:
@@ -429,7 +432,7 @@ class _Writer:
             copy_range(source, at, target.fd, totals[1], size, name)
             totals[1] += size
         if self._wrote is not None:
-            self._wrote(size, size)
+            self._wrote(size, size, size)
 
     def write_held(self, last: bool = False) -> None:
         """Write what is held; with ``last`` (the round's end), every group's last frame too."""
@@ -456,8 +459,8 @@ class _Writer:
             frames = framer.take(pieces, last)
             given = write_all(target.fd, frames, totals[1]) if frames else 0
             totals[1] += given
-        if self._wrote is not None and given:
-            self._wrote(0, given)
+        if self._wrote is not None and (taken or given):
+            self._wrote(0, taken, given)
 
     def _open(self, group: bytes) -> _Fd:
         name = group_file_name(group)
