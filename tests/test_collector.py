@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -199,6 +200,34 @@ def test_a_placing_done_again_over_its_own_output_changes_nothing(tmp_path: Path
     place(out / PARTS_DIR, out, Placing(1, 2, 0, 1))
     whole = process_chunk(GROUPED)
     assert sorted(path.name for path in out.glob("group-*")) == sorted(group_file_name(g) for g in whole.groups)
+
+
+def test_a_placing_by_hashes_done_again_after_dying_among_its_renames_leaves_the_same_files(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    log = PartLog(out / PARTS_DIR, "worker")
+    cut = GROUPED.index(b"\n", 40_000) + 1  # two blocks of whole lines
+    refs = [ref for data in (GROUPED[:cut], GROUPED[cut:]) if (ref := log.append(process_chunk_parts(data)))]
+    write_order(out / PARTS_DIR, refs)
+    for placing in (Placing(0, 2, 0, len(refs)), Placing(1, 2, 0, len(refs))):
+        place(out / PARTS_DIR, out, placing)
+    whole = process_chunk(GROUPED)
+    expected = {group_file_name(group): records for group, (_, records) in whole.groups.items()}
+    assert {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()} == expected
+    assert not list(out.glob(".placing-*"))  # each placing renamed its files and removed its directory
+    # Placing 0 killed among its renames: some of its files moved, others
+    # left in its directory half written (a killed writer never truncates).
+    mine = sorted(group_file_name(group) for group in whole.groups if zlib.crc32(group) < Placing(0, 2, 0, 0).hashes[1])
+    own = out / ".placing-0"
+    own.mkdir()
+    for name in mine[: len(mine) // 2]:
+        (out / name).rename(own / name)
+        with open(own / name, "r+b") as file:
+            file.seek(len(expected[name]) // 2)
+            file.write(b"torn")
+    place(out / PARTS_DIR, out, Placing(0, 2, 0, len(refs)))  # done again by its worker's replacement
+    assert {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()} == expected
+    assert not own.exists()
 
 
 def test_a_few_groups_are_placed_by_ranges_of_blocks_and_many_by_ranges_of_hashes(tmp_path: Path) -> None:
