@@ -97,6 +97,16 @@ def genlog(path: Path, lines: int, groups: int = 3, seed: int = 1) -> Path:
     return path
 
 
+def fault_inputs(directory: Path, lines: int, groups: int, broken: int) -> Path:
+    """The fault and resume tests' input: three genlog files of ``lines``
+    lines in ``groups`` groups (seeds 1 to 3), then a fourth of ``broken``
+    pairs of a valid line and a rejected one."""
+    for seed in range(1, 4):
+        genlog(directory / f"part-{seed}.log", lines, groups=groups, seed=seed)
+    (directory / "part-4.log").write_bytes(b"1|a|b|c|1|1|1\nbad\n" * broken)
+    return directory
+
+
 def settled(directory: Path) -> Path:
     """Date every file in ``directory`` a minute back: files written just now
     by a test are finished, not still being written (``--settle``)."""

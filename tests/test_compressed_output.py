@@ -20,7 +20,7 @@ from mpevents.output.frames import Compress, FramedRejects, Framer, codec, make_
 from mpevents.output.journal import State, read, restore
 from mpevents.output.names import JOURNAL_NAME, OUTPUT_NAMES, PARTS_DIR, group_file_name
 from mpevents.output.parts import PartLog, Placing, place, write_order
-from tests.conftest import REPO, patched_cli, run_cli, temp_dirs, tree
+from tests.conftest import REPO, fault_inputs, patched_cli, run_cli, temp_dirs, tree
 from tests.test_collector import GROUPED
 from tests.test_resume import SLOW, staging_of, wait_for_checkpoints
 
@@ -189,13 +189,7 @@ ARGS = ("--no-progress",)
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.conftest import genlog
-
-    directory = tmp_path_factory.mktemp("inputs")
-    for seed in range(1, 4):
-        genlog(directory / f"part-{seed}.log", 15_000, groups=7, seed=seed)
-    (directory / "part-4.log").write_bytes(b"1|a|b|c|1|1|1\nbad\n" * 300)
-    return directory
+    return fault_inputs(tmp_path_factory.mktemp("inputs"), 15_000, groups=7, broken=300)
 
 
 @pytest.fixture(scope="module")

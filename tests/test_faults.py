@@ -29,6 +29,7 @@ from mpevents.core.errors import RunError, UsageError
 from mpevents.observe.profiling import process_tree
 from tests.conftest import (
     REPO,
+    fault_inputs,
     genlog,
     mpevents_processes,
     records_written,
@@ -47,11 +48,7 @@ T = TypeVar("T")
 
 @pytest.fixture(scope="module")
 def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("logs")
-    for seed in range(1, 4):
-        genlog(directory / f"part-{seed}.log", 20_000, groups=4, seed=seed)
-    (directory / "part-4.log").write_bytes(b"1|a|b|c|1|1|1\nbad\n" * 500)
-    return directory
+    return fault_inputs(tmp_path_factory.mktemp("logs"), 20_000, groups=4, broken=500)
 
 
 @pytest.fixture(scope="module")

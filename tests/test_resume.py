@@ -16,7 +16,7 @@ from mpevents.output.journal import Checkpoint, Header, State, append, read, res
 from mpevents.output.names import JOURNAL_NAME, PARTS_DIR, REJECTS_NAME, SPOOL_PREFIX
 from mpevents.output.parts import PartRef
 from mpevents.output.report import FileCounts
-from tests.conftest import REPO, genlog, patched_cli, run_cli, temp_dirs, tree
+from tests.conftest import REPO, fault_inputs, patched_cli, run_cli, temp_dirs, tree
 
 pytestmark = pytest.mark.usefixtures("clean_processes")
 
@@ -27,11 +27,7 @@ ARGS = ("-n", "2", "--no-progress", "--chunk-bytes", "16K")
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("inputs")
-    for seed in range(1, 4):
-        genlog(directory / f"part-{seed}.log", 15_000, groups=7, seed=seed)
-    (directory / "part-4.log").write_bytes(b"1|a|b|c|1|1|1\nbad\n" * 300)
-    return directory
+    return fault_inputs(tmp_path_factory.mktemp("inputs"), 15_000, groups=7, broken=300)
 
 
 @pytest.fixture(scope="module")

@@ -75,7 +75,7 @@ from mpevents.observe import trace as _trace
 from mpevents.observe.board import Board, CollectorField, WorkerField
 from mpevents.output import directory as _output
 from mpevents.output.journal import State
-from mpevents.output.names import PARTS_DIR, PLACING_PREFIX
+from mpevents.output.names import PARTS_DIR
 from mpevents.output.report import Report
 
 log = logging.getLogger("mpevents")
@@ -355,8 +355,6 @@ class LocalEngine:
                 attempt.finish()
                 self.stop()
                 _output.remove(self.staging / PARTS_DIR)  # placed: the group files hold every record now
-                for leftover in self.staging.glob(f"{PLACING_PREFIX}*"):  # each placing removes its own
-                    _output.remove(leftover)
                 return attempt.received
             if process.exitcode != 0:
                 attempt.stall.crashed()
