@@ -144,3 +144,28 @@ def test_records_of_every_type_are_written_as_msgspec_writes_them() -> None:
         b'q"': (1, b'{"n":7,"i":0,"x":1000.0,"b":true,"s":null,"t":"q\\""}\n'),
         b"a": (1, '{"n":1,"i":2,"x":1.5,"b":false,"s":"zoë","t":"a"}\n'.encode()),
     }
+
+
+@pytest.mark.parametrize("delimiter", list('0159.-+eEtf"\\ ,'))
+def test_a_delimiter_that_can_be_part_of_a_value_cuts_lines_as_the_reference_does(delimiter: str) -> None:
+    # The bulk path's pattern of a plain line leaves the delimiter out of every
+    # field's: a digit, a sign, a point or an exponent's letter too.
+    fields = (
+        Field("u", "uint"),
+        Field("i", "int", optional=True),
+        Field("f", "float"),
+        Field("b", "bool", optional=True),
+        Field("s", "string", values=("true", "e1", "a.b", "x")),
+        Field("t", "string", optional=True, max_bytes=6),
+    )
+    schema = Schema(fields, delimiter, "u", 65_536, "odd delimiter")
+    plain = ["7", "-1", "2.5", "0", "x", "ok"]
+    candidates = ["0", "10", "901", "9" * 19, "-5", "-0", "1.5", "1e5", "1E-3", "true", "1", "e1", "a.b", "", "t+f"]
+    lines = []  # each candidate in each column, the other columns plain
+    for column in range(len(fields)):
+        for value in candidates:
+            line = plain.copy()
+            line[column] = value
+            lines += [delimiter.join(line)] * 3
+    data = ("\n".join(lines) + "\n").encode()
+    assert outcome(schema, data) == schema_parse(schema, data)

@@ -16,6 +16,7 @@ import functools
 import math
 import re
 from collections import deque
+from collections.abc import Sequence
 from typing import Final
 
 import msgspec
@@ -28,7 +29,6 @@ from mpevents.core.spec import (
     _Chunk,
     _parse_int,
     _parse_uint,
-    _unsigned,
     _unsplit,
     raw_text,
 )
@@ -100,14 +100,12 @@ class Compiled:
         self._bulk(schema)
 
     def _bulk(self, schema: Schema) -> None:
-        """What the bulk path needs: the skeleton of a plain line, the record
-        template, and which columns get which check and conversion."""
+        """What the bulk path needs: the pattern of a window of plain lines,
+        the record template, and which columns get which conversion."""
         count = self.fields
         self.delimiter_byte = schema.delimiter.encode()
-        self.field_bytes = bytes(byte for byte in range(0x20, 0x100) if byte not in (ord(schema.delimiter), 0x7F))
-        self.line_skeleton = self.delimiter_byte * (count - 1) + b"\n"
+        self.plain_lines = plain_lines(schema)
         max_lines = self.run_bytes // count + 1  # a plain line has count - 1 delimiters and a line end, at least
-        self.skeleton = self.line_skeleton * max_lines
         # Escaping a window before it is cut would change its delimiters when
         # the delimiter is one of the escaped bytes: then string columns are escaped one by one.
         self.escape_first = schema.delimiter not in '"\\'
@@ -118,20 +116,9 @@ class Compiled:
         self.line_format = b"{" + b",".join(members) + b"}\n"
         self.format = self.line_format * max_lines
         columns = list(enumerate(schema.fields))
-        # A line of one field that is empty is blank, not a record: the exact path says so.
-        self.empty_bad = [k for k, field in columns if not field.optional or count == 1]
-        self.empty_ok = [k for k in range(count) if k not in self.empty_bad]
-        self.all_empty_bad = not self.empty_ok
-        self.ints = [k for k, field in columns if field.type == "int"]
-        self.uints = [k for k, field in columns if field.type == "uint"]
         self.floats = [(k, field.optional) for k, field in columns if field.type == "float"]
         self.bools = [
             (k, _BOOL_JSON if field.optional else _BOOL_JSON_PLAIN) for k, field in columns if field.type == "bool"
-        ]
-        self.strings = [
-            (k, _allowed(field, escaped=False), _allowed(field, escaped=True), field.max_bytes)
-            for k, field in columns
-            if field.type == "string" and (field.values is not None or field.max_bytes is not None)
         ]
         self.nulls = [
             (k, field.type == "string")
@@ -197,91 +184,86 @@ def compiled(schema: Schema) -> Compiled:
 _BOOL_JSON_PLAIN: Final = {b"true": b"true", b"1": b"true", b"false": b"false", b"0": b"false"}
 """A bool field's JSON, by its text."""
 _BOOL_JSON: Final = {**_BOOL_JSON_PLAIN, b"": b"null"}
-_FLOAT_BYTES: Final = re.compile(rb"-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
-_FLOAT_CHARS: Final = b"0123456789.eE+-\n"
-_FLOAT_ONLY_PYTHON: Final = (b"\n+", b"\n.", b"-.", b".\n", b".e", b".E")
-"""What float() takes and the spec refuses, among the bytes of _FLOAT_CHARS: a
-leading '+', a '.' without a digit before or after it."""
-_DIGIT_CLASSES: Final = bytes(
-    ord("d") if chr(byte) in "0123456789" else byte if byte == ord("\n") else ord("x") for byte in range(256)
-)
-"""A translation table: digits to 'd', line ends kept, anything else to 'x'."""
-_TOO_LONG: Final = b"d" * 20
-"""In the classes of a column: a number of 20 digits or more."""
-_NINETEEN: Final = b"\n" + b"d" * 19 + b"\n"
-"""A number of 19 digits: below 2^63 unless it begins with a 9, which the exact
-path decides (nanosecond timestamps have 19 digits; v1's path sends every one there)."""
-_INF: Final = math.inf
 
 
-def _allowed(field: Field, *, escaped: bool) -> frozenset[bytes] | None:
-    """The pieces a string column with ``values`` may hold, as a window's pieces are (JSON-escaped or not)."""
-    if field.values is None:
-        return None
-    allowed = set()
-    for value in field.values:
-        text = value.encode()
-        if escaped:
-            for char, escape in _ESCAPES:
-                text = text.replace(char, escape)
-        allowed.add(text)
-    if field.optional:
-        allowed.add(b"")
-    return frozenset(allowed)
+# --- the pattern of plain lines -----------------------------------------------
+#
+# A window's lines are checked at once by one regular expression of what a
+# plain line is: a line it matches breaks no rule, and the template can hold
+# its pieces as they are (a few columns converted). It is stricter than the
+# rules where that keeps it simple: a number with a leading zero, a uint of
+# 19 digits from 9e18 on, "-0", a float with an exponent of three digits or
+# more than 200 digits before its point (which could overflow) do not match,
+# and the exact path decides them. No field's pattern matches the delimiter,
+# so a match cuts a line where ``split`` does.
+
+_CONTROLS: Final = bytes(range(0x20)) + b"\x7f"
+
+_DIGITS: Final = "0123456789"
+
+
+def _set(chars: str, delimiter: str) -> str:
+    """A character class of ``chars`` but the delimiter."""
+    return "[" + re.escape("".join(char for char in chars if char != delimiter)) + "]"
+
+
+def _one_of(texts: Sequence[str], delimiter: str) -> str:
+    """An alternation of the texts that can be a field, longest first (no
+    text is a prefix of one tried after it); one that never matches if none."""
+    usable = sorted((text for text in texts if delimiter not in text), key=len, reverse=True)
+    return "(?:" + "|".join(map(re.escape, usable)) + ")" if usable else "(?!)"
+
+
+def _field_pattern(field: Field, delimiter: str, alone: bool) -> str:
+    """What a plain field of ``field`` is; ``alone``: the line's only field,
+    never empty (an empty line is blank, not a record)."""
+    digit = _set(_DIGITS, delimiter)
+    # Below 9e18, without a step back: up to 19 digits after a 1 to 8, 18 after a 9.
+    nine = "" if delimiter == "9" else f"|9{digit}{{0,17}}+"
+    natural = f"(?:{_set('12345678', delimiter)}{digit}{{0,18}}+{nine})"
+    if field.type == "uint":
+        pattern = f"(?:0|{natural})" if delimiter != "0" else natural
+    elif field.type == "int":
+        sign = "" if delimiter == "-" else "-?"
+        pattern = f"(?:{sign}{natural}|0)" if delimiter != "0" else f"{sign}{natural}"
+    elif field.type == "float":
+        sign = "" if delimiter == "-" else "-?"
+        point = "" if delimiter == "." else f"(?:\\.{digit}++)?+"
+        exponent = f"(?:{_set('eE', delimiter)}{_set('+-', delimiter)}?{digit}{{1,2}}+)?+"
+        pattern = f"{sign}{digit}{{1,200}}+{point}{exponent}"
+    elif field.type == "bool":
+        pattern = _one_of(["true", "false", "1", "0"], delimiter)
+    elif field.values is not None:  # those that pass the rules checked before and with it
+        limit = field.max_bytes
+        pattern = _one_of(
+            [
+                value
+                for value in field.values
+                if value and not _CONTROL.search(value) and (limit is None or len(value.encode()) <= limit)
+            ],
+            delimiter,
+        )
+    else:
+        text = "[^" + re.escape(_CONTROLS.decode() + delimiter) + "]"
+        least = 0 if field.optional and not alone else 1
+        most = "" if field.max_bytes is None else str(field.max_bytes)
+        return f"{text}{{{least},{most}}}+"  # bytes: max_bytes counts UTF-8 bytes, as the rule does
+    return f"(?:{pattern})?+" if field.optional and not alone else pattern
+
+
+def plain_lines(schema: Schema) -> re.Pattern[bytes]:
+    """The pattern of a run of plain lines: ``match(run, pos).end()`` is where
+    the first line from ``pos`` that is not plain begins (or the run's end)."""
+    delimiter = schema.delimiter
+    alone = len(schema.fields) == 1
+    fields = [_field_pattern(field, delimiter, alone) for field in schema.fields]
+    line = re.escape(delimiter).join(fields) + "\n"
+    return re.compile(f"(?>{line})*".encode())
 
 
 def _column(pieces: list[bytes]) -> bytes:
     """Pieces as one column, a line end before and after each."""
     return b"\n" + b"\n".join(pieces) + b"\n"
-
-
-def _bad_digits(column: bytes) -> set[int]:
-    """Which fields of a :func:`_column` are neither empty nor canonical unsigned
-    numbers below 9 * 10^18, counted from 0 (``core.spec``'s ``_bad_numbers``,
-    on line ends: a piece may hold '|' here)."""
-    classes = column.translate(_DIGIT_CLASSES)
-    bad: set[int] = set()
-
-    def fields(text: bytes, pattern: bytes, shift: int = 0) -> None:
-        found = text.find(pattern)
-        while found >= 0:
-            bad.add(classes.count(b"\n", 0, found + shift) - 1)
-            found = text.find(pattern, classes.find(b"\n", found + 1))
-
-    if b"x" in classes:
-        fields(classes, b"x")
-    if _TOO_LONG in classes:
-        fields(classes, _TOO_LONG)
-    found = classes.find(_NINETEEN)
-    while found >= 0:
-        if column[found + 1] == 0x39:  # '9'
-            bad.add(classes.count(b"\n", 0, found))
-        found = classes.find(_NINETEEN, found + 20)
-    if b"\n0" in column and column.count(b"\n0") != column.count(b"\n0\n"):  # perhaps a leading zero
-        found = column.find(b"\n0")
-        while found >= 0:
-            if column[found + 2] != 0x0A:
-                bad.add(column.count(b"\n", 0, found))
-            found = column.find(b"\n0", found + 1)
-    return bad
-
-
-def _good_float(piece: bytes) -> bool:
-    return bool(_FLOAT_BYTES.fullmatch(piece)) and math.isfinite(float(piece))
-
-
-def _floats_plain(column: list[bytes], optional: bool) -> bool:
-    """Whether every piece of a float column is one (or empty, if ``optional``): a few C-level passes."""
-    joined = _column(column)
-    if joined.translate(None, _FLOAT_CHARS) or any(ban in joined for ban in _FLOAT_ONLY_PYTHON):
-        return False
-    if optional and b"\n\n" in joined:
-        column = _nulled(joined, b"nan")
-    try:
-        values = list(map(float, column))
-    except ValueError:
-        return False
-    return _INF not in values and -_INF not in values
 
 
 def _nulled(joined: bytes, null: bytes) -> list[bytes]:
@@ -315,104 +297,34 @@ class SchemaChunk(_Chunk):
     def window(self, run: bytes) -> None:
         """Add a run of '\\n'-terminated lines, valid UTF-8, at most a window long."""
         schema = self.schema
-        count = schema.fields
-        skeleton = run.translate(None, schema.field_bytes)
+        match = schema.plain_lines.match
+        end = len(run)
+        plain = match(run).end()
+        bad: list[tuple[int, bytes]] = []  # (line, its text), in line order
+        if plain < end:  # a line that is not plain: its text goes to the exact path
+            kept, line, start = [], 0, 0
+            while True:
+                if plain > start:
+                    kept.append(run[start:plain])
+                    line += run.count(b"\n", start, plain)
+                if plain == end:
+                    break
+                start = run.index(b"\n", plain) + 1
+                bad.append((line, run[plain : start - 1]))
+                line += 1
+                plain = match(run, start).end()
+            run = b"".join(kept)
         escaped = run
         if schema.escape_first:
             for char, escape in _ESCAPES:
                 if char in escaped:
-                    escaped = escaped.replace(char, escape)  # changes no line's skeleton
+                    escaped = escaped.replace(char, escape)  # changes no line's delimiters
+        self.unescape = escaped is not run
         pieces = escaped.replace(b"\n", schema.delimiter_byte).split(schema.delimiter_byte)
         pieces.pop()  # after the last line's delimiter
-        unescape = self.unescape = escaped is not run
-        bad: list[tuple[int, bytes]] = []  # (line, its text), in line order
-        width = len(schema.line_skeleton)
-        if len(skeleton) % width == 0 and skeleton == schema.skeleton[: len(skeleton)]:
-            lines = len(skeleton) // width
-        else:  # lines of other than ``count`` fields, or with a control character: take their pieces out
-            shapes = skeleton.split(b"\n")
-            shapes.pop()
-            lines = len(shapes)
-            expected = schema.line_skeleton[:-1]
-            start = 0
-            taken: list[tuple[int, int, int]] = []  # (line, first piece, pieces)
-            for line, shape in enumerate(shapes):
-                fields = shape.count(schema.delimiter_byte) + 1
-                if shape != expected:
-                    taken.append((line, start, fields))
-                start += fields
-            for line, first, fields in reversed(taken):
-                bad.append((line, _unsplit(pieces[first : first + fields], unescape, schema.delimiter_byte)))
-                del pieces[first : first + fields]
-            bad.reverse()
-        wrong = self._bad_lines(pieces)  # counted among the lines left
-        if wrong:
-            for index in sorted(wrong, reverse=True):
-                line = index
-                for taken_line, _ in bad:  # the lines taken out before it
-                    if taken_line <= line:
-                        line += 1
-                text = _unsplit(pieces[count * index : count * (index + 1)], unescape, schema.delimiter_byte)
-                bad.append((line, text))
-                del pieces[count * index : count * (index + 1)]
-            bad.sort()
         base = self.lines
-        self.lines += lines
-        self._merge(pieces, count, bad, base)
-
-    def _bad_lines(self, pieces: list[bytes]) -> set[int]:
-        """Which lines of aligned pieces break a rule of a plain line, or may:
-        the exact path decides those."""
-        schema = self.schema
-        count = schema.fields
-        lines = len(pieces) // count
-        bad: set[int] = set()
-        if not lines:
-            return bad
-        # An empty field where it may not be; the optional columns' empties,
-        # often many, counted first, so that only a bad one is looked for.
-        if not all(pieces) and (
-            schema.all_empty_bad or pieces.count(b"") > sum(pieces[k::count].count(b"") for k in schema.empty_ok)
-        ):
-            for k in schema.empty_bad:
-                column = pieces[k::count]
-                if b"" in column:
-                    index = column.index(b"")
-                    while True:
-                        bad.add(index)
-                        try:
-                            index = column.index(b"", index + 1)
-                        except ValueError:
-                            break
-        if schema.ints or schema.uints:
-            # The signed columns, signs removed, then the unsigned ones: one column, checked at once.
-            numbers = b""
-            if schema.ints:
-                signed, wrong = _unsigned(_column([piece for k in schema.ints for piece in pieces[k::count]]), b"\n")
-                bad.update(field % lines for field in wrong)
-                numbers = signed
-            if schema.uints:
-                unsigned = b"\n".join([piece for k in schema.uints for piece in pieces[k::count]]) + b"\n"
-                numbers = (numbers or b"\n") + unsigned
-            bad.update(field % lines for field in _bad_digits(numbers))
-        for k, optional in schema.floats:
-            column = pieces[k::count]
-            if not _floats_plain(column, optional):
-                bad.update(i for i, piece in enumerate(column) if not ((optional and not piece) or _good_float(piece)))
-        for k, table in schema.bools:
-            column = pieces[k::count]
-            if not table.keys() >= set(column):
-                bad.update(i for i, piece in enumerate(column) if piece not in table)
-        unescape = self.unescape
-        for k, raw, escaped, max_bytes in schema.strings:
-            column = pieces[k::count]
-            allowed = escaped if unescape else raw
-            if allowed is not None and not allowed >= set(column):
-                bad.update(i for i, piece in enumerate(column) if piece not in allowed)
-            if max_bytes is not None and max(map(len, column)) > max_bytes:
-                # An escaped piece is longer than its text: the exact path measures it.
-                bad.update(i for i, piece in enumerate(column) if len(piece) > max_bytes)
-        return bad
+        self.lines += len(pieces) // schema.fields + len(bad)
+        self._merge(pieces, schema.fields, bad, base)
 
     def _add(self, pieces: list[bytes]) -> None:
         """Add plain lines given as aligned pieces: their columns converted to
