@@ -341,7 +341,9 @@ class SchemaChunk(_Chunk):
             if schema.group_kind == "bool":
                 keys = list(map(_BOOL_JSON_PLAIN.__getitem__, keys))
             elif schema.group_kind == "string" and self.unescape:
-                keys = _unsplit(keys, True, b"\n").split(b"\n")
+                joined = b"\n".join(keys)
+                if b"\\" in joined:  # a group's name with an escaped '"' or '\\' in it
+                    keys = _unsplit([joined], True, b"\n").split(b"\n")
         for k in schema.escape_columns:
             joined = b"\n".join(pieces[k::count])
             if b"\\" in joined or b'"' in joined:
