@@ -129,6 +129,12 @@ class Compiled:
         group = self.group
         self.group_kind = None if group is None else schema.fields[group].type
 
+    def plain_end(self, run: bytes, pos: int = 0) -> int:
+        """Where the first line of ``run`` from ``pos`` on that is not plain begins, or the run's end."""
+        found = self.plain_lines.match(run, pos)
+        assert found is not None  # the pattern matches no line too
+        return found.end()
+
     def chunk(self) -> SchemaChunk:
         """A chunk's results to build, for :func:`~mpevents.core.spec.process_chunk_parts`."""
         return SchemaChunk(self)
@@ -297,9 +303,8 @@ class SchemaChunk(_Chunk):
     def window(self, run: bytes) -> None:
         """Add a run of '\\n'-terminated lines, valid UTF-8, at most a window long."""
         schema = self.schema
-        match = schema.plain_lines.match
         end = len(run)
-        plain = match(run).end()
+        plain = schema.plain_end(run)
         bad: list[tuple[int, bytes]] = []  # (line, its text), in line order
         if plain < end:  # a line that is not plain: its text goes to the exact path
             kept, line, start = [], 0, 0
@@ -312,7 +317,7 @@ class SchemaChunk(_Chunk):
                 start = run.index(b"\n", plain) + 1
                 bad.append((line, run[plain : start - 1]))
                 line += 1
-                plain = match(run, start).end()
+                plain = schema.plain_end(run, start)
             run = b"".join(kept)
         escaped = run
         if schema.escape_first:
