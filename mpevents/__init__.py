@@ -1,4 +1,4 @@
-"""mpevents: turn directories of pipe-delimited event logs into validated JSON.
+"""mpevents: turn directories of delimited event logs into validated JSON.
 
 Data flow of the local engine (one process per box; each arrow between
 processes is a bounded multiprocessing.Queue (``local.queue``) carrying one
@@ -11,23 +11,27 @@ message per span of whole lines, ``local.messages``)::
     |      shared scoreboard                                                  |
     +-------------------------------------------------------------------------+
           | starts --readers readers, each taking the next file as it finishes one
-    a.log, d.log -> [reader 1] --+                                      +-> group-<id>.jsonl
-    b.log, e.log -> [reader 2] --+-> work queue --> [worker 1] --+      |
-    c.log, ...   -> [reader K] --+    (Span)    --> [worker N] --+-> result queue --> [collector] -+-> rejected.jsonl
-                                                                     (Result)          |
-                                                       Report (counts for summary.json) -+-> main
+    a.log, d.log -> [reader 1] --+                  +--> its part log (each span's records)
+    b.log, e.log -> [reader 2] --+-> work queue --> [worker 1..N] --+
+    c.log, ...   -> [reader K] --+    (Span)            ^           +--> result queue --> [collector] --> rejected.jsonl
+                                                        |               (Result: where the records are) |
+                                                        +----- placings, once every span is in <--------+
+       [worker 1..N], each a placing: its share of the group files, from every part log --> group-<id>.jsonl
+                                                       Report (counts for summary.json) --> main
 
 * reader (``local.reader``): takes the next input file in input order and cuts it
   into spans of whole lines (``core.framing``); does not parse. A span on the work
   queue says where its lines lie in the file; a compressed file's spans have
   their decompressed bytes left in a spool of files in RAM (``local.spool``).
 * worker (``local.worker``): reads each span from its file, checks every line
-  against the spec (``core.spec``) and encodes valid records as JSON, per group;
-  rejects carry their reason.
+  against the spec (``core.spec``), encodes valid records as JSON, per group,
+  and appends them to its own part log (``output.parts``); rejects carry their
+  reason. Once every span is in, each worker writes its share of the group
+  files from all the part logs (a placing).
 * collector (``local.collector``, around the core both engines share,
-  ``output.collector``): puts results back in input order and writes them
-  into the staging directory as they arrive. The records of a big result wait
-  in the spool, where the collector copies them from in the kernel.
+  ``output.collector``): puts results back in input order, keeping only where
+  each span's records lie in its worker's part log, and writes the rejects;
+  once every span is in, it puts one placing per worker on the work queue.
 * main: the run (``_run``) around an engine (``_engine``): the local one
   (``local.supervisor``: supervision and fault recovery) or Dask (``dask.engine``,
   the client; ``dask.tasks``, what runs on the Dask workers).
