@@ -169,3 +169,11 @@ def test_a_delimiter_that_can_be_part_of_a_value_cuts_lines_as_the_reference_doe
             lines += [delimiter.join(line)] * 3
     data = ("\n".join(lines) + "\n").encode()
     assert outcome(schema, data) == schema_parse(schema, data)
+
+
+def test_a_max_bytes_beyond_any_line_is_checked_like_no_limit() -> None:
+    # 10^15 is past what a regular expression can count: the bulk path must still take the lines.
+    fields = (Field("a", "uint"), Field("b", "string", max_bytes=10**15), Field("c", "string", max_bytes=3))
+    schema = Schema(fields, "|", "a", 65_536, "huge limit")
+    data = b"".join(b"%d|%s|%s\n" % (i, b"x" * (i % 50 + 1), b"y" * (i % 5 + 1)) for i in range(2_000))
+    assert outcome(schema, data) == schema_parse(schema, data)

@@ -220,9 +220,10 @@ def _one_of(texts: Sequence[str], delimiter: str) -> str:
     return "(?:" + "|".join(map(re.escape, usable)) + ")" if usable else "(?!)"
 
 
-def _field_pattern(field: Field, delimiter: str, alone: bool) -> str:
+def _field_pattern(field: Field, delimiter: str, alone: bool, longest: int) -> str:
     """What a plain field of ``field`` is; ``alone``: the line's only field,
-    never empty (an empty line is blank, not a record)."""
+    never empty (an empty line is blank, not a record); ``longest``: the
+    longest line's bytes."""
     digit = _set(_DIGITS, delimiter)
     # Below 9e18, without a step back: up to 19 digits after a 1 to 8, 18 after a 9.
     nine = "" if delimiter == "9" else f"|9{digit}{{0,17}}+"
@@ -252,7 +253,8 @@ def _field_pattern(field: Field, delimiter: str, alone: bool) -> str:
     else:
         text = "[^" + re.escape(_CONTROLS.decode() + delimiter) + "]"
         least = 0 if field.optional and not alone else 1
-        most = "" if field.max_bytes is None else str(field.max_bytes)
+        # No field is longer than a line: a bigger limit is none (and past what sre can count).
+        most = "" if field.max_bytes is None or field.max_bytes >= longest else str(field.max_bytes)
         return f"{text}{{{least},{most}}}+"  # bytes: max_bytes counts UTF-8 bytes, as the rule does
     return f"(?:{pattern})?+" if field.optional and not alone else pattern
 
@@ -262,7 +264,7 @@ def plain_lines(schema: Schema) -> re.Pattern[bytes]:
     the first line from ``pos`` that is not plain begins (or the run's end)."""
     delimiter = schema.delimiter
     alone = len(schema.fields) == 1
-    fields = [_field_pattern(field, delimiter, alone) for field in schema.fields]
+    fields = [_field_pattern(field, delimiter, alone, schema.max_line_bytes) for field in schema.fields]
     line = re.escape(delimiter).join(fields) + "\n"
     return re.compile(f"(?>{line})*".encode())
 
