@@ -177,3 +177,21 @@ def test_a_max_bytes_beyond_any_line_is_checked_like_no_limit() -> None:
     schema = Schema(fields, "|", "a", 65_536, "huge limit")
     data = b"".join(b"%d|%s|%s\n" % (i, b"x" * (i % 50 + 1), b"y" * (i % 5 + 1)) for i in range(2_000))
     assert outcome(schema, data) == schema_parse(schema, data)
+
+
+def test_allowed_values_that_begin_one_another_are_told_apart() -> None:
+    # The bulk path tests allowed values as a trie: a value that is the start of
+    # others, values whose first UTF-8 bytes are the same, a near miss of each.
+    allowed = ("a", "ab", "abc", "abd", "b", "é", "è", "ée", "x y", "a" * 300)
+    fields = (Field("k", "uint"), Field("v", "string", values=allowed), Field("w", "string", optional=True))
+    schema = Schema(fields, "|", "k", 65_536, "trie")
+    misses = ["", "abcd", "ab ", "e", "ê", "éé", "x", "a" * 299, "a" * 301, "abx", "ba"]
+    data = "".join(f"{i}|{value}|{i % 3 or ''}\n" for i, value in enumerate((*allowed, *misses) * 40)).encode()
+    assert outcome(schema, data) == schema_parse(schema, data)
+
+
+def test_a_chain_of_allowed_values_each_beginning_the_next_is_checked_all_the_same() -> None:
+    allowed = tuple("z" * n for n in range(1, 400))  # too deep a trie: the plain alternation
+    schema = Schema((Field("k", "uint"), Field("v", "string", values=allowed)), "|", "k", 65_536, "chain")
+    data = b"".join(b"%d|%s\n" % (n, b"z" * n) for n in range(0, 420, 7))
+    assert outcome(schema, data) == schema_parse(schema, data)

@@ -17,7 +17,7 @@ import math
 import re
 from collections import deque
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
@@ -213,11 +213,51 @@ def _set(chars: str, delimiter: str) -> str:
     return "[" + re.escape("".join(char for char in chars if char != delimiter)) + "]"
 
 
+_TRIE_NESTING: Final = 100
+"""The deepest a pattern of allowed values nests (one level for each text
+that is a prefix of others), beyond which the plain alternation is used:
+sre's parser recurses once for each."""
+
+
 def _one_of(texts: Sequence[str], delimiter: str) -> str:
-    """An alternation of the texts that can be a field, longest first (no
-    text is a prefix of one tried after it); one that never matches if none."""
-    usable = sorted((text for text in texts if delimiter not in text), key=len, reverse=True)
-    return "(?:" + "|".join(map(re.escape, usable)) + ")" if usable else "(?!)"
+    """A pattern of the texts that can be a field; one that never matches if none.
+
+    Shaped as a trie (texts that share a beginning share its test), so that
+    a field of thousands of allowed values costs a few tests, not one per
+    value: an alternation of 5,000 short values cost 20 times v1's bytes.
+    """
+    usable = sorted({text for text in texts if delimiter not in text})
+    if not usable:
+        return "(?!)"
+    trie: dict[str, dict[str, Any]] = {}
+    for text in usable:
+        node = trie
+        for char in text:
+            node = node.setdefault(char, {})
+        node[""] = {}  # a text ends here
+    try:
+        return _trie_pattern(trie, 0)
+    except RecursionError:  # a deep chain of texts that begin others
+        return "(?:" + "|".join(map(re.escape, sorted(usable, key=len, reverse=True))) + ")"
+
+
+def _trie_pattern(node: dict[str, dict[str, Any]], depth: int) -> str:
+    """The pattern of what follows ``node``: each branch a run of characters,
+    optional where a text ends at ``node`` (greedy: a longer text is tried
+    first, and the delimiter after the field decides)."""
+    if depth > _TRIE_NESTING:
+        raise RecursionError("allowed values nest too deeply")
+    branches = []
+    for char in sorted(key for key in node if key):
+        run, child = [char], node[char]
+        while len(child) == 1 and "" not in child:  # one way on: no branch
+            ((following, child),) = child.items()
+            run.append(following)
+        branches.append(re.escape("".join(run)) + _trie_pattern(child, depth + 1))
+    if not branches:
+        return ""
+    body = branches[0] if len(branches) == 1 else "(?>" + "|".join(branches) + ")"
+    return f"(?:{body})?+" if "" in node else body
 
 
 def _field_pattern(field: Field, delimiter: str, alone: bool, longest: int) -> str:
