@@ -195,3 +195,14 @@ def test_a_chain_of_allowed_values_each_beginning_the_next_is_checked_all_the_sa
     schema = Schema((Field("k", "uint"), Field("v", "string", values=allowed)), "|", "k", 65_536, "chain")
     data = b"".join(b"%d|%s\n" % (n, b"z" * n) for n in range(0, 420, 7))
     assert outcome(schema, data) == schema_parse(schema, data)
+
+
+def test_a_field_that_matches_a_plain_pattern_only_in_part_is_refused() -> None:
+    # "1." and "2.5e" begin a float's optional parts; "ab" begins allowed values.
+    # (On Python 3.11.0 to 3.11.4 a possessive group that matched in part kept
+    # what it had read: "1." was written as 1.0, "2.5e" crashed the worker.)
+    fields = (Field("f", "float"), Field("v", "string", values=("a", "abc", "abd")), Field("o", "int", optional=True))
+    schema = Schema(fields, "|", "v", 65_536, "partial")
+    lines = ["1.|a|1", "2.5e|a|", "2.5e+|abc|3", "7|ab|4", "8|abcd|", "1.5|abd|-", "3e7|a|1"] * 30
+    data = ("\n".join(lines) + "\n").encode()
+    assert outcome(schema, data) == schema_parse(schema, data)

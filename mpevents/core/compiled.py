@@ -3,8 +3,9 @@
 Owns what ``core.spec`` does for v1, for a schema read from a file
 (``core.schema``): :meth:`Compiled.check`, the exact path, applies the
 issue's rules field after field and encodes with msgspec; :class:`SchemaChunk`
-is ``core.spec``'s chunk with the bulk path generalised: a window of lines
-checked and converted a column at a time, one check per type, the records
+is ``core.spec``'s chunk with a bulk path of its own: a window of lines
+checked at once by one regular expression of a plain line of the schema
+(:func:`plain_lines`), cut into fields, a few columns converted, the records
 made from a template built from the schema. The built-in v1 never comes
 here: ``core.spec`` keeps its own path for it, tuned to its seven fields.
 Pure, like ``core.spec``, which calls it (:func:`compiled`).
@@ -197,13 +198,17 @@ _BOOL_JSON: Final = {**_BOOL_JSON_PLAIN, b"": b"null"}
 # A window's lines are checked at once by one regular expression of what a
 # plain line is: a line it matches breaks no rule, and the template can hold
 # its pieces as they are (a few columns converted). It is stricter than the
-# rules where that keeps it simple: a number with a leading zero, a uint of
-# 19 digits from 9e18 on, "-0", a float with an exponent of three digits or
-# more than 200 digits before its point (which could overflow) do not match,
-# and the exact path decides them. No field's pattern matches the delimiter,
-# so a match cuts a line where ``split`` does.
+# rules where that keeps it simple: a number with a leading zero, a uint or
+# an int of 19 digits from 9e18 on, "-0", a float with an exponent of three
+# digits or more than 200 digits before its point (which could overflow) do
+# not match, and the exact path decides them. No field's pattern matches the
+# delimiter, so a match cuts a line where ``split`` does. Repeats of one
+# character are possessive (no step back); groups are not: Python 3.11.0 to
+# 3.11.4 leave a possessive group that matched in part where it stopped
+# (CPython gh-106052), and each optional group begins with a byte that cannot
+# follow its field, so its step back costs one test.
 
-_CONTROLS: Final = bytes(range(0x20)) + b"\x7f"
+_CONTROL_BYTES: Final = bytes(range(0x20)) + b"\x7f"
 
 _DIGITS: Final = "0123456789"
 
@@ -214,9 +219,13 @@ def _set(chars: str, delimiter: str) -> str:
 
 
 _TRIE_NESTING: Final = 100
-"""The deepest a pattern of allowed values nests (one level for each text
-that is a prefix of others), beyond which the plain alternation is used:
-sre's parser recurses once for each."""
+"""The deepest a pattern of allowed values nests (a level for each place
+where values that begin alike part, or one ends where others go on), beyond
+which the plain alternation is used: sre's parser recurses once for each."""
+
+
+class _TooDeep(Exception):
+    """A trie of allowed values nests deeper than _TRIE_NESTING."""
 
 
 def _one_of(texts: Sequence[str], delimiter: str) -> str:
@@ -237,7 +246,7 @@ def _one_of(texts: Sequence[str], delimiter: str) -> str:
         node[""] = {}  # a text ends here
     try:
         return _trie_pattern(trie, 0)
-    except RecursionError:  # a deep chain of texts that begin others
+    except _TooDeep:  # e.g. a chain of texts, each beginning the next
         return "(?:" + "|".join(map(re.escape, sorted(usable, key=len, reverse=True))) + ")"
 
 
@@ -246,7 +255,7 @@ def _trie_pattern(node: dict[str, dict[str, Any]], depth: int) -> str:
     optional where a text ends at ``node`` (greedy: a longer text is tried
     first, and the delimiter after the field decides)."""
     if depth > _TRIE_NESTING:
-        raise RecursionError("allowed values nest too deeply")
+        raise _TooDeep
     branches = []
     for char in sorted(key for key in node if key):
         run, child = [char], node[char]
@@ -257,7 +266,7 @@ def _trie_pattern(node: dict[str, dict[str, Any]], depth: int) -> str:
     if not branches:
         return ""
     body = branches[0] if len(branches) == 1 else "(?>" + "|".join(branches) + ")"
-    return f"(?:{body})?+" if "" in node else body
+    return f"(?:{body})?" if "" in node else body
 
 
 def _field_pattern(field: Field, delimiter: str, alone: bool, longest: int) -> str:
@@ -265,7 +274,7 @@ def _field_pattern(field: Field, delimiter: str, alone: bool, longest: int) -> s
     never empty (an empty line is blank, not a record); ``longest``: the
     longest line's bytes."""
     digit = _set(_DIGITS, delimiter)
-    # Below 9e18, without a step back: up to 19 digits after a 1 to 8, 18 after a 9.
+    # Below 9e18, without a step back: 19 digits at most if the first is 1 to 8, 18 if it is 9.
     nine = "" if delimiter == "9" else f"|9{digit}{{0,17}}+"
     natural = f"(?:{_set('12345678', delimiter)}{digit}{{0,18}}+{nine})"
     if field.type == "uint":
@@ -275,8 +284,8 @@ def _field_pattern(field: Field, delimiter: str, alone: bool, longest: int) -> s
         pattern = f"(?:{sign}{natural}|0)" if delimiter != "0" else f"{sign}{natural}"
     elif field.type == "float":
         sign = "" if delimiter == "-" else "-?"
-        point = "" if delimiter == "." else f"(?:\\.{digit}++)?+"
-        exponent = f"(?:{_set('eE', delimiter)}{_set('+-', delimiter)}?{digit}{{1,2}}+)?+"
+        point = "" if delimiter == "." else f"(?:\\.{digit}++)?"
+        exponent = f"(?:{_set('eE', delimiter)}{_set('+-', delimiter)}?{digit}{{1,2}}+)?"
         pattern = f"{sign}{digit}{{1,200}}+{point}{exponent}"
     elif field.type == "bool":
         pattern = _one_of(["true", "false", "1", "0"], delimiter)
@@ -291,12 +300,12 @@ def _field_pattern(field: Field, delimiter: str, alone: bool, longest: int) -> s
             delimiter,
         )
     else:
-        text = "[^" + re.escape(_CONTROLS.decode() + delimiter) + "]"
+        text = "[^" + re.escape(_CONTROL_BYTES.decode() + delimiter) + "]"
         least = 0 if field.optional and not alone else 1
         # No field is longer than a line: a bigger limit is none (and past what sre can count).
         most = "" if field.max_bytes is None or field.max_bytes >= longest else str(field.max_bytes)
         return f"{text}{{{least},{most}}}+"  # bytes: max_bytes counts UTF-8 bytes, as the rule does
-    return f"(?:{pattern})?+" if field.optional and not alone else pattern
+    return f"(?:{pattern})?" if field.optional and not alone else pattern
 
 
 def plain_lines(schema: Schema) -> re.Pattern[bytes]:
@@ -324,7 +333,7 @@ def _nulled(joined: bytes, null: bytes) -> list[bytes]:
 
 class SchemaChunk(_Chunk):
     """``core.spec``'s chunk for a schema other than v1: its exact path is
-    :meth:`Compiled.check`, its windows are checked a column at a time."""
+    :meth:`Compiled.check`, its windows are checked by :func:`plain_lines`."""
 
     def __init__(self, schema: Compiled) -> None:
         super().__init__()

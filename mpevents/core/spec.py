@@ -295,21 +295,20 @@ def _bad_numbers(column: bytes) -> set[int]:
     return bad
 
 
-def _unsigned(values: bytes, between: bytes = b"|") -> tuple[bytes, set[int]]:
-    """A column of signed values (``between`` before and after each) made
-    unsigned for the digit checks, the '-' that may begin each field removed;
-    and which fields that would leave looking canonical are not, counted from
-    0: "-0" (zero is written without a sign) and "-" alone. v1's columns are
-    joined with '|', a schema's with line ends (``core.compiled``)."""
+def _unsigned(values: bytes) -> tuple[bytes, set[int]]:
+    """A column of signed values ('|' before and after each) made unsigned for
+    the digit checks, the '-' that may begin each field removed; and which
+    fields that would leave looking canonical are not, counted from 0: "-0"
+    (zero is written without a sign) and "-" alone."""
     if b"-" not in values:
         return values, set()
     wrong: set[int] = set()
-    for pattern in (between + b"-0" + between, between + b"-" + between):
+    for pattern in (b"|-0|", b"|-|"):
         found = values.find(pattern)
         while found >= 0:
-            wrong.add(values.count(between, 0, found))
+            wrong.add(values.count(b"|", 0, found))
             found = values.find(pattern, found + 1)
-    return values.replace(between + b"-", between), wrong
+    return values.replace(b"|-", b"|"), wrong
 
 
 def _bad_lines(pieces: list[bytes]) -> set[int]:
