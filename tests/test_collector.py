@@ -17,6 +17,7 @@ from mpevents.local.collector import LocalSink
 from mpevents.local.ledger import Ledger, LedgerFlag
 from mpevents.local.messages import PartResult
 from mpevents.observe.board import Board, CollectorField
+from mpevents.output import parts
 from mpevents.output.collector import Collector
 from mpevents.output.names import PARTS_DIR, group_file_name
 from mpevents.output.parts import FEW_GROUPS, PartLog, PartRef, Placing, place, plan, write_order
@@ -160,9 +161,19 @@ small, of the next ones 32 KiB or more. Read with the small pieces where a round
     ("data", "chunk"), [(GROUPED, 9_000), (FEW, 100_000), (MIXED, 100_000)], ids=["97-groups", "2-groups", "mixed"]
 )
 @pytest.mark.parametrize("split", ["planned", "by-hash"])
+@pytest.mark.parametrize("index_cache", ["kept", "none"])
 def test_any_placings_and_any_budget_place_the_same_bytes_as_the_reference(
-    tmp_path: Path, shards: int, budget: int, data: bytes, chunk: int, split: str
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    shards: int,
+    budget: int,
+    data: bytes,
+    chunk: int,
+    split: str,
+    index_cache: str,
 ) -> None:
+    if index_cache == "none":  # every index read again in each round
+        monkeypatch.setattr(parts, "INDEX_CACHE_BYTES", 0)
     out = tmp_path / "out"
     out.mkdir()
     log = PartLog(out / PARTS_DIR, "worker")

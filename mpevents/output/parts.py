@@ -76,14 +76,18 @@ of them, so that shards share many groups evenly, whatever their names."""
 PLACE_BYTES: Final = 4 << 20
 """What a placing gathers in memory before it writes. A shard bigger than
 this is placed in rounds, each a range of its hashes, so that each group
-file is still written once (a round costs a read of every block's index,
-not of its records), and every worker placing at once adds only this to the
-run's memory, whatever the size of the output."""
+file is still written once (a round costs a look at every block's index,
+not a read of its records), and every worker placing at once adds only this
+and INDEX_CACHE_BYTES to the run's memory, whatever the size of the output."""
 INDEX_CACHE_BYTES: Final = 8 << 20
-"""The most bytes of block indexes a placing keeps once read. A placing in
-many rounds reads every block's index in each: with a few hundred groups,
-58 rounds of 276 blocks read 16,000 indexes, a third of its time. Blocks of
-100,000 groups' indexes would not fit, and are read again each round."""
+"""The most memory a placing's decoded block indexes may take, kept once
+read. A placing in many rounds looks at every block's index in each: with a
+few hundred groups, 58 rounds of 276 blocks read 16,000 indexes, a third of
+its time. Blocks of 100,000 groups' indexes would not fit, and are read
+again each round."""
+_INDEX_OVERHEAD: Final = 600
+"""About what a decoded index takes beyond its arrays' and names' bytes
+(its objects; 604 bytes for a block of 3 groups)."""
 FEW_GROUPS: Final = 64
 """Blocks of at most this many groups are placed by ranges of blocks (:func:`plan`):
 reading the indexes of every block before a range, to know where its bytes
@@ -290,7 +294,7 @@ def place(
         low, high = placing.hashes
         starts: dict[bytes, int] = {}  # what the blocks before the placing's hold of each group
         for ref in refs[: placing.first]:
-            index = blocks.index(ref)
+            index = blocks.index(ref, keep=False)  # read once: room for the placing's own, read each round
             for entry in range(bisect_left(index.hashes, low), bisect_left(index.hashes, high)):
                 group = index.name(entry)
                 starts[group] = starts.get(group, 0) + index.ends[entry] - index.start(entry)
@@ -352,13 +356,22 @@ class _Blocks:
             fd = self._logs[ref.log] = os.open(self._parts / ref.log, os.O_RDONLY | os.O_CLOEXEC)
         return fd
 
-    def index(self, ref: PartRef) -> _Index:
+    def index(self, ref: PartRef, keep: bool = True) -> _Index:
+        """``ref``'s index; with ``keep``, kept for later while there is room."""
         index = self._indexes.get(ref)
         if index is None:
             index = _read_index(self.log(ref), ref)
-            if self._kept + ref.index_size <= INDEX_CACHE_BYTES:
+            size = (
+                _INDEX_OVERHEAD
+                + len(index.names)
+                + sum(
+                    len(column) * column.itemsize
+                    for column in (index.hashes, index.ends, index.counts, index.name_ends)
+                )
+            )
+            if keep and self._kept + size <= INDEX_CACHE_BYTES:
                 self._indexes[ref] = index
-                self._kept += ref.index_size
+                self._kept += size
         return index
 
     def close(self) -> None:
