@@ -277,13 +277,12 @@ def _field_pattern(field: Field, delimiter: str, alone: bool, longest: int) -> s
     # Below 9e18, without a step back: 19 digits at most if the first is 1 to 8, 18 if it is 9.
     nine = "" if delimiter == "9" else f"|9{digit}{{0,17}}+"
     natural = f"(?:{_set('12345678', delimiter)}{digit}{{0,18}}+{nine})"
+    sign = "" if delimiter == "-" else "-?"
     if field.type == "uint":
         pattern = f"(?:0|{natural})" if delimiter != "0" else natural
     elif field.type == "int":
-        sign = "" if delimiter == "-" else "-?"
         pattern = f"(?:{sign}{natural}|0)" if delimiter != "0" else f"{sign}{natural}"
     elif field.type == "float":
-        sign = "" if delimiter == "-" else "-?"
         point = "" if delimiter == "." else f"(?:\\.{digit}++)?"
         exponent = f"(?:{_set('eE', delimiter)}{_set('+-', delimiter)}?{digit}{{1,2}}+)?"
         pattern = f"{sign}{digit}{{1,200}}+{point}{exponent}"

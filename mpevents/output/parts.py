@@ -181,6 +181,12 @@ class _Index(NamedTuple):
         """Where entry ``entry``'s bytes start in the block."""
         return self.ends[entry - 1] if entry else 0
 
+    @property
+    def memory(self) -> int:
+        """About the bytes it takes (:data:`_INDEX_OVERHEAD` and its arrays and names)."""
+        arrays = (self.hashes, self.ends, self.counts, self.name_ends)
+        return _INDEX_OVERHEAD + len(self.names) + sum(len(array) * array.itemsize for array in arrays)
+
 
 class PartLog:
     """One worker process's part log, appended to (a single writer; a
@@ -361,17 +367,9 @@ class _Blocks:
         index = self._indexes.get(ref)
         if index is None:
             index = _read_index(self.log(ref), ref)
-            size = (
-                _INDEX_OVERHEAD
-                + len(index.names)
-                + sum(
-                    len(column) * column.itemsize
-                    for column in (index.hashes, index.ends, index.counts, index.name_ends)
-                )
-            )
-            if keep and self._kept + size <= INDEX_CACHE_BYTES:
+            if keep and self._kept + index.memory <= INDEX_CACHE_BYTES:
                 self._indexes[ref] = index
-                self._kept += size
+                self._kept += index.memory
         return index
 
     def close(self) -> None:
