@@ -20,10 +20,13 @@ the report pipe (the :class:`~mpevents.output.report.Report` behind
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections.abc import Iterable, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Final
 
 import msgspec
 
@@ -39,7 +42,17 @@ from mpevents.output.collector import Collector
 from mpevents.output.frames import Compress
 from mpevents.output.journal import State
 from mpevents.output.names import PARTS_DIR
-from mpevents.output.parts import PartRef, plan, write_order
+from mpevents.output.parts import ORDER_NAME, SEGMENT_BYTES, PartRef, plan, write_order
+
+EPOCH_BYTES: Final = 16 << 20
+"""The blocks in order (records and indexes) that make an epoch worth
+placing before the end: a look at each of its blocks' indexes by every
+placing, and each group file it writes opened once more. The part logs then
+hold about this much, plus a part log file per worker, whatever the input."""
+EPOCH_BYTES_PER_GROUP: Final = 32 << 10
+"""And at least this much per group of its biggest block: an epoch opens
+each of its group files once per placing, which for 100,000 groups costs
+seconds (so such a run is one epoch)."""
 
 
 class LocalSink:
@@ -53,16 +66,40 @@ class LocalSink:
         self._ledger = ledger
         self._new: list[PartRef] = []  # since the last checkpoint
         self._logs: set[str] = set()
+        # Per part log file: its blocks' bytes seen, where they end, the last one's place in refs.
+        self._seen: dict[str, list[int]] = {}
 
     def write(self, span: Span, payload: PartResult) -> None:
         if payload.ref is not None:
+            self._see(payload.ref, len(self.refs))
             self.refs.append(payload.ref)
             self._new.append(payload.ref)
             self._logs.add(payload.ref.log)
         self._ledger.written(span)
 
     def drop(self, span: Span, payload: PartResult) -> None:
+        if payload.ref is not None:  # a repeat's block: never placed, but it fills its file
+            self._see(payload.ref, -1)
         self._ledger.dropped(span)
+
+    def _see(self, ref: PartRef, place: int) -> None:
+        seen = self._seen.get(ref.log)
+        if seen is None:
+            seen = self._seen[ref.log] = [0, 0, -1]
+        seen[0] += ref.size + ref.index_size
+        seen[1] = max(seen[1], ref.offset + ref.size + ref.index_size)
+        seen[2] = max(seen[2], place)
+
+    def remove_placed(self, placed: int) -> None:
+        """Remove the part log files whose every block is among the first
+        ``placed`` of the order: whole (SEGMENT_BYTES reached, so no block
+        comes after), every block of theirs seen. A file with a block never
+        reported (its worker died before it sent the result) stays to the end."""
+        for log, (taken, end, last) in list(self._seen.items()):
+            if taken == end >= SEGMENT_BYTES and last < placed:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.parts / log)
+                del self._seen[log]
 
     def flush(self, groups: Iterable[bytes]) -> dict[bytes, int]:
         return {}  # no group file is written before the placings
@@ -101,12 +138,15 @@ class CollectorJob(msgspec.Struct, frozen=True):
 
 
 def collect(job: CollectorJob) -> None:
-    """The collector process body: every result in order, then the placings;
-    then report the counts."""
+    """The collector process body: every result in order, the epochs placed
+    as they fill, then the last; then report the counts."""
     board = job.board
     resume = job.resume
     sink = LocalSink(job.directory / PARTS_DIR, job.ledger, resume.parts if resume is not None else ())
     collector = Collector(job.files, job.directory, sink, board, resume, job.generation, job.compress)
+    # A --resume run keeps every block to the end (its journal names them), and
+    # compressed output is framed over each group's whole file: one epoch each.
+    epochs = _Epochs(job, sink, collector, mid_run=job.resume is None and job.compress is None)
     slow = _failpoints.number("collector_slow")
     trace = _trace.tracer()
     try:
@@ -115,39 +155,109 @@ def collect(job: CollectorJob) -> None:
             result: Result = job.results.get()
             got = _trace.now_ns()
             trace.span("wait for result", waited, got)
+            if isinstance(result.result, PlaceResult):
+                epochs.placed(result.span, result.result)
+                continue
             if slow:
                 time.sleep(slow)
             started = time.perf_counter_ns()
-            assert isinstance(result.result, PartResult)
             collector.add(result.span, result.result)
+            epochs.step()
             trace.span("order", got, _trace.now_ns(), file=result.span.file, seq=result.span.seq)
             board.set_collector(
                 CollectorField.BUSY_NS, board.collector(CollectorField.BUSY_NS) + time.perf_counter_ns() - started
             )
-        _place(job, sink, collector)
+        epochs.last()
     finally:
         collector.close()
     job.report.send(collector.report())
     job.report.close()
 
 
-def _place(job: CollectorJob, sink: LocalSink, collector: Collector[PartResult]) -> None:
-    """Have the workers write the group files, a placing each, and count what they wrote."""
-    write_order(sink.parts, sink.refs)
-    placings = plan(sink.refs, job.shards, by_hash=job.compress is not None)
-    board = job.board  # the dashboard's "group files" line
-    board.set_collector(CollectorField.PLACE_START_NS, time.monotonic_ns())
-    board.set_collector(CollectorField.TO_PLACE, sum(ref.size for ref in sink.refs))
-    for placing in placings:
-        job.work.put_direct(place_span(placing))
-    placed: set[Span] = set()
-    while len(placed) < len(placings):
-        result: Result = job.results.get()
+class _Epochs:
+    """The placings of one run, an epoch at a time.
+
+    An epoch is a run of blocks in order; its placings (one per worker,
+    ``output.parts.plan``) write them into the group files after the
+    epochs before, whose files' sizes they are given. Epochs are placed one
+    after another: the next begins once every placing of the last is in. So
+    the part log files whose blocks are all placed are removed while the
+    run goes on, and the pages they took are the next ones written: the
+    records are not all held twice, in the part logs and the group files, at
+    the end. Without ``mid_run``, the whole run is one epoch, placed at the end.
+
+    The collector never waits on the work queue while the workers may wait
+    on it: an epoch's placings go on the queue as it has room, between
+    results."""
+
+    def __init__(self, job: CollectorJob, sink: LocalSink, collector: Collector[PartResult], mid_run: bool) -> None:
+        self._job, self._sink, self._collector = job, sink, collector
+        self._mid_run = mid_run
+        self._base = 0  # the first block of the epoch placed next
+        self._sizes: dict[bytes, int] = {}  # where each group file ends after the placed epochs
+        self._end: int | None = None  # the block after the epoch being placed (None: none is)
+        self._waiting: set[Span] = set()  # its placings not yet in
+        self._unsent: list[Span] = []  # its placings not yet on the work queue
+        self._done: set[Span] = set()  # every placing that is in
+
+    def step(self) -> None:
+        """After a result: begin an epoch if one is due, and send what has room."""
+        if self._end is None and self._mid_run and self._due():
+            self._begin(final=False)
+        while self._unsent and self._job.work.put_direct(self._unsent[0], block=False):
+            self._unsent.pop(0)
+
+    def _due(self) -> bool:
+        refs = self._sink.refs[self._base :]
+        held = sum(ref.size + ref.index_size for ref in refs)
+        # Each placing opens every file of its groups once an epoch: with many
+        # groups an epoch holds enough bytes of each to be worth it.
+        return held >= EPOCH_BYTES and held >= EPOCH_BYTES_PER_GROUP * max(ref.groups for ref in refs)
+
+    def _begin(self, final: bool) -> None:
+        refs = self._sink.refs[self._base :]
+        write_order(self._sink.parts, refs, self._base, self._sizes, final)
+        placings = plan(refs, self._job.shards, by_hash=self._job.compress is not None, base=self._base)
+        self._unsent = [place_span(placing) for placing in placings]
+        self._waiting = set(self._unsent)
+        self._end = self._base + len(refs) if placings else None  # None: no block to place
+
+    def placed(self, span: Span, payload: PlaceResult) -> None:
+        """A placing's result (a copy of one done again repeats the first's counts)."""
+        if span in self._done or span not in self._waiting:
+            return
+        self._waiting.discard(span)
+        self._done.add(span)
+        self._collector.placed(payload.groups)
+        sizes = self._sizes
+        for group, (_, size) in payload.groups.items():  # by ranges of blocks, the last range's end is the file's
+            sizes[group] = max(sizes.get(group, 0), size)
+        if not self._waiting:
+            assert self._end is not None
+            self._base, self._end = self._end, None
+            (self._sink.parts / ORDER_NAME).unlink()  # a copy done again finds its epoch placed
+            self._sink.remove_placed(self._base)
+
+    def last(self) -> None:
+        """Once every span is in: place the rest, and count what the placings wrote."""
+        job, refs = self._job, self._sink.refs
+        while self._end is not None:  # the epoch being placed first
+            self._wait()
+        board = job.board  # the dashboard's "group files" line
+        board.set_collector(CollectorField.PLACE_START_NS, time.monotonic_ns())
+        board.set_collector(CollectorField.TO_PLACE, sum(ref.size for ref in refs))
+        self._begin(final=True)
+        while self._end is not None:
+            self._wait()
+        self._collector.finish(sum(ref.size for ref in refs))
+
+    def _wait(self) -> None:
+        for span in self._unsent:  # the queue holds no more spans: it will have room
+            self._job.work.put_direct(span)
+        self._unsent = []
+        result: Result = self._job.results.get()
         span, payload = result
         if isinstance(payload, PlaceResult):
-            if span not in placed:  # a placing done again only repeats the first's counts
-                placed.add(span)
-                collector.placed(payload.groups)
+            self.placed(span, payload)
         else:  # a dead worker's last span, handed to its replacement: a repeat
-            collector.add(span, payload)
-    collector.finish(sum(ref.size for ref in sink.refs))
+            self._collector.add(span, payload)

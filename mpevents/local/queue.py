@@ -81,14 +81,17 @@ class MessageQueue(_Queue[T]):
         with contextlib.suppress(OSError, AttributeError):
             fcntl.fcntl(self._reader.fileno(), _F_SETPIPE_SZ, PIPE_BYTES)
 
-    def put_direct(self, obj: T) -> None:
-        """Put a small message now, from this thread; blocks while the queue is full."""
+    def put_direct(self, obj: T, block: bool = True) -> bool:
+        """Put a small message now, from this thread; while the queue is full,
+        wait, or with ``block`` false, put nothing and return False."""
         if self._closed:
             raise ValueError(f"Queue {self!r} is closed")
-        self._sem.acquire()
+        if not self._sem.acquire(block):
+            return False
         message = ForkingPickler.dumps(obj)
         with self._wlock:
             self._writer.send_bytes(message)
+        return True
 
     def break_mid_transfer(self) -> None:
         """Test failpoint: start a message and never finish it, as a process

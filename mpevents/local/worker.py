@@ -141,17 +141,19 @@ def _place(job: WorkerJob, span: Span, took: int) -> None:
         if slow:
             time.sleep(slow)
 
-    counts = [0, 0, 0]  # read, written plain, written: the board's cells of this placing
+    fields = (WorkerField.PLACE_READ, WorkerField.OUT_PLAIN, WorkerField.OUT_WRITTEN)
     cell = placing.number if placing.number < board.n_workers else None
+    # The board's cells of this placing number: read, written plain, written,
+    # from what the earlier epochs' placings of that number left there.
+    counts = [board.worker(cell, field) if cell is not None else 0 for field in fields]
 
     def wrote(read: int, taken: int, given: int) -> None:
         counts[0] += read
         counts[1] += taken
         counts[2] += given
         if cell is not None:
-            board.set_worker(cell, WorkerField.PLACE_READ, counts[0])
-            board.set_worker(cell, WorkerField.OUT_PLAIN, counts[1])
-            board.set_worker(cell, WorkerField.OUT_WRITTEN, counts[2])
+            for field, count in zip(fields, counts, strict=True):
+                board.set_worker(cell, field, count)
 
     groups = place(job.parts, job.staging, placing, moved, compress=job.compress, wrote=wrote)
     job.result_queue.put(Result(span, PlaceResult(groups)))

@@ -58,7 +58,7 @@ import zlib
 from array import array
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from operator import itemgetter
 from pathlib import Path
 from typing import Final, NamedTuple
@@ -93,7 +93,13 @@ FEW_GROUPS: Final = 64
 reading the indexes of every block before a range, to know where its bytes
 go, costs little with so few groups."""
 ORDER_NAME: Final = "order"
-"""The file in the parts directory that lists every block in input order."""
+"""The file in the parts directory that lists the blocks to place, in input order (an :class:`Order`)."""
+SEGMENT_BYTES: Final = 4 << 20
+"""A part log is a series of files of about this size (a block is never
+split; the file a block ends past it is the last): once every block in one
+is placed, the file can go (``local.collector``'s epochs), and its pages are
+the next ones written. A placing reads a block with one ``pread`` whatever
+the file, so the size costs nothing but a file per 16 MiB."""
 
 _INDEX: Final = msgspec.msgpack.Encoder()
 
@@ -110,6 +116,22 @@ class PartRef(NamedTuple):
     """How many groups the block holds."""
 
 
+class Order(msgspec.Struct, array_like=True, frozen=True):
+    """What the placings of one epoch read (:func:`write_order`): blocks
+    ``base`` to ``base + len(refs)`` of the run's order, and where each
+    group's file ends before them."""
+
+    base: int
+    refs: list[PartRef]
+    starts: dict[bytes, int] = {}
+    """Where each group file placed by an earlier epoch ends: its bytes go on from there."""
+    final: bool = True
+    """The run's last epoch: a placing by hashes makes its new group files in
+    a directory of its own and moves them beside the others at its end. An
+    earlier epoch's placing makes them in place: its files are written again
+    by the next epochs, so none may be moved over after they are."""
+
+
 class Placing(NamedTuple):
     """Placing ``number`` of a plan (from 0): the groups of hash range ``number``
     of ``shards`` (every group when ``shards`` is 1), from blocks ``first``
@@ -120,6 +142,7 @@ class Placing(NamedTuple):
     shards: int
     first: int
     last: int
+    """``first`` and ``last`` count from the run's first block, not the epoch's."""
 
     @property
     def hashes(self) -> tuple[int, int]:
@@ -134,8 +157,9 @@ class Placing(NamedTuple):
         return f"blocks {self.first + 1}-{self.last} of the group files"
 
 
-def plan(refs: Sequence[PartRef], workers: int, by_hash: bool = False) -> list[Placing]:
-    """The placings that write every group file, one per worker.
+def plan(refs: Sequence[PartRef], workers: int, by_hash: bool = False, base: int = 0) -> list[Placing]:
+    """The placings that write ``refs`` (blocks ``base`` on of the run's
+    order) into the group files, one per worker.
 
     Blocks of many groups are shared by hash ranges, each placing all the
     blocks of its groups, so that each group file is written once. Blocks
@@ -148,7 +172,7 @@ def plan(refs: Sequence[PartRef], workers: int, by_hash: bool = False) -> list[P
     if not refs:
         return []
     if by_hash or max(ref.groups for ref in refs) > FEW_GROUPS:
-        return [Placing(shard, workers, 0, len(refs)) for shard in range(workers)]
+        return [Placing(shard, workers, base, base + len(refs)) for shard in range(workers)]
     ends = list(itertools.accumulate(ref.size for ref in refs))  # bytes up to each block's end
     cuts = [0]
     for share in range(1, workers):
@@ -162,7 +186,7 @@ def plan(refs: Sequence[PartRef], workers: int, by_hash: bool = False) -> list[P
         cuts.append(max(cut, cuts[-1]))
     cuts.append(len(refs))
     ranges = [(first, last) for first, last in itertools.pairwise(cuts) if first < last]
-    return [Placing(index, 1, first, last) for index, (first, last) in enumerate(ranges)]
+    return [Placing(index, 1, base + first, base + last) for index, (first, last) in enumerate(ranges)]
 
 
 class _Index(NamedTuple):
@@ -190,11 +214,15 @@ class _Index(NamedTuple):
 
 class PartLog:
     """One worker process's part log, appended to (a single writer; a
-    killed one's torn last block is simply never referred to)."""
+    killed one's torn last block is simply never referred to): files
+    ``<name>-0``, ``<name>-1``, ..., the next begun once one holds
+    SEGMENT_BYTES."""
 
     def __init__(self, directory: Path, name: str) -> None:
-        self.name = name
-        self._path = directory / name
+        self._directory = directory
+        self._prefix = name
+        self._segment = 0
+        self.name = f"{name}-0"
         self._fd: int | None = None
         self._size = 0
 
@@ -204,8 +232,9 @@ class PartLog:
         if not groups:
             return None
         if self._fd is None:
-            self._path.parent.mkdir(exist_ok=True)
-            self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            self._directory.mkdir(exist_ok=True)
+            path = self._directory / self.name
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
             self._size = os.fstat(self._fd).st_size
         # Every step is one C-level pass over the groups, not a Python step per
         # group: a chunk of 100,000 groups' lines holds some 17,000 of them. (Two
@@ -228,11 +257,11 @@ class PartLog:
         write_all(self._fd, records)
         ref = PartRef(self.name, self._size, ends[-1], len(index), len(names))
         self._size += ref.size + len(index)
+        if self._size >= SEGMENT_BYTES:  # this file is whole: the next block begins the next
+            self.close()
+            self._segment += 1
+            self.name = f"{self._prefix}-{self._segment}"
         return ref
-
-    @property
-    def path(self) -> str:
-        return str(self._path)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -253,14 +282,36 @@ def _read_index(fd: int, ref: PartRef) -> _Index:
     return _Index(hashes, ends, counts, raw[3], name_ends)
 
 
-def write_order(directory: Path, refs: Sequence[PartRef | None]) -> None:
-    """Write the blocks' order for the placings (None: a span without records)."""
+def write_order(
+    directory: Path,
+    refs: Sequence[PartRef | None],
+    base: int = 0,
+    starts: dict[bytes, int] | None = None,
+    final: bool = True,
+) -> None:
+    """Write the order for an epoch's placings (:class:`Order`; a None in
+    ``refs``: a span without records), whole or not at all: a placing done
+    again reads it while the collector may be replacing it."""
     directory.mkdir(exist_ok=True)
-    (directory / ORDER_NAME).write_bytes(msgspec.msgpack.encode([ref for ref in refs if ref is not None]))
+    order = Order(base, [ref for ref in refs if ref is not None], starts or {}, final)
+    partial = directory / f"{ORDER_NAME}.partial"
+    partial.write_bytes(msgspec.msgpack.encode(order))
+    os.replace(partial, directory / ORDER_NAME)
 
 
-def read_order(directory: Path) -> list[PartRef]:
-    return msgspec.msgpack.decode((directory / ORDER_NAME).read_bytes(), type=list[PartRef])
+def read_order(directory: Path) -> Order | None:
+    """The order the placings read now (None: none, between epochs)."""
+    try:
+        return msgspec.msgpack.decode((directory / ORDER_NAME).read_bytes(), type=Order)
+    except FileNotFoundError:
+        return None
+
+
+def _covers(order: Order | None, placing: Placing) -> bool:
+    """Whether ``order`` is the epoch of ``placing``: if not, its epoch is placed, and
+    this is a copy of one of its placings, done again after its worker died
+    having sent its result."""
+    return order is not None and order.base <= placing.first <= placing.last <= order.base + len(order.refs)
 
 
 def place(
@@ -285,59 +336,86 @@ def place(
     a placing done again still writes the same bytes to the same places."""
     if compress is not None and placing.first:
         raise ValueError("compressed output is placed by hashes, over every block")
-    refs = read_order(parts)
+    order = read_order(parts)
+    if not _covers(order, placing):
+        return {}  # a copy of a placing whose epoch is placed: its bytes are written
+    assert order is not None
+    try:
+        return _place(parts, output, placing, order, moved, budget, compress, wrote)
+    except FileNotFoundError:
+        # A part log gone: the collector removes an epoch's once its placings
+        # are in. This copy's epoch is placed if its order is gone too.
+        if order.final or _covers(read_order(parts), placing):
+            raise
+        return {}
+
+
+def _place(
+    parts: Path,
+    output: Path,
+    placing: Placing,
+    order: Order,
+    moved: Callable[[], object] | None,
+    budget: int,
+    compress: Compress | None,
+    wrote: Callable[[int, int, int], object] | None,
+) -> dict[bytes, tuple[int, int]]:
     blocks = _Blocks(parts)
-    # A placing by hashes, the only writer of its groups' files, creates them
-    # in a directory of its own and renames them into ``output`` at its end:
-    # placings creating thousands of files side by side in one directory
-    # wait on its lock (40,000 files from two processes: 6 to 19 s in one
-    # directory, 2 to 8 s in two and then renamed). They are opened relative
-    # to it, not by a whole path walked (and built) as many times.
-    own = output / f"{PLACING_PREFIX}{placing.number}" if placing.shards > 1 else output
+    refs, existing = order.refs, order.starts
+    # A placing by hashes of the last epoch, the only writer of its new groups'
+    # files, creates them in a directory of its own and renames them into
+    # ``output`` at its end: placings creating thousands of files side by
+    # side in one directory wait on its lock (40,000 files from two
+    # processes: 6 to 19 s in one directory, 2 to 8 s in two and then
+    # renamed). They are opened relative to it, not by a whole path walked
+    # (and built) as many times. An earlier epoch's files stay where they are.
+    own = output / f"{PLACING_PREFIX}{placing.number}" if placing.shards > 1 and order.final else output
     own.mkdir(exist_ok=True)
     directory = os.open(own, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    target = os.open(output, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if own != output else directory
     try:
         low, high = placing.hashes
-        starts: dict[bytes, int] = {}  # what the blocks before the placing's hold of each group
-        for ref in refs[: placing.first]:
+        first, last = placing.first - order.base, placing.last - order.base
+        # Where each group's bytes begin: after the earlier epochs', and the blocks before the placing's.
+        starts = dict(existing)
+        for ref in refs[:first]:
             index = blocks.index(ref, keep=False)  # read once: room for the placing's own, read each round
             for entry in range(bisect_left(index.hashes, low), bisect_left(index.hashes, high)):
                 group = index.name(entry)
                 starts[group] = starts.get(group, 0) + index.ends[entry] - index.start(entry)
-        mine = refs[placing.first : placing.last]
+        mine = refs[first:last]
         # The placing's share in ranges of hashes sized to the budget.
         total = 0
         for ref in mine:
             index = blocks.index(ref)
-            first, last = bisect_left(index.hashes, low), bisect_left(index.hashes, high)
-            if first < last:
-                total += index.ends[last - 1] - index.start(first)
+            first_entry, last_entry = bisect_left(index.hashes, low), bisect_left(index.hashes, high)
+            if first_entry < last_entry:
+                total += index.ends[last_entry - 1] - index.start(first_entry)
         rounds = max(1, -(-total // budget))
         placed: dict[bytes, list[int]] = {}  # records, where the file's next bytes go
         for round_ in range(rounds):
             sub_low = low + (high - low) * round_ // rounds
             sub_high = low + (high - low) * (round_ + 1) // rounds
-            writer = _Writer(directory, placed, compress, wrote)
+            writer = _Writer(directory, placed, compress, wrote, target, existing)
             _place_range(blocks, mine, sub_low, sub_high, budget, placed, starts, moved, writer)
         if own != output:
-            _move_all(directory, output, [_file_name(group, compress) for group in placed])
+            new = [_file_name(group, compress) for group in placed if group not in existing]
+            _move_all(directory, target, new)
             shutil.rmtree(own, ignore_errors=True)  # empty now: whatever is left in it is this placing's own
     finally:
         blocks.close()
         os.close(directory)
+        if target != directory:
+            os.close(target)
     return {group: (count, size) for group, (count, size) in placed.items()}
 
 
-def _move_all(source: int, output: Path, names: list[str]) -> None:
+def _move_all(source: int, target: int, names: list[str]) -> None:
     """Rename every file of ``names`` from directory ``source`` into
-    ``output``, over what may be there (a copy of this placing, done before
+    ``target``, over what may be there (a copy of this placing, done before
     its worker died, wrote the same bytes)."""
-    target = os.open(output, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for name in names:
-            os.rename(name, name, src_dir_fd=source, dst_dir_fd=target)
-    finally:
-        os.close(target)
+    for name in names:
+        os.rename(name, name, src_dir_fd=source, dst_dir_fd=target)
 
 
 def _file_name(group: bytes, compress: Compress | None) -> str:
@@ -441,9 +519,11 @@ def _place_range(
 
 class _Writer:
     """What a round of a placing has gathered, and its writes into the group
-    files (``output``: a descriptor of their directory); ``placed`` says
-    where each group's file ends so far. With ``compress``, each group's bytes go through a
-    :class:`~mpevents.output.frames.Framer`, which keeps its unframed tail."""
+    files (``output``: a descriptor of the directory where new ones are made;
+    ``existing``, those an earlier epoch made, are in ``target``); ``placed``
+    says where each group's file ends so far. With ``compress``, each group's
+    bytes go through a :class:`~mpevents.output.frames.Framer`, which keeps
+    its unframed tail."""
 
     def __init__(
         self,
@@ -451,8 +531,12 @@ class _Writer:
         placed: dict[bytes, list[int]],
         compress: Compress | None = None,
         wrote: Callable[[int, int, int], object] | None = None,
+        target: int | None = None,
+        existing: Container[bytes] = (),
     ) -> None:
         self._output = output
+        self._target = output if target is None else target
+        self._existing = existing
         self._placed = placed
         self._held: defaultdict[bytes, list[memoryview]] = defaultdict(list)
         self.held_bytes = 0
@@ -531,7 +615,8 @@ class _Writer:
 
     def _open(self, group: bytes) -> _Fd:
         name = _file_name(group, self._compress)
-        return _Fd(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644, dir_fd=self._output))
+        directory = self._target if group in self._existing else self._output
+        return _Fd(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644, dir_fd=directory))
 
 
 class _Fd:
