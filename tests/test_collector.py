@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import zlib
@@ -248,3 +249,99 @@ def test_a_few_groups_are_placed_by_ranges_of_blocks_and_many_by_ranges_of_hashe
     many = [*few, PartRef("log", 0, 10, 0, FEW_GROUPS + 1)]
     assert plan(many, 3) == [Placing(k, 3, 0, len(many)) for k in range(3)]
     assert plan([], 3) == []
+
+
+def _chunked(data: bytes, chunk: int) -> list[bytes]:
+    """``data`` in chunks of whole lines, as a reader cuts it."""
+    chunks, at = [], 0
+    while at < len(data):
+        end = data.rfind(b"\n", at, at + chunk) + 1
+        chunks.append(data[at:end])
+        at = end
+    return chunks
+
+
+@pytest.mark.parametrize("shards", [1, 3])
+@pytest.mark.parametrize("data", [GROUPED, FEW, MIXED], ids=["97-groups", "2-groups", "mixed"])
+def test_epochs_placed_one_after_another_write_the_files_that_one_placing_writes(
+    tmp_path: Path, data: bytes, shards: int
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    log = PartLog(out / PARTS_DIR, "worker", segment_bytes=20_000)
+    refs = [ref for chunk in _chunked(data, 6_000) if (ref := log.append(process_chunk_parts(chunk))) is not None]
+    assert len({ref.log for ref in refs}) > 2  # the part log is cut into files
+    counts: dict[bytes, int] = {}
+    sizes: dict[bytes, int] = {}  # what the collector keeps between epochs
+    cuts = [0, 1, len(refs) // 2, len(refs)]
+    for first, last in itertools.pairwise(cuts):
+        write_order(out / PARTS_DIR, refs[first:last], first, sizes, final=last == len(refs))
+        for placing in plan(refs[first:last], shards, base=first):
+            for group, (count, size) in place(out / PARTS_DIR, out, placing).items():
+                counts[group] = counts.get(group, 0) + count
+                sizes[group] = max(sizes.get(group, 0), size)
+    whole = process_chunk(data)
+    assert counts == {group: count for group, (count, _) in whole.groups.items()}
+    expected = {group_file_name(group): records for group, (_, records) in whole.groups.items()}
+    assert {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()} == expected
+    assert sizes == {group: len(records) for group, (_, records) in whole.groups.items()}
+
+
+def test_a_placing_of_an_epoch_already_placed_writes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    log = PartLog(out / PARTS_DIR, "worker", segment_bytes=1)  # a file per block
+    chunks = _chunked(GROUPED, 9_000)
+    refs = [ref for chunk in chunks if (ref := log.append(process_chunk_parts(chunk))) is not None]
+    half = len(refs) // 2
+    write_order(out / PARTS_DIR, refs[:half], 0, {}, final=False)
+    sizes = {group: size for group, (_, size) in place(out / PARTS_DIR, out, Placing(0, 1, 0, half)).items()}
+    before = {path.name: path.read_bytes() for path in out.glob("group-*")}
+    for ref in refs[:half]:  # the epoch is placed: its part log files go
+        (out / PARTS_DIR / ref.log).unlink()
+    (out / PARTS_DIR / parts.ORDER_NAME).unlink()
+    # Its worker died after sending the result: a copy, done again between epochs, and in the next.
+    assert place(out / PARTS_DIR, out, Placing(0, 1, 0, half)) == {}
+    write_order(out / PARTS_DIR, refs[half:], half, sizes, final=True)
+    assert place(out / PARTS_DIR, out, Placing(0, 1, 0, half)) == {}
+    assert {path.name: path.read_bytes() for path in out.glob("group-*")} == before
+    place(out / PARTS_DIR, out, Placing(0, 1, half, len(refs)))
+    whole = process_chunk(b"".join(chunks))
+    assert {path.name: path.read_bytes() for path in out.glob("group-*")} == {
+        group_file_name(group): records for group, (_, records) in whole.groups.items()
+    }
+
+
+def test_a_placing_whose_part_log_file_is_gone_in_its_own_epoch_fails(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    log = PartLog(out / PARTS_DIR, "worker", segment_bytes=1)
+    refs = [ref for chunk in _chunked(GROUPED, 9_000) if (ref := log.append(process_chunk_parts(chunk))) is not None]
+    for final in (False, True):
+        write_order(out / PARTS_DIR, refs, 0, {}, final=final)
+        (out / PARTS_DIR / refs[-1].log).unlink(missing_ok=True)
+        with pytest.raises(FileNotFoundError):  # never taken for a copy of a placed epoch's placing
+            place(out / PARTS_DIR, out, Placing(0, 1, 0, len(refs)))
+
+
+def test_a_part_log_file_goes_once_whole_seen_and_placed(tmp_path: Path) -> None:
+    parts_dir = tmp_path / PARTS_DIR
+    log = PartLog(parts_dir, "worker", segment_bytes=50_000)  # blocks of 32 KiB or so
+    sink = LocalSink(parts_dir, Ledger(1, 1), segment_bytes=50_000)
+    chunks = _chunked(GROUPED, 9_000)
+    results = make_results(0, chunks, log)
+    names = [result.ref.log for _, result in results if result.ref is not None]
+    assert names[0] == names[1] != names[2]  # two blocks fill the first file
+    for span, result in results[:1]:
+        sink.write(span, result)
+    sink.remove_placed(len(sink.refs))
+    assert (parts_dir / names[0]).exists()  # its second block is not seen yet
+    sink.drop(*results[1])  # seen as a repeat: never placed
+    for span, result in results[2:]:
+        sink.write(span, result)
+    sink.remove_placed(1)
+    assert not (parts_dir / names[0]).exists()
+    assert (parts_dir / names[2]).exists()  # its blocks are not placed
+    sink.remove_placed(len(sink.refs))
+    assert (parts_dir / names[-1]).exists()  # the last file is not whole: more blocks may come
+    assert [path.name for path in parts_dir.iterdir()] == [names[-1]]

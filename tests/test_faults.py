@@ -87,6 +87,8 @@ def summary_of(out: Path) -> dict[str, object]:
         ("worker_kill=3:0", "workers"),
         ("placer_kill=0", "workers"),  # a worker killed as it starts placing its shard of the group files
         ("placer_kill=1", "workers"),
+        ("placer_kill_sent=0", "workers"),  # killed after its result went: its placing is done again
+        ("placer_kill_sent=1", "workers"),
         ("reader_kill=0:0", "readers"),
         ("reader_kill=1:5", "readers"),
         ("reader_kill=3:0", "readers"),

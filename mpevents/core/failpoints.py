@@ -14,6 +14,10 @@ than a dictionary lookup per chunk.
                             part, then SIGKILLs itself: the collector waits for the rest
                             forever, and the pipeline stalls
     placer_kill=K           a first-generation worker SIGKILLs itself as it starts the K-th placing (from 0)
+                            of the first epoch
+    placer_kill_sent=K      a first-generation worker SIGKILLs itself once it has sent the result of the
+                            first epoch's K-th placing, before its slot says so: its replacement does the
+                            placing again, perhaps after its epoch is placed
     placer_slow=SECONDS     a placing sleeps this long after each block it reads
     checkpoint_s=SECONDS    a --resume run's collector journals this often (instead of every second)
     stall_s=SECONDS         after a crash, this long without progress is a stall (instead of 3 s)

@@ -76,6 +76,7 @@ from mpevents.observe.board import Board, CollectorField, WorkerField
 from mpevents.output import directory as _output
 from mpevents.output.journal import State
 from mpevents.output.names import PARTS_DIR
+from mpevents.output.parts import SEGMENT_CHUNKS
 from mpevents.output.report import Report
 
 log = logging.getLogger("mpevents")
@@ -313,6 +314,7 @@ class LocalEngine:
         job = _collector.CollectorJob(
             self.files, self.staging, attempt.result_queue, attempt.work_queue, config.workers,
             attempt.report_end, self.board, attempt.ledger, self.restarts.pipeline, resume, config.compress,
+            SEGMENT_CHUNKS * config.chunk_bytes, _collector.EPOCH_CHUNKS * config.chunk_bytes,
         )  # fmt: skip
         attempt.start("collector", 0, "collector", _collector.collect, job)
         attempt.report_end.close()  # the collector's copy is the only writer
@@ -380,6 +382,7 @@ class LocalEngine:
             ledger=attempt.ledger,
             spool=attempt.spool,
             parts=self.staging / PARTS_DIR,
+            segment_bytes=SEGMENT_CHUNKS * self.config.chunk_bytes,
             staging=self.staging,
             schema=self.config.schema,
             compress=self.config.compress,

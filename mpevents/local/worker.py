@@ -37,7 +37,7 @@ from mpevents.local.spool import Spool
 from mpevents.observe import trace as _trace
 from mpevents.observe.board import Board, WorkerField
 from mpevents.output.frames import Compress
-from mpevents.output.parts import PartLog, place
+from mpevents.output.parts import PartLog, Placing, place, read_order
 
 DIRECT_REJECTS: Final = 1_000
 """A result with fewer rejects than this is a small message, sent from the
@@ -64,6 +64,8 @@ class WorkerJob:
     spool: Spool
     parts: Path
     """The part logs' directory (``output.parts``), in the staging directory."""
+    segment_bytes: int
+    """The size of each file of its part log (``output.parts.SEGMENT_CHUNKS`` chunks)."""
     staging: Path
     """Where the group files go."""
     schema: Schema = V1
@@ -82,7 +84,7 @@ def work(job: WorkerJob) -> None:
     break_at = _failpoints.chunk_point("worker_break_queue", job.generation)
     pending = list(job.first)
     trace = _trace.tracer()
-    log = PartLog(job.parts, f"worker-{job.slot}-{job.generation}-{os.getpid()}")
+    log = PartLog(job.parts, f"worker-{job.slot}-{job.generation}-{os.getpid()}", job.segment_bytes)
     while True:
         waited = _trace.now_ns()
         span = pending.pop(0) if pending else job.work_queue.get()
@@ -131,7 +133,7 @@ def _place(job: WorkerJob, span: Span, took: int) -> None:
     """Write the placing's share of the group files, taken at ``took``, and send their counts."""
     started = time.perf_counter_ns()
     placing = placing_of(span)
-    if job.generation == 0 and _failpoints.number("placer_kill") == placing.number:
+    if _fires(job, "placer_kill", placing):
         _failpoints.kill_self()
     board, slot = job.board, job.slot
     slow = _failpoints.number("placer_slow")
@@ -157,8 +159,22 @@ def _place(job: WorkerJob, span: Span, took: int) -> None:
 
     groups = place(job.parts, job.staging, placing, moved, compress=job.compress, wrote=wrote)
     job.result_queue.put(Result(span, PlaceResult(groups)))
+    if _fires(job, "placer_kill_sent", placing):
+        job.result_queue.close()
+        job.result_queue.join_thread()  # the result is sent whole
+        _failpoints.kill_self()
     job.board.add_worker(job.slot, WorkerField.BUSY_NS, time.perf_counter_ns() - started)
     _trace.tracer().span("place", took, _trace.now_ns(), placing=placing.describe(), groups=len(groups))
+
+
+def _fires(job: WorkerJob, point: str, placing: Placing) -> bool:
+    """Whether test failpoint ``point`` (a placing's number) fires here: in a
+    first-generation worker, in the run's first epoch only (every epoch has a
+    placing of each number)."""
+    if job.generation != 0 or _failpoints.number(point) != placing.number:
+        return False
+    order = read_order(job.parts)
+    return order is not None and order.base == 0
 
 
 def _span_bytes(job: WorkerJob, info: InputFile, span: Span) -> bytes:

@@ -94,12 +94,13 @@ reading the indexes of every block before a range, to know where its bytes
 go, costs little with so few groups."""
 ORDER_NAME: Final = "order"
 """The file in the parts directory that lists the blocks to place, in input order (an :class:`Order`)."""
-SEGMENT_BYTES: Final = 4 << 20
-"""A part log is a series of files of about this size (a block is never
-split; the file a block ends past it is the last): once every block in one
-is placed, the file can go (``local.collector``'s epochs), and its pages are
-the next ones written. A placing reads a block with one ``pread`` whatever
-the file, so the size costs nothing but a file per 16 MiB."""
+SEGMENT_CHUNKS: Final = 4
+"""A part log is a series of files of about this many chunks' records (4 MiB
+at the default --chunk-bytes; a block is never split, and the one that takes
+a file past the size is its last): once every block in a file is placed, the
+file can go (``local.collector``'s epochs), and its pages are the next ones
+written. A placing reads a block with one ``pread`` whatever the file, so
+files cost nothing but a name each."""
 
 _INDEX: Final = msgspec.msgpack.Encoder()
 
@@ -216,10 +217,11 @@ class PartLog:
     """One worker process's part log, appended to (a single writer; a
     killed one's torn last block is simply never referred to): files
     ``<name>-0``, ``<name>-1``, ..., the next begun once one holds
-    SEGMENT_BYTES."""
+    ``segment_bytes`` (SEGMENT_CHUNKS chunks)."""
 
-    def __init__(self, directory: Path, name: str) -> None:
+    def __init__(self, directory: Path, name: str, segment_bytes: int = 1 << 62) -> None:
         self._directory = directory
+        self.segment_bytes = segment_bytes
         self._prefix = name
         self._segment = 0
         self.name = f"{name}-0"
@@ -257,7 +259,7 @@ class PartLog:
         write_all(self._fd, records)
         ref = PartRef(self.name, self._size, ends[-1], len(index), len(names))
         self._size += ref.size + len(index)
-        if self._size >= SEGMENT_BYTES:  # this file is whole: the next block begins the next
+        if self._size >= self.segment_bytes:  # this file is whole: the next block begins the next
             self.close()
             self._segment += 1
             self.name = f"{self._prefix}-{self._segment}"
