@@ -5,10 +5,12 @@ and its sink (:class:`LocalSink`). A worker's result says only where its
 records wait (a block of its part log, ``output.parts``), so putting it in
 order costs the same whatever its number of groups: the sink keeps the
 blocks' order and settles each span in the ledger (its reader's credits come
-back). Once every span is in, the collector writes that order to the parts
-directory and puts one placing per worker on the work queue
+back). Each time the blocks in order fill an epoch (:class:`_Epochs`), and
+once more when every span is in, the collector writes their order to the
+parts directory and puts one placing per worker on the work queue
 (``output.parts.plan``); each worker writes its share of the group files and
-sends back its groups' counts, which complete the tally.
+sends back its groups' counts, which complete the tally, and the part log
+files whose blocks are all placed are removed.
 
 Talks to: the result queue (takes :class:`~mpevents.local.messages.Result`),
 the work queue (puts the placings), the collector core

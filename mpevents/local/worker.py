@@ -7,8 +7,9 @@ files (reads each span's bytes; a compressed file's from the spool,
 saying where its records are), its slot in the ledger, where it records the
 span it holds before working on it (if it dies, main reads that slot and
 hands the span to its replacement), and its counters on the scoreboard.
-Once every span is in, the collector puts one placing per worker on the
-work queue: each writes its share of the group files from the part logs
+Each time the blocks in order fill an epoch, and once every span is in, the
+collector puts one placing per worker on the work queue, between the spans:
+each writes its share of the group files from the part logs
 (:func:`~mpevents.output.parts.place`), so that the records are
 written by every core, never by one process. All the rules live in
 ``core.spec``.

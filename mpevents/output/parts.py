@@ -2,9 +2,12 @@
 
 Owns the part logs' format and both ends of it: :class:`PartLog`, to which
 a worker appends each span's records (one ``writev`` per span, whatever
-the number of groups), and :func:`place`, with which a worker, once every
-span is in, writes its share of the group files (a :class:`Placing`, one
-per worker: :func:`plan`) from all the logs.
+the number of groups), and :func:`place`, with which a worker writes its
+share of an epoch's blocks into the group files (a :class:`Placing`, one
+per worker: :func:`plan`) from all the logs. An epoch is a run of blocks in
+order (:class:`Order`: which, and where each group file ends before them);
+the local collector has each placed in turn while the run goes on, and the
+rest once every span is in.
 
     worker --(span's records, one block)--> its part log --+
     worker --(span's records, one block)--> its part log --+--> place(placing k) --> its share of the group files
@@ -37,10 +40,15 @@ would begin in the middle of a frame).
 A placing writes at offsets it works out itself, with ``pwritev``, never
 truncating: done again (its worker died, the placing handed to a
 replacement), it writes the same bytes to the same places, so a copy of it
-still running, or killed, can never make a file shorter. A placing by
-hashes writes its files in a directory of its own (``.placing-<number>``),
+still running, or killed, can never make a file shorter. A copy done again
+after its epoch is placed (its worker died having sent the result) finds
+the order file gone or another epoch's, and writes nothing: the part log
+files it would read may be gone. A placing by hashes of the last epoch
+writes its new files in a directory of its own (``.placing-<number>``),
 then renames them beside the others: done again, it writes whole files
-there anew and renames them over the ones its predecessor moved.
+there anew and renames them over the ones its predecessor moved. An earlier
+epoch's placing makes them in place, since the next epochs write on in
+them.
 
 Talks to: nothing but the files and the frames (``output.frames``); the worker (``local.worker``) appends and
 places, the local collector (``local.collector``) keeps the refs and
