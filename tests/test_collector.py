@@ -230,7 +230,7 @@ def test_a_placing_by_hashes_done_again_after_dying_among_its_renames_leaves_the
     # Placing 0 killed among its renames: some of its files moved, others
     # left in its directory half written (a killed writer never truncates).
     mine = sorted(group_file_name(group) for group in whole.groups if zlib.crc32(group) < Placing(0, 2, 0, 0).hashes[1])
-    own = out / ".placing-0"
+    own = out / ".placing-0-0"  # epoch 0 (its first block), placing 0
     own.mkdir()
     for name in mine[: len(mine) // 2]:
         (out / name).rename(own / name)
@@ -345,3 +345,25 @@ def test_a_part_log_file_goes_once_whole_seen_and_placed(tmp_path: Path) -> None
     sink.remove_placed(len(sink.refs))
     assert (parts_dir / names[-1]).exists()  # the last file is not whole: more blocks may come
     assert [path.name for path in parts_dir.iterdir()] == [names[-1]]
+
+
+def test_a_late_copy_of_a_placing_by_hashes_never_moves_a_file_over_what_the_next_epoch_wrote(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    log = PartLog(out / PARTS_DIR, "worker")
+    refs = [ref for chunk in _chunked(GROUPED, 9_000) if (ref := log.append(process_chunk_parts(chunk))) is not None]
+    half = len(refs) // 2
+    sizes: dict[bytes, int] = {}
+    for first, last in ((0, half), (half, len(refs))):
+        write_order(out / PARTS_DIR, refs[first:last], first, sizes, final=last == len(refs))
+        for placing in plan(refs[first:last], 2, by_hash=True, base=first):
+            for group, (_, size) in place(out / PARTS_DIR, out, placing).items():
+                sizes[group] = size
+    after = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+    # A copy of epoch 0's first placing that read its order before the epoch was placed.
+    write_order(out / PARTS_DIR, refs[:half], 0, {}, final=False)
+    place(out / PARTS_DIR, out, Placing(0, 2, 0, half))
+    assert {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()} == after
+    assert not list(out.glob(".placing-*"))
+    whole = process_chunk(GROUPED)
+    assert after == {group_file_name(group): records for group, (_, records) in whole.groups.items()}

@@ -45,6 +45,7 @@ log = logging.getLogger("mpevents")
 
 TOOL: Final = "mpevents"
 _AT_FDCWD: Final = -100
+_RENAME_NOREPLACE: Final = 1
 _RENAME_EXCHANGE: Final = 2
 _RENAMEAT2: Final = "renameat2"
 """libc's name for it (a test names one that is not there)."""
@@ -382,24 +383,45 @@ def _swap_by_renames(temp: Path, directory: Path) -> Path:
 
 
 def _exchange(a: Path, b: Path) -> bool:
-    """Exchange two paths in one step (Linux renameat2); False where unsupported.
+    """Exchange two paths in one step (Linux renameat2); False where unsupported."""
+    return _renameat2(_AT_FDCWD, a, _AT_FDCWD, b, _RENAME_EXCHANGE)
+
+
+def move_unless_there(source: int, name: str, target: int) -> bool:
+    """Rename ``name`` from directory ``source`` into directory ``target``
+    (descriptors) unless a file of that name is there already: then leave
+    both, and return False. ``renameat2(RENAME_NOREPLACE)``; where that is
+    not to be had, ``link`` and ``unlink``, which refuse the same way."""
+    try:
+        if _renameat2(source, name, target, name, _RENAME_NOREPLACE):
+            return True
+        os.link(name, name, src_dir_fd=source, dst_dir_fd=target, follow_symlinks=False)
+    except FileExistsError:
+        return False
+    os.unlink(name, dir_fd=source)
+    return True
+
+
+def _renameat2(source: int, old: str | Path, target: int, new: str | Path, flags: int) -> bool:
+    """``renameat2``, relative to directory descriptors; False where the
+    call or its flags are unsupported (raises OSError for any other failure).
 
     Through libc's ``renameat2``, or, where libc has none (glibc before 2.28),
     the system call itself."""
     libc = ctypes.CDLL(None, use_errno=True)
-    args = (ctypes.c_int(_AT_FDCWD), os.fsencode(a), ctypes.c_int(_AT_FDCWD), os.fsencode(b))
+    args = (ctypes.c_int(source), os.fsencode(old), ctypes.c_int(target), os.fsencode(new))
     try:
-        result = getattr(libc, _RENAMEAT2)(*args, ctypes.c_uint(_RENAME_EXCHANGE))
+        result = getattr(libc, _RENAMEAT2)(*args, ctypes.c_uint(flags))
     except AttributeError:
         number = _SYS_RENAMEAT2.get(platform.machine())
         if number is None:
             return False
         # syscall(2) takes longs: every argument widened, the descriptors sign-extended
-        wide = (ctypes.c_long(_AT_FDCWD), args[1], ctypes.c_long(_AT_FDCWD), args[3])
-        result = libc.syscall(ctypes.c_long(number), *wide, ctypes.c_long(_RENAME_EXCHANGE))
+        wide = (ctypes.c_long(source), args[1], ctypes.c_long(target), args[3])
+        result = libc.syscall(ctypes.c_long(number), *wide, ctypes.c_long(flags))
     if result == 0:
         return True
     code = ctypes.get_errno()
     if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
         return False
-    raise OSError(code, os.strerror(code), str(b))
+    raise OSError(code, os.strerror(code), str(new))

@@ -43,12 +43,11 @@ replacement), it writes the same bytes to the same places, so a copy of it
 still running, or killed, can never make a file shorter. A copy done again
 after its epoch is placed (its worker died having sent the result) finds
 the order file gone or another epoch's, and writes nothing: the part log
-files it would read may be gone. A placing by hashes of the last epoch
-writes its new files in a directory of its own (``.placing-<number>``),
-then renames them beside the others: done again, it writes whole files
-there anew and renames them over the ones its predecessor moved. An earlier
-epoch's placing makes them in place, since the next epochs write on in
-them.
+files it would read may be gone. A placing by hashes writes its new files in a
+directory of its own (``.placing-<epoch>-<number>``), then moves them beside
+the others, never over a file there: done again, it writes whole files there
+anew and moves those its predecessor had not (what it moved was whole, and
+the next epochs may have written on in it).
 
 Talks to: nothing but the files and the frames (``output.frames``); the worker (``local.worker``) appends and
 places, the local collector (``local.collector``) keeps the refs and
@@ -75,6 +74,7 @@ import msgspec
 
 from mpevents.core.spec import ChunkParts
 from mpevents.core.system import SMALL_COPY, copy_range, write_all
+from mpevents.output.directory import move_unless_there
 from mpevents.output.frames import Compress, Framer, codec
 from mpevents.output.names import PLACING_PREFIX, group_file_name
 
@@ -135,10 +135,9 @@ class Order(msgspec.Struct, array_like=True, frozen=True):
     starts: dict[bytes, int] = {}
     """Where each group file placed by an earlier epoch ends: its bytes go on from there."""
     final: bool = True
-    """The run's last epoch: a placing by hashes makes its new group files in
-    a directory of its own and moves them beside the others at its end. An
-    earlier epoch's placing makes them in place: its files are written again
-    by the next epochs, so none may be moved over after they are."""
+    """The run's last epoch: no part log file of it is removed before the
+    run ends, so one missing is an error, never a sign that a copy of a
+    placing of an earlier epoch is running late."""
 
 
 class Placing(NamedTuple):
@@ -372,14 +371,15 @@ def _place(
 ) -> dict[bytes, tuple[int, int]]:
     blocks = _Blocks(parts)
     refs, existing = order.refs, order.starts
-    # A placing by hashes of the last epoch, the only writer of its new groups'
-    # files, creates them in a directory of its own and renames them into
+    # A placing by hashes, the only writer of its new groups' files, creates
+    # them in a directory of its own (its epoch's) and moves them into
     # ``output`` at its end: placings creating thousands of files side by
-    # side in one directory wait on its lock (40,000 files from two
-    # processes: 6 to 19 s in one directory, 2 to 8 s in two and then
-    # renamed). They are opened relative to it, not by a whole path walked
-    # (and built) as many times. An earlier epoch's files stay where they are.
-    own = output / f"{PLACING_PREFIX}{placing.number}" if placing.shards > 1 and order.final else output
+    # side in one directory wait on its lock, spinning (40,000 files from
+    # two processes: 6 to 19 s in one directory, 2 to 8 s in two and then
+    # renamed; 1,000 groups: a seventh of a run's CPU). They are opened
+    # relative to it, not by a whole path walked (and built) as many times.
+    # The files of the groups of earlier epochs are written where they are.
+    own = output / f"{PLACING_PREFIX}{order.base}-{placing.number}" if placing.shards > 1 else output
     own.mkdir(exist_ok=True)
     directory = os.open(own, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     target = os.open(output, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if own != output else directory
@@ -421,11 +421,12 @@ def _place(
 
 
 def _move_all(source: int, target: int, names: list[str]) -> None:
-    """Rename every file of ``names`` from directory ``source`` into
-    ``target``, over what may be there (a copy of this placing, done before
-    its worker died, wrote the same bytes)."""
+    """Move every file of ``names`` from directory ``source`` into
+    ``target``, but one that is there already: a copy of this placing, done
+    before its worker died, moved it there whole (it moves a file only once
+    written), and the next epochs may have written on in it since."""
     for name in names:
-        os.rename(name, name, src_dir_fd=source, dst_dir_fd=target)
+        move_unless_there(source, name, target)
 
 
 def _file_name(group: bytes, compress: Compress | None) -> str:
