@@ -178,11 +178,7 @@ def test_any_placings_and_any_budget_place_the_same_bytes_as_the_reference(
     out = tmp_path / "out"
     out.mkdir()
     log = PartLog(out / PARTS_DIR, "worker")
-    chunks, at = [], 0
-    while at < len(data):  # whole lines, as a reader cuts
-        end = data.rfind(b"\n", at, at + chunk) + 1
-        chunks.append(data[at:end])
-        at = end
+    chunks = _chunked(data, chunk)
     refs = [ref for chunk in chunks if (ref := log.append(process_chunk_parts(chunk))) is not None]
     write_order(out / PARTS_DIR, refs)
     counts: dict[bytes, int] = {}

@@ -98,7 +98,7 @@ class LocalSink:
 
     def remove_placed(self, placed: int) -> None:
         """Remove the part log files whose every block is among the first
-        ``placed`` of the order: whole (SEGMENT_BYTES reached, so no block
+        ``placed`` of the order: whole (its segment size reached, so no block
         comes after), every block of theirs seen. A file with a block never
         reported (its worker died before it sent the result) stays to the end."""
         for log, (taken, end, last) in list(self._seen.items()):
