@@ -136,6 +136,9 @@ def _place(job: WorkerJob, span: Span, took: int) -> None:
     placing = placing_of(span)
     if _fires(job, "placer_kill", placing):
         _failpoints.kill_self()
+    # Decided now: once the result is sent, the collector may place the epoch
+    # and remove its order file before this worker could read it.
+    kill_when_sent = _fires(job, "placer_kill_sent", placing)
     board, slot = job.board, job.slot
     slow = _failpoints.number("placer_slow")
 
@@ -160,7 +163,7 @@ def _place(job: WorkerJob, span: Span, took: int) -> None:
 
     groups = place(job.parts, job.staging, placing, moved, compress=job.compress, wrote=wrote)
     job.result_queue.put(Result(span, PlaceResult(groups)))
-    if _fires(job, "placer_kill_sent", placing):
+    if kill_when_sent:
         job.result_queue.close()
         job.result_queue.join_thread()  # the result is sent whole
         _failpoints.kill_self()
