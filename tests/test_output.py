@@ -278,6 +278,30 @@ def test_a_move_unless_there_moves_a_file_only_where_none_is(
     assert (source / "old").read_bytes() == b"late copy"  # left for its placing to remove
 
 
+@pytest.mark.parametrize("files", [3, _output.REMOVE_ALONE_UNDER * 2])  # by the caller alone, then by threads
+def test_remove_and_empty_take_a_tree_and_follow_no_link(tmp_path: Path, files: int) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "kept").write_bytes(b"not in the tree")
+    for keep in (False, True):
+        top = tmp_path / f"top-{keep}"
+        (top / ".parts" / "deeper").mkdir(parents=True)
+        for k in range(files):
+            (top / f"group-{k}.jsonl").write_bytes(b"{}\n")
+        (top / ".parts" / "log-0").write_bytes(b"parts")
+        (top / ".parts" / "deeper" / "x").write_bytes(b"x")
+        (top / "link-dir").symlink_to(outside)
+        (top / "link-file").symlink_to(outside / "kept")
+        if keep:
+            _output.empty(top)
+            assert top.is_dir() and list(top.iterdir()) == []
+        else:
+            _output.remove(top)
+            assert not os.path.lexists(top)
+    assert (outside / "kept").read_bytes() == b"not in the tree"
+    _output.remove(tmp_path / "not-there")  # nothing to do, and no error
+
+
 @pytest.mark.usefixtures("clean_processes")
 def test_a_leftover_whose_pid_another_program_took_is_removed(logs: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"

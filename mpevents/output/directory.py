@@ -29,7 +29,7 @@ import logging
 import os
 import platform
 import re
-import shutil
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -302,19 +302,78 @@ def _a_run(pid: int) -> bool:
     return not flags & _PF_KTHREAD
 
 
+REMOVE_THREADS: Final = 8
+"""How many threads unlink a directory's files at once. A file's blocks are
+freed after the directory's lock is let go, and a filesystem that trims freed
+blocks at once (ext4 without a journal, mounted with ``discard``, like the
+machines this was measured on) waits on the disk for each file: 8 threads
+removed a 100,000-group output in 4.2 and 5.2 s, one thread in 13.7 and 14.8 s,
+with the same CPU."""
+REMOVE_ALONE_UNDER: Final = 256
+"""Fewer files than this are unlinked by the calling thread alone: starting
+threads would cost more than they save."""
+
+
 def remove(path: Path) -> None:
-    """Remove a directory and all it holds, or a file; nothing if it is not there."""
+    """Remove a directory and all it holds (links are removed, never
+    followed), or a file; nothing if it is not there. What cannot be removed
+    is left, as ``shutil.rmtree(ignore_errors=True)`` leaves it."""
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
+        _remove_tree(str(path))
     else:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
 
 
+def _remove_tree(directory: str, keep: bool = False) -> None:
+    """Remove what ``directory`` holds, then, unless ``keep``, the directory itself."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        files: list[str] = []
+        directories: list[str] = []
+        with os.scandir(fd) as entries:
+            for entry in entries:
+                (directories if entry.is_dir(follow_symlinks=False) else files).append(entry.name)
+        for name in directories:
+            _remove_tree(os.path.join(directory, name))
+        _unlink_all(fd, files)
+    except OSError:
+        pass  # not readable: left, with what it holds
+    finally:
+        os.close(fd)
+    if not keep:
+        with contextlib.suppress(OSError):
+            os.rmdir(directory)
+
+
+def _unlink_all(directory: int, names: list[str]) -> None:
+    """Unlink ``names`` in the directory open as ``directory``, REMOVE_THREADS at a time."""
+
+    def unlink(batch: list[str]) -> None:
+        for name in batch:
+            with contextlib.suppress(OSError):  # gone meanwhile, or not ours to remove
+                os.unlink(name, dir_fd=directory)
+
+    if len(names) < REMOVE_ALONE_UNDER:
+        unlink(names)
+        return
+    size = -(-len(names) // REMOVE_THREADS)
+    threads = [
+        threading.Thread(target=unlink, args=(names[start : start + size],), name="mpevents-remove", daemon=True)
+        for start in range(0, len(names), size)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def empty(directory: Path) -> None:
     """Remove everything in ``directory``, keeping the directory (and so its hold)."""
-    for path in directory.iterdir():
-        remove(path)
+    _remove_tree(str(directory), keep=True)
 
 
 def write_summary(temp: Path, data: bytes) -> None:
