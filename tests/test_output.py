@@ -9,6 +9,7 @@ import platform
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -278,8 +279,18 @@ def test_a_move_unless_there_moves_a_file_only_where_none_is(
     assert (source / "old").read_bytes() == b"late copy"  # left for its placing to remove
 
 
-@pytest.mark.parametrize("files", [3, _output.REMOVE_ALONE_UNDER * 2])  # by the caller alone, then by threads
-def test_remove_and_empty_take_a_tree_and_follow_no_link(tmp_path: Path, files: int) -> None:
+@pytest.mark.parametrize("files", [3, _output.REMOVE_ALONE_UNDER * 2 + 1])  # by the caller alone, then by threads
+def test_remove_and_empty_take_a_tree_and_follow_no_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files: int
+) -> None:
+    started: list[str] = []
+
+    class Counted(threading.Thread):
+        def start(self) -> None:
+            started.append(self.name)
+            super().start()
+
+    monkeypatch.setattr(_output.threading, "Thread", Counted)
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "kept").write_bytes(b"not in the tree")
@@ -299,7 +310,51 @@ def test_remove_and_empty_take_a_tree_and_follow_no_link(tmp_path: Path, files: 
             _output.remove(top)
             assert not os.path.lexists(top)
     assert (outside / "kept").read_bytes() == b"not in the tree"
+    assert len(started) == (2 * (_output.REMOVE_THREADS - 1) if files > _output.REMOVE_ALONE_UNDER else 0)
     _output.remove(tmp_path / "not-there")  # nothing to do, and no error
+
+
+def test_a_directory_swapped_for_a_link_while_a_tree_is_removed_is_not_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outside = tmp_path / "outside"
+    (outside / ".parts").mkdir(parents=True)
+    (outside / ".parts" / "kept").write_bytes(b"not in the tree")
+    top = tmp_path / "top"
+    (top / ".parts").mkdir(parents=True)
+    (top / ".parts" / "log-0").write_bytes(b"parts")
+    real = _output._remove_tree
+
+    def swapped(parent: int, name: str) -> None:
+        if name == ".parts":  # listed; now the tree is moved away and a link to elsewhere put in its place
+            top.rename(tmp_path / "moved")
+            top.symlink_to(outside)
+        real(parent, name)
+
+    monkeypatch.setattr(_output, "_remove_tree", swapped)
+    _output.remove(top)
+    assert (outside / ".parts" / "kept").read_bytes() == b"not in the tree"
+    assert not (tmp_path / "moved" / ".parts").exists()  # what was listed is what went
+
+
+def test_empty_fails_on_a_file_it_cannot_remove(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    top = tmp_path / "top"
+    top.mkdir()
+    for name in ("group-1.jsonl", "stuck", "group-2.jsonl"):
+        (top / name).write_bytes(b"{}\n")
+    real = os.unlink
+
+    def unlink(name: str, *, dir_fd: int | None = None) -> None:
+        if name == "stuck":
+            raise PermissionError(1, "Operation not permitted", name)
+        real(name, dir_fd=dir_fd)
+
+    monkeypatch.setattr(_output.os, "unlink", unlink)
+    with pytest.raises(PermissionError):
+        _output.empty(top)
+    assert sorted(path.name for path in top.iterdir()) == ["stuck"]  # the others removed all the same
+    with pytest.raises(FileNotFoundError):
+        _output.empty(tmp_path / "not-there")
 
 
 @pytest.mark.usefixtures("clean_processes")

@@ -319,61 +319,91 @@ def remove(path: Path) -> None:
     followed), or a file; nothing if it is not there. What cannot be removed
     is left, as ``shutil.rmtree(ignore_errors=True)`` leaves it."""
     if path.is_dir() and not path.is_symlink():
-        _remove_tree(str(path))
+        with contextlib.suppress(OSError):
+            _remove_tree(_AT_FDCWD, str(path))
     else:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
 
 
-def _remove_tree(directory: str, keep: bool = False) -> None:
-    """Remove what ``directory`` holds, then, unless ``keep``, the directory itself."""
+def empty(directory: Path) -> None:
+    """Remove everything in ``directory``, keeping the directory (and so its
+    hold). Raises OSError if it cannot be read or one of its files cannot be
+    removed: a file left would keep bytes that the run writing there next
+    does not expect (a subdirectory it cannot remove is left, as by :func:`remove`)."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        files: list[str] = []
-        directories: list[str] = []
-        with os.scandir(fd) as entries:
-            for entry in entries:
-                (directories if entry.is_dir(follow_symlinks=False) else files).append(entry.name)
-        for name in directories:
-            _remove_tree(os.path.join(directory, name))
-        _unlink_all(fd, files)
-    except OSError:
-        pass  # not readable: left, with what it holds
+        failed = _remove_contents(fd)
     finally:
         os.close(fd)
-    if not keep:
+    if failed is not None:
+        raise failed
+
+
+def _remove_tree(parent: int, name: str) -> None:
+    """Remove directory ``name`` of the directory open as ``parent``, and all it
+    holds. Each directory is opened relative to the one holding it, without
+    following a link: one swapped for a link while the tree is removed is
+    removed itself, not what it points to."""
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+    try:
+        _remove_contents(fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=parent)
+
+
+def _remove_contents(fd: int) -> OSError | None:
+    """Remove what the directory open as ``fd`` holds; the first error met
+    unlinking one of its files (what could not be removed is left)."""
+    files: list[str] = []
+    directories: list[str] = []
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            (directories if entry.is_dir(follow_symlinks=False) else files).append(entry.name)
+    for name in directories:
         with contextlib.suppress(OSError):
-            os.rmdir(directory)
+            _remove_tree(fd, name)
+    return _unlink_all(fd, files)
 
 
-def _unlink_all(directory: int, names: list[str]) -> None:
-    """Unlink ``names`` in the directory open as ``directory``, REMOVE_THREADS at a time."""
+def _unlink_all(directory: int, names: list[str]) -> OSError | None:
+    """Unlink ``names`` in the directory open as ``directory``, REMOVE_THREADS
+    at a time; the first error but a name gone already. Each thread has its
+    own descriptor of the directory, so that one still going after its caller
+    was interrupted unlinks only there."""
+    errors: list[OSError] = []
 
-    def unlink(batch: list[str]) -> None:
-        for name in batch:
-            with contextlib.suppress(OSError):  # gone meanwhile, or not ours to remove
-                os.unlink(name, dir_fd=directory)
+    def unlink(fd: int, batch: list[str], close: bool) -> None:
+        try:
+            for name in batch:
+                try:
+                    os.unlink(name, dir_fd=fd)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    errors.append(exc)
+        finally:
+            if close:
+                os.close(fd)
 
-    if len(names) < REMOVE_ALONE_UNDER:
-        unlink(names)
-        return
-    size = -(-len(names) // REMOVE_THREADS)
-    threads = [
-        threading.Thread(target=unlink, args=(names[start : start + size],), name="mpevents-remove", daemon=True)
-        for start in range(0, len(names), size)
-    ]
-    for thread in threads:
-        thread.start()
+    size = len(names) if len(names) < REMOVE_ALONE_UNDER else -(-len(names) // REMOVE_THREADS)
+    batches = [names[start : start + size] for start in range(0, len(names), size)] if names else []
+    threads = []
+    for batch in batches[1:]:
+        fd = os.dup(directory)
+        thread = threading.Thread(target=unlink, args=(fd, batch, True), name="mpevents-remove", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:  # no thread to be had (a container's limit): this one does it
+            unlink(fd, batch, True)
+            continue
+        threads.append(thread)
+    if batches:
+        unlink(directory, batches[0], False)
     for thread in threads:
         thread.join()
-
-
-def empty(directory: Path) -> None:
-    """Remove everything in ``directory``, keeping the directory (and so its hold)."""
-    _remove_tree(str(directory), keep=True)
+    return errors[0] if errors else None
 
 
 def write_summary(temp: Path, data: bytes) -> None:
