@@ -290,7 +290,7 @@ def test_remove_and_empty_take_a_tree_and_follow_no_link(
             started.append(self.name)
             super().start()
 
-    monkeypatch.setattr(_output.threading, "Thread", Counted)
+    monkeypatch.setattr(threading, "Thread", Counted)
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "kept").write_bytes(b"not in the tree")
@@ -349,7 +349,7 @@ def test_empty_fails_on_a_file_it_cannot_remove(tmp_path: Path, monkeypatch: pyt
             raise PermissionError(1, "Operation not permitted", name)
         real(name, dir_fd=dir_fd)
 
-    monkeypatch.setattr(_output.os, "unlink", unlink)
+    monkeypatch.setattr(os, "unlink", unlink)
     with pytest.raises(PermissionError):
         _output.empty(top)
     assert sorted(path.name for path in top.iterdir()) == ["stuck"]  # the others removed all the same
