@@ -370,11 +370,11 @@ def _remove_contents(fd: int) -> OSError | None:
 def _unlink_all(directory: int, names: list[str]) -> OSError | None:
     """Unlink ``names`` in the directory open as ``directory``, REMOVE_THREADS
     at a time; the first error but a name gone already. Each thread has its
-    own descriptor of the directory, so that one still going after its caller
-    was interrupted unlinks only there."""
+    own descriptor of the directory (a dup, which it closes), so that one still
+    going after its caller was interrupted unlinks only there."""
     errors: list[OSError] = []
 
-    def unlink(fd: int, batch: list[str], close: bool) -> None:
+    def unlink(fd: int, batch: list[str]) -> None:
         try:
             for name in batch:
                 try:
@@ -384,23 +384,22 @@ def _unlink_all(directory: int, names: list[str]) -> OSError | None:
                 except OSError as exc:
                     errors.append(exc)
         finally:
-            if close:
-                os.close(fd)
+            os.close(fd)
 
     size = len(names) if len(names) < REMOVE_ALONE_UNDER else -(-len(names) // REMOVE_THREADS)
     batches = [names[start : start + size] for start in range(0, len(names), size)] if names else []
     threads = []
     for batch in batches[1:]:
         fd = os.dup(directory)
-        thread = threading.Thread(target=unlink, args=(fd, batch, True), name="mpevents-remove", daemon=True)
+        thread = threading.Thread(target=unlink, args=(fd, batch), name="mpevents-remove", daemon=True)
         try:
             thread.start()
         except RuntimeError:  # no thread to be had (a container's limit): this one does it
-            unlink(fd, batch, True)
+            unlink(fd, batch)
             continue
         threads.append(thread)
     if batches:
-        unlink(directory, batches[0], False)
+        unlink(os.dup(directory), batches[0])
     for thread in threads:
         thread.join()
     return errors[0] if errors else None
