@@ -73,6 +73,7 @@ from typing import Any
 import ceiling
 import incremental_bench
 import spec_bench
+from aside import clear_aside, set_aside
 from rich.console import Console
 from rich.table import Table
 
@@ -82,6 +83,7 @@ from mpevents.output.names import SPOOL_PREFIX
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / ".bench"
+ASIDE = WORK / "aside"  # earlier runs' outputs, removed between corpora (scripts/aside.py)
 WIDE_SCHEMA = REPO / "scripts" / "schemas" / "wide.toml"
 """The schema of the ``wide`` corpora (issue #27's target 2)."""
 LINES_PER_FILE = 500_000
@@ -201,8 +203,10 @@ def spool_kib(pid: int) -> int:
 
 
 def measure(program: Program, output: Path, *, memory: bool) -> None:
-    """Run once; record the wall time, or with ``memory`` the peak process-tree PSS."""
-    shutil.rmtree(output, ignore_errors=True)
+    """Run once, with no output there yet (the last run's is set aside,
+    scripts/aside.py); record the wall time, or with ``memory`` the peak
+    process-tree PSS."""
+    set_aside(output, ASIDE)
     started = time.perf_counter()
     process = subprocess.Popen(program.command, stdout=subprocess.DEVNULL, cwd=program.cwd)
     peak = 0
@@ -429,7 +433,8 @@ def dask_groups(rounds: int, console: Console) -> dict[str, Any]:
                 "wall_ratio_scheduler_local": round(statistics.median(programs["scheduler"].walls) / local, 2),
             }
             for output in outputs.values():
-                shutil.rmtree(output, ignore_errors=True)
+                set_aside(output, ASIDE)
+            clear_aside(ASIDE, console.log)
     finally:
         cluster.stop()
         rss.unlink(missing_ok=True)
@@ -522,7 +527,8 @@ def compress_targets(rounds: int, memory_rounds: int, console: Console) -> dict[
             },
         }
         for output in outputs.values():
-            shutil.rmtree(output, ignore_errors=True)
+            set_aside(output, ASIDE)
+        clear_aside(ASIDE, console.log)
     return results
 
 
@@ -555,12 +561,12 @@ def ceilings(rounds: int, console: Console) -> dict[str, Any]:
     """The ceiling report (scripts/ceiling.py) on CEILING_CORPORA."""
     results = {}
     for name in CEILING_CORPORA:
-        results[name] = ceiling.measure(Corpus.parse(name).build(), WORK / "out-ceiling", REPO, rounds)
+        results[name] = ceiling.measure(Corpus.parse(name).build(), WORK / "out-ceiling", REPO, rounds, ASIDE)
         row = results[name]
         console.log(
             f"{name} ceiling: {row['ceiling']} workers ({row['busiest']}), {row['ceiling_running']} once running"
         )
-    shutil.rmtree(WORK / "out-ceiling", ignore_errors=True)
+        clear_aside(ASIDE, console.log)
     return results
 
 
@@ -636,6 +642,7 @@ def main() -> int:
     corpora = [Corpus.parse(name) for name in args.corpora.split(",") if name]
     sequential_limit = int(args.sequential_up_to.rstrip("Mm")) * 1_000_000
     console = Console()
+    clear_aside(ASIDE, console.log)  # left by a bench that was stopped
     compile_bytecode()
     if args.baseline is not None:
         compile_bytecode(args.baseline)
@@ -661,7 +668,8 @@ def main() -> int:
                 measure(program, output, memory=False)
                 console.log(f"{corpus.name} round {round_ + 1}: {program.name} {program.walls[-1]:.2f} s")
         results[corpus.name] = report_size(corpus.lines, programs)
-    shutil.rmtree(output, ignore_errors=True)
+        set_aside(output, ASIDE)
+        clear_aside(ASIDE, console.log)
     spec = spec_bench.measure(args.spec_rounds) if args.spec_rounds > 0 else {}
     wide = spec_bench.measure_wide(args.spec_rounds) if args.spec_rounds > 0 else {}
     many_groups = dask_groups(args.rounds, console) if args.dask_groups else {}

@@ -19,7 +19,9 @@ CPU each thread spent from when the worker started (``ceiling_running``):
 main's start-up (the interpreter, the imports, the fork server) is paid
 once, whatever the input and the workers, and caps no number of workers. Readers count one thread each: a
 reader reads one file at a time, so a run of few big files leans on one.
-The figure is a median over ``--rounds`` runs.
+The figure is a median over ``--rounds`` runs, each with no output there
+yet: the one before it is set aside (scripts/aside.py), so that no run
+replaces (and removes) an earlier one's output.
 
 A thread's last SAMPLE_S before it exits is not seen: at 20 ms against the
 seconds a worker works, under 2% of its CPU.
@@ -36,6 +38,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from aside import clear_aside, set_aside
 
 SAMPLE_S = 0.02
 """How often the threads are read: each read is a few dozen small /proc
@@ -113,8 +117,10 @@ def _sample(root: int, threads: dict[tuple[int, int], Thread]) -> None:
             entry.cpu_s = max(entry.cpu_s, cpu)
 
 
-def run_once(directory: Path, output: Path, cwd: Path) -> list[Thread]:
-    """One ``mpevents -n 1`` run; every thread of it, with its CPU seconds."""
+def run_once(directory: Path, output: Path, cwd: Path, aside: Path) -> list[Thread]:
+    """One ``mpevents -n 1`` run into ``output``, an earlier one's set aside
+    into ``aside``; every thread of it, with its CPU seconds."""
+    set_aside(output, aside)
     command = [sys.executable, "-m", "mpevents", "--input", str(directory), "--output", str(output), "-q", "-n", "1"]
     process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL)
     threads: dict[tuple[int, int], Thread] = {}
@@ -142,7 +148,7 @@ def _ceiling(threads: list[Thread], cpu: Callable[[Thread], float]) -> tuple[flo
     return (worker / cpu(busiest) if cpu(busiest) else float("inf")), worker, busiest
 
 
-def measure(directory: Path, output: Path, cwd: Path, rounds: int) -> dict[str, Any]:
+def measure(directory: Path, output: Path, cwd: Path, rounds: int, aside: Path) -> dict[str, Any]:
     """The ceiling on ``directory``: medians over ``rounds`` runs, and the threads of the median run.
 
     Two figures: ``ceiling`` counts every thread's whole CPU; ``ceiling_running``
@@ -153,10 +159,11 @@ def measure(directory: Path, output: Path, cwd: Path, rounds: int) -> dict[str, 
     """
     runs = []
     for _ in range(rounds):
-        threads = run_once(directory, output, cwd)
+        threads = run_once(directory, output, cwd, aside)
         whole, worker, busiest = _ceiling(threads, lambda thread: thread.cpu_s)
         running, _, busiest_running = _ceiling(threads, lambda thread: thread.running_s)
         runs.append((whole, worker, busiest, threads, running, busiest_running))
+    set_aside(output, aside)
     runs.sort(key=lambda run: run[0])
     ceiling, worker, busiest, threads, running, busiest_running = runs[len(runs) // 2]
     return {
@@ -182,7 +189,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     repo = Path(__file__).resolve().parents[1]
-    result = measure(args.directory, repo / ".bench" / "out-ceiling", repo, args.rounds)
+    aside = repo / ".bench" / "aside"
+    result = measure(args.directory, repo / ".bench" / "out-ceiling", repo, args.rounds, aside)
+    clear_aside(aside)
     for thread in result["threads"]:
         print(f"{thread['process']:<28} {thread['thread']:<16} {thread['cpu_s']:8.3f} s  {thread['running_s']:8.3f} s")
     print(f"ceiling: {result['ceiling']} workers (worker {result['worker_cpu_s']} s / {result['busiest']} "
