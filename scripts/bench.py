@@ -20,6 +20,11 @@ PSS read from /proc while it runs, plus the files of mpevents' spool in
 2, ``scripts/spec_bench.py``) in the same process. The results go to rich
 tables and to ``bench-results.json``.
 
+Every run starts with no output there: the previous run's is moved aside
+and all of them are removed when the bench ends (scripts/aside.py: on this
+machine's filesystem, files made within minutes of removing many others
+take up to 18 times longer to make).
+
 Time and memory are measured in separate runs: reading the memory of a
 running program costs CPU that it would otherwise have (see SAMPLE_S), so
 the timed rounds run undisturbed, and ``--memory-rounds`` more rounds
@@ -73,7 +78,7 @@ from typing import Any
 import ceiling
 import incremental_bench
 import spec_bench
-from aside import clear_aside, set_aside
+from aside import clear_aside, set_aside, settle
 from rich.console import Console
 from rich.table import Table
 
@@ -83,7 +88,7 @@ from mpevents.output.names import SPOOL_PREFIX
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / ".bench"
-ASIDE = WORK / "aside"  # earlier runs' outputs, removed between corpora (scripts/aside.py)
+ASIDE = WORK / "aside"  # earlier runs' outputs, removed when the bench ends (scripts/aside.py)
 WIDE_SCHEMA = REPO / "scripts" / "schemas" / "wide.toml"
 """The schema of the ``wide`` corpora (issue #27's target 2)."""
 LINES_PER_FILE = 500_000
@@ -433,8 +438,7 @@ def dask_groups(rounds: int, console: Console) -> dict[str, Any]:
                 "wall_ratio_scheduler_local": round(statistics.median(programs["scheduler"].walls) / local, 2),
             }
             for output in outputs.values():
-                set_aside(output, ASIDE)
-            clear_aside(ASIDE, console.log)
+                set_aside(output, ASIDE, console.log)
     finally:
         cluster.stop()
         rss.unlink(missing_ok=True)
@@ -527,8 +531,7 @@ def compress_targets(rounds: int, memory_rounds: int, console: Console) -> dict[
             },
         }
         for output in outputs.values():
-            set_aside(output, ASIDE)
-        clear_aside(ASIDE, console.log)
+            set_aside(output, ASIDE, console.log)
     return results
 
 
@@ -566,7 +569,6 @@ def ceilings(rounds: int, console: Console) -> dict[str, Any]:
         console.log(
             f"{name} ceiling: {row['ceiling']} workers ({row['busiest']}), {row['ceiling_running']} once running"
         )
-        clear_aside(ASIDE, console.log)
     return results
 
 
@@ -643,6 +645,7 @@ def main() -> int:
     sequential_limit = int(args.sequential_up_to.rstrip("Mm")) * 1_000_000
     console = Console()
     clear_aside(ASIDE, console.log)  # left by a bench that was stopped
+    settle(ASIDE, console.log)
     compile_bytecode()
     if args.baseline is not None:
         compile_bytecode(args.baseline)
@@ -668,8 +671,7 @@ def main() -> int:
                 measure(program, output, memory=False)
                 console.log(f"{corpus.name} round {round_ + 1}: {program.name} {program.walls[-1]:.2f} s")
         results[corpus.name] = report_size(corpus.lines, programs)
-        set_aside(output, ASIDE)
-        clear_aside(ASIDE, console.log)
+        set_aside(output, ASIDE, console.log)
     spec = spec_bench.measure(args.spec_rounds) if args.spec_rounds > 0 else {}
     wide = spec_bench.measure_wide(args.spec_rounds) if args.spec_rounds > 0 else {}
     many_groups = dask_groups(args.rounds, console) if args.dask_groups else {}
@@ -690,6 +692,7 @@ def main() -> int:
         "compress_targets": compressed,
         "incremental": growing,
     }
+    clear_aside(ASIDE, console.log)
     args.out.write_text(json.dumps(document, indent=2) + "\n")
     for name, rows in results.items():
         table = Table(title=f"{name}, median of {args.rounds} interleaved rounds")

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aside import clear_aside, set_aside
+from aside import clear_aside, set_aside, settle
 
 SAMPLE_S = 0.02
 """How often the threads are read: each read is a few dozen small /proc
@@ -190,6 +190,8 @@ def main() -> int:
     args = parser.parse_args()
     repo = Path(__file__).resolve().parents[1]
     aside = repo / ".bench" / "aside"
+    clear_aside(aside)
+    settle(aside)
     result = measure(args.directory, repo / ".bench" / "out-ceiling", repo, args.rounds, aside)
     clear_aside(aside)
     for thread in result["threads"]:
