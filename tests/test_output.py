@@ -254,31 +254,6 @@ def test_the_exchange_goes_through_the_system_call_where_libc_has_no_renameat2(
     assert (second / "mark").exists() and not (first / "mark").exists()
 
 
-@pytest.mark.parametrize("how", ["renameat2", "link"])
-def test_a_move_unless_there_moves_a_file_only_where_none_is(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
-) -> None:
-    if how == "link":  # no renameat2 at all: link, then unlink
-        monkeypatch.setattr(_output, "_RENAMEAT2", "no_such_function")
-        monkeypatch.setattr(_output, "_SYS_RENAMEAT2", {})
-    source, target = tmp_path / "source", tmp_path / "target"
-    source.mkdir()
-    target.mkdir()
-    (source / "new").write_bytes(b"moved")
-    (source / "old").write_bytes(b"late copy")
-    (target / "old").write_bytes(b"whole, and written on since")
-    fds = [os.open(directory, os.O_RDONLY | os.O_DIRECTORY) for directory in (source, target)]
-    try:
-        assert _output.move_unless_there(fds[0], "new", fds[1])
-        assert not _output.move_unless_there(fds[0], "old", fds[1])
-    finally:
-        for fd in fds:
-            os.close(fd)
-    assert (target / "new").read_bytes() == b"moved" and not (source / "new").exists()
-    assert (target / "old").read_bytes() == b"whole, and written on since"
-    assert (source / "old").read_bytes() == b"late copy"  # left for its placing to remove
-
-
 @pytest.mark.parametrize("files", [3, _output.REMOVE_ALONE_UNDER * 2 + 1])  # by the caller alone, then by threads
 def test_remove_and_empty_take_a_tree_and_follow_no_link(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files: int

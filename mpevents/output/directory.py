@@ -45,7 +45,6 @@ log = logging.getLogger("mpevents")
 
 TOOL: Final = "mpevents"
 _AT_FDCWD: Final = -100
-_RENAME_NOREPLACE: Final = 1
 _RENAME_EXCHANGE: Final = 2
 _RENAMEAT2: Final = "renameat2"
 """libc's name for it (a test names one that is not there)."""
@@ -473,21 +472,6 @@ def _swap_by_renames(temp: Path, directory: Path) -> Path:
 def _exchange(a: Path, b: Path) -> bool:
     """Exchange two paths in one step (Linux renameat2); False where unsupported."""
     return _renameat2(_AT_FDCWD, a, _AT_FDCWD, b, _RENAME_EXCHANGE)
-
-
-def move_unless_there(source: int, name: str, target: int) -> bool:
-    """Rename ``name`` from directory ``source`` into directory ``target``
-    (descriptors) unless a file of that name is there already: then leave
-    both, and return False. ``renameat2(RENAME_NOREPLACE)``; where that is
-    not to be had, ``link`` and ``unlink``, which refuse the same way."""
-    try:
-        if _renameat2(source, name, target, name, _RENAME_NOREPLACE):
-            return True
-        os.link(name, name, src_dir_fd=source, dst_dir_fd=target, follow_symlinks=False)
-    except FileExistsError:
-        return False
-    os.unlink(name, dir_fd=source)
-    return True
 
 
 def _renameat2(source: int, old: str | Path, target: int, new: str | Path, flags: int) -> bool:

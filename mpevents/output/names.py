@@ -59,9 +59,6 @@ REJECTS_TAIL_PREFIX: Final = ".rejected-tail-"
 """With --compress, the rejects not yet framed, in the staging directory
 (``output.frames``): ``.rejected-tail-<frames before them>``."""
 PARTS_DIR: Final = ".parts"
-PLACING_PREFIX: Final = ".placing-"
-"""Where a placing by hashes creates its group files, in the staging directory
-(``.placing-<epoch>-<number>``), before it moves them beside the others (``output.parts``)."""
 """Where Dask tasks write their part files, inside the staging directory (removed before the commit)."""
 SPOOL_PREFIX: Final = "mpevents-spool-"
 """A spool directory, in /dev/shm or the staging directory: ``mpevents-spool-<pid>-<letters>`` (``local.spool``)."""

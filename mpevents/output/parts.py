@@ -43,11 +43,9 @@ replacement), it writes the same bytes to the same places, so a copy of it
 still running, or killed, can never make a file shorter. A copy done again
 after its epoch is placed (its worker died having sent the result) finds
 the order file gone or another epoch's, and writes nothing: the part log
-files it would read may be gone. A placing by hashes writes its new files in a
-directory of its own (``.placing-<epoch>-<number>``), then moves them beside
-the others, never over a file there: done again, it writes whole files there
-anew and moves those its predecessor had not (what it moved was whole, and
-the next epochs may have written on in it).
+files it would read may be gone. A file a killed placing left half written
+is written whole by its copy; ``--resume`` cuts every group file back to its
+journaled size (``output.journal``).
 
 Talks to: nothing but the files and the frames (``output.frames``); the worker (``local.worker``) appends and
 places, the local collector (``local.collector``) keeps the refs and
@@ -60,12 +58,11 @@ from __future__ import annotations
 import errno
 import itertools
 import os
-import shutil
 import zlib
 from array import array
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Sequence
 from operator import itemgetter
 from pathlib import Path
 from typing import Final, NamedTuple
@@ -74,9 +71,8 @@ import msgspec
 
 from mpevents.core.spec import ChunkParts
 from mpevents.core.system import SMALL_COPY, copy_range, write_all
-from mpevents.output.directory import move_unless_there
 from mpevents.output.frames import Compress, Framer, codec
-from mpevents.output.names import PLACING_PREFIX, group_file_name
+from mpevents.output.names import group_file_name
 
 HASHES: Final = 1 << 32
 """A group's place among the shards is its name's CRC-32: a shard is a range
@@ -371,18 +367,14 @@ def _place(
 ) -> dict[bytes, tuple[int, int]]:
     blocks = _Blocks(parts)
     refs, existing = order.refs, order.starts
-    # A placing by hashes, the only writer of its new groups' files, creates
-    # them in a directory of its own (its epoch's) and moves them into
-    # ``output`` at its end: placings creating thousands of files side by
-    # side in one directory wait on its lock, spinning (40,000 files from
-    # two processes: 6 to 19 s in one directory, 2 to 8 s in two and then
-    # renamed; 1,000 groups: a seventh of a run's CPU). They are opened
-    # relative to it, not by a whole path walked (and built) as many times.
-    # The files of the groups of earlier epochs are written where they are.
-    own = output / f"{PLACING_PREFIX}{order.base}-{placing.number}" if placing.shards > 1 else output
-    own.mkdir(exist_ok=True)
-    directory = os.open(own, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    target = os.open(output, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if own != output else directory
+    # Every placing makes its files in ``output`` itself, opened relative to
+    # it, not by a whole path walked (and built) as many times. Making them
+    # in a directory of each placing's own and renaming them into ``output``
+    # at the end, which spares the placings waiting on one directory's lock
+    # while each file is made, was slower (100,000 groups, N=2, 4
+    # interleaved pairs: 7.59 s against 6.12 s; 1,000 groups, 6 pairs: 1.84
+    # against 1.63 s): a rename takes that lock too, and for longer.
+    directory = os.open(output, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         low, high = placing.hashes
         first, last = placing.first - order.base, placing.last - order.base
@@ -406,27 +398,12 @@ def _place(
         for round_ in range(rounds):
             sub_low = low + (high - low) * round_ // rounds
             sub_high = low + (high - low) * (round_ + 1) // rounds
-            writer = _Writer(directory, placed, compress, wrote, target, existing)
+            writer = _Writer(directory, placed, compress, wrote)
             _place_range(blocks, mine, sub_low, sub_high, budget, placed, starts, moved, writer)
-        if own != output:
-            new = [_file_name(group, compress) for group in placed if group not in existing]
-            _move_all(directory, target, new)
-            shutil.rmtree(own, ignore_errors=True)  # empty now: whatever is left in it is this placing's own
     finally:
         blocks.close()
         os.close(directory)
-        if target != directory:
-            os.close(target)
     return {group: (count, size) for group, (count, size) in placed.items()}
-
-
-def _move_all(source: int, target: int, names: list[str]) -> None:
-    """Move every file of ``names`` from directory ``source`` into
-    ``target``, but one that is there already: a copy of this placing, done
-    before its worker died, moved it there whole (it moves a file only once
-    written), and the next epochs may have written on in it since."""
-    for name in names:
-        move_unless_there(source, name, target)
 
 
 def _file_name(group: bytes, compress: Compress | None) -> str:
@@ -530,8 +507,7 @@ def _place_range(
 
 class _Writer:
     """What a round of a placing has gathered, and its writes into the group
-    files (``output``: a descriptor of the directory where new ones are made;
-    ``existing``, those an earlier epoch made, are in ``target``); ``placed``
+    files (``output``: a descriptor of their directory); ``placed``
     says where each group's file ends so far. With ``compress``, each group's
     bytes go through a :class:`~mpevents.output.frames.Framer`, which keeps
     its unframed tail."""
@@ -542,12 +518,8 @@ class _Writer:
         placed: dict[bytes, list[int]],
         compress: Compress | None = None,
         wrote: Callable[[int, int, int], object] | None = None,
-        target: int | None = None,
-        existing: Container[bytes] = (),
     ) -> None:
         self._output = output
-        self._target = output if target is None else target
-        self._existing = existing
         self._placed = placed
         self._held: defaultdict[bytes, list[memoryview]] = defaultdict(list)
         self.held_bytes = 0
@@ -626,8 +598,7 @@ class _Writer:
 
     def _open(self, group: bytes) -> _Fd:
         name = _file_name(group, self._compress)
-        directory = self._target if group in self._existing else self._output
-        return _Fd(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644, dir_fd=directory))
+        return _Fd(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644, dir_fd=self._output))
 
 
 class _Fd:
