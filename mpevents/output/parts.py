@@ -61,9 +61,9 @@ import os
 import zlib
 from array import array
 from bisect import bisect_left
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
-from operator import itemgetter
+from operator import itemgetter, sub
 from pathlib import Path
 from typing import Final, NamedTuple
 
@@ -398,8 +398,8 @@ def _place(
         for round_ in range(rounds):
             sub_low = low + (high - low) * round_ // rounds
             sub_high = low + (high - low) * (round_ + 1) // rounds
-            writer = _Writer(directory, placed, compress, wrote)
-            _place_range(blocks, mine, sub_low, sub_high, budget, placed, starts, moved, writer)
+            writer = _Writer(directory, placed, starts, compress, wrote)
+            _place_range(blocks, mine, sub_low, sub_high, budget, moved, writer)
     finally:
         blocks.close()
         os.close(directory)
@@ -449,8 +449,6 @@ def _place_range(
     low: int,
     high: int,
     budget: int,
-    placed: dict[bytes, list[int]],
-    starts: dict[bytes, int],
     moved: Callable[[], object] | None,
     writer: _Writer,
 ) -> None:
@@ -459,45 +457,40 @@ def _place_range(
     ``budget``) and written together; in a block range of big pieces on
     average, a big piece copied in the kernel straight from its part log
     (compressed output has every piece read, to be framed)."""
+    held, counted = writer.held, writer.counted
     for ref in refs:
         fd, index = blocks.log(ref), blocks.index(ref)
         first, last = bisect_left(index.hashes, low), bisect_left(index.hashes, high)
         if first < last:
             start, ends, name_ends = index.start(first), index.ends[first:last], index.name_ends[first:last]
-            entries = zip(
-                itertools.chain((start,), ends),  # each group's bytes begin where the one before ends
-                ends,
-                itertools.chain((index.name_ends[first - 1] if first else 0,), name_ends),
-                name_ends,
-                index.counts[first:last],
-            )
-            names, held = index.names, writer.held
+            name_starts = itertools.chain((index.name_ends[first - 1] if first else 0,), name_ends)
+            groups = list(map(index.names.__getitem__, map(slice, name_starts, name_ends)))
             # Small pieces on average (many groups, or compressed output): the
-            # range read at once, each piece held as it is met (a rare big one
-            # too). Otherwise each run of small pieces is read at once, and each
-            # big piece copied in the kernel.
-            whole = (
-                writer.read(fd, ref, start, ends[-1])
-                if writer.framing or ends[-1] - start < SMALL_COPY * (last - first)
-                else None
-            )
-            run: list[tuple[bytes, int, int]] = []  # small pieces side by side, read at once
-            for begin, end, name_begin, name_end, count in entries:
-                group = names[name_begin:name_end]
-                totals = placed.get(group)
-                if totals is None:
-                    placed[group] = [count, starts.get(group, 0)]
-                else:
-                    totals[0] += count
-                if whole is not None:
-                    held[group].append(whole[begin - start : end - start])
-                elif end - begin >= SMALL_COPY:
-                    writer.hold_run(fd, ref, run)
-                    run = []
-                    writer.copy(group, fd, ref.offset + begin, end - begin, ref.log)
-                else:
-                    run.append((group, begin, end))
-            writer.hold_run(fd, ref, run)
+            # range read at once, and each piece held by C-level passes over
+            # the range, not a Python step per piece (at 100,000 groups a
+            # placing meets a million of them). Otherwise each run of small
+            # pieces is read at once, and each big piece copied in the kernel.
+            if writer.framing or ends[-1] - start < SMALL_COPY * (last - first):
+                whole = writer.read(fd, ref, start, ends[-1])
+                shift = itertools.repeat(start)
+                # Each piece begins where the one before ends, both counted from the range's start.
+                starts = map(sub, itertools.chain((start,), ends), shift)
+                pieces = map(whole.__getitem__, map(slice, starts, map(sub, ends, shift)))
+                deque(map(list.append, map(held.__getitem__, groups), pieces), maxlen=0)
+                deque(map(list.append, map(counted.__getitem__, groups), index.counts[first:last]), maxlen=0)
+            else:
+                run: list[tuple[bytes, int, int]] = []  # small pieces side by side, read at once
+                for group, begin, end, count in zip(
+                    groups, itertools.chain((start,), ends), ends, index.counts[first:last]
+                ):
+                    counted[group].append(count)
+                    if end - begin >= SMALL_COPY:
+                        writer.hold_run(fd, ref, run)
+                        run = []
+                        writer.copy(group, fd, ref.offset + begin, end - begin, ref.log)
+                    else:
+                        run.append((group, begin, end))
+                writer.hold_run(fd, ref, run)
             if writer.held_bytes >= budget:
                 writer.write_held()
         if moved is not None:
@@ -508,7 +501,8 @@ def _place_range(
 class _Writer:
     """What a round of a placing has gathered, and its writes into the group
     files (``output``: a descriptor of their directory); ``placed``
-    says where each group's file ends so far. With ``compress``, each group's
+    says of each group its records so far and where its file ends, ``starts``
+    where the file of a group not yet in ``placed`` begins. With ``compress``, each group's
     bytes go through a :class:`~mpevents.output.frames.Framer`, which keeps
     its unframed tail."""
 
@@ -516,12 +510,15 @@ class _Writer:
         self,
         output: int,
         placed: dict[bytes, list[int]],
+        starts: dict[bytes, int],
         compress: Compress | None = None,
         wrote: Callable[[int, int, int], object] | None = None,
     ) -> None:
         self._output = output
         self._placed = placed
+        self._starts = starts
         self._held: defaultdict[bytes, list[memoryview]] = defaultdict(list)
+        self._counted: defaultdict[bytes, list[int]] = defaultdict(list)
         self.held_bytes = 0
         self._compress = compress
         self._codec = codec(compress) if compress is not None else None
@@ -536,6 +533,12 @@ class _Writer:
     def held(self) -> defaultdict[bytes, list[memoryview]]:
         """Each group's pieces read so far and not yet written, in order."""
         return self._held
+
+    @property
+    def counted(self) -> defaultdict[bytes, list[int]]:
+        """Each group's records in the pieces met since its last write: added
+        to ``placed`` when it is written (:meth:`_totals`)."""
+        return self._counted
 
     def read(self, fd: int, ref: PartRef, begin: int, end: int) -> memoryview:
         """Bytes ``[begin, end)`` of ``ref``'s block, counted as held: their
@@ -570,6 +573,9 @@ class _Writer:
 
     def write_held(self, last: bool = False) -> None:
         """Write what is held; with ``last`` (the round's end), every group's last frame too."""
+        if self._codec is None:
+            self._write_plain()
+            return
         groups = list(self._held)
         if last:  # a group whose tail waits with no piece since
             groups += [group for group in self._framers if group not in self._held]
@@ -578,9 +584,40 @@ class _Writer:
                 self._write(group, target, last)
         self.held_bytes = 0
 
+    def _write_plain(self) -> None:
+        """Write each held group's pieces after its file's bytes: one open, one
+        ``pwritev`` and one close a group, its progress told once for all."""
+        output, totals_of = self._output, self._totals
+        taken = 0
+        for group, pieces in self._held.items():
+            totals = totals_of(group)
+            fd = os.open(group_file_name(group), _CREATE, 0o644, dir_fd=output)
+            try:
+                given = write_all(fd, pieces, totals[1])
+            finally:
+                os.close(fd)
+            totals[1] += given
+            taken += given
+        self._held.clear()
+        for group in list(self._counted):  # met only in big pieces, copied since
+            totals_of(group)
+        self.held_bytes = 0
+        if self._wrote is not None and taken:
+            self._wrote(0, taken, taken)
+
+    def _totals(self, group: bytes) -> list[int]:
+        """``group``'s entry in ``placed``, its records counted since added."""
+        totals = self._placed.get(group)
+        if totals is None:
+            totals = self._placed[group] = [0, self._starts.get(group, 0)]
+        counts = self._counted.pop(group, None)
+        if counts is not None:
+            totals[0] += sum(counts)
+        return totals
+
     def _write(self, group: bytes, target: _Fd, last: bool) -> None:
         pieces = self._held.pop(group, [])
-        totals = self._placed[group]
+        totals = self._totals(group)
         taken = sum(map(len, pieces))
         self.held_bytes -= taken
         if self._codec is None:
@@ -598,7 +635,12 @@ class _Writer:
 
     def _open(self, group: bytes) -> _Fd:
         name = _file_name(group, self._compress)
-        return _Fd(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644, dir_fd=self._output))
+        return _Fd(os.open(name, _CREATE, 0o644, dir_fd=self._output))
+
+
+_CREATE: Final = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
+"""How a placing opens a group file: made if new, never truncated (a placing
+done again writes the same bytes at the same offsets)."""
 
 
 class _Fd:
