@@ -32,7 +32,7 @@ import codecs
 import itertools
 import re
 from collections import defaultdict, deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Final, NamedTuple
 
 import msgspec
@@ -103,7 +103,7 @@ class ChunkParts(NamedTuple):
 
     lines: int
     blank: int
-    groups: dict[bytes, tuple[int, list[bytes]]]
+    groups: dict[bytes, tuple[int, Sequence[bytes]]]
     rejects: list[Reject]
 
     @property
@@ -420,10 +420,18 @@ class _Chunk:
                 tallies[group] = count
 
     def result(self) -> ChunkParts:
+        if not self.parts:  # never flushed (as with many groups): each group's one part, straight from its list
+            groups = self.groups
+            lists = list(groups.values())
+            counts = list(map(len, lists))
+            deque(map(list.append, lists, itertools.repeat(b"")), maxlen=0)  # a last b"": the join ends with '\n'
+            parts: dict[bytes, tuple[int, Sequence[bytes]]]
+            parts = dict(zip(groups, zip(counts, zip(map(b"\n".join, lists)))))
+            return ChunkParts(self.lines, self.blank, parts, self.rejects)
         self.flush()
-        parts = self.parts
-        groups = dict(zip(parts, zip(map(self.counts.__getitem__, parts), parts.values())))
-        return ChunkParts(self.lines, self.blank, groups, self.rejects)
+        joined = self.parts
+        parts = dict(zip(joined, zip(map(self.counts.__getitem__, joined), joined.values())))
+        return ChunkParts(self.lines, self.blank, parts, self.rejects)
 
     def line(self, line: bytes) -> None:
         """Add the next line, by the exact path."""

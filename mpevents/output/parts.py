@@ -106,6 +106,13 @@ file can go (``local.collector``'s epochs), and its pages are the next ones
 written. A placing reads a block with one ``pread`` whatever the file, so
 files cost nothing but a name each."""
 
+JOIN_OVER: Final = 1024
+"""A block of more groups than this is joined into one buffer before it is
+written: the kernel walks each buffer of a ``writev`` on its own, and a
+block of 17,000 groups' records (100,000 groups in all) took 1.6 ms as
+17,000 buffers against 0.25 ms joined and written at once; at 1,000 they
+cost the same, at 200 the join is the dearer."""
+
 _INDEX: Final = msgspec.msgpack.Encoder()
 
 
@@ -248,17 +255,20 @@ class PartLog:
         names = sorted(groups, key=zlib.crc32)
         values = list(map(groups.__getitem__, names))
         records = list(map(b"".join, map(itemgetter(1), values)))  # cheaper than summing the pieces' sizes
-        ends = array("Q", itertools.accumulate(map(len, records)))
+        # Arrays made from lists: from an iterator, array appends item by item (twice the time).
+        ends = array("Q", list(itertools.accumulate(map(len, records))))
         index = _INDEX.encode(
             (
-                array("I", map(zlib.crc32, names)).tobytes(),
+                array("I", list(map(zlib.crc32, names))).tobytes(),
                 ends.tobytes(),
-                array("Q", map(itemgetter(0), values)).tobytes(),
+                array("Q", list(map(itemgetter(0), values))).tobytes(),
                 b"".join(names),
-                array("Q", itertools.accumulate(map(len, names))).tobytes(),
+                array("Q", list(itertools.accumulate(map(len, names)))).tobytes(),
             )
         )
         records.append(index)
+        if len(records) > JOIN_OVER:
+            records = [b"".join(records)]
         write_all(self._fd, records)
         ref = PartRef(self.name, self._size, ends[-1], len(index), len(names))
         self._size += ref.size + len(index)
