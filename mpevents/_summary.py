@@ -244,9 +244,11 @@ def decode(data: bytes) -> Summary | None:
 
 def ordered_groups(groups: dict[str, int], schema: Schema) -> dict[str, int]:
     """summary.json's ``groups``: numerically for numbers, in byte order for strings and bools."""
-    if schema.numeric_groups:
-        return dict(sorted(groups.items(), key=lambda item: int(item[0])))
-    return dict(sorted(groups.items(), key=lambda item: item[0].encode()))
+    # Names sorted with a C-level key, then their counts looked up: a lambda
+    # over the items cost a Python call each, at 100,000 groups a quarter of
+    # main's serial work between the last placing and the commit.
+    names = sorted(groups, key=int if schema.numeric_groups else str.encode)
+    return dict(zip(names, map(groups.__getitem__, names)))
 
 
 def chunks_per_worker(engine: Engine) -> list[int]:

@@ -27,6 +27,7 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 from multiprocessing.connection import Connection
+from operator import itemgetter
 from pathlib import Path
 from typing import Final
 
@@ -35,7 +36,7 @@ import msgspec
 from mpevents.core import failpoints as _failpoints
 from mpevents.core.framing import Span
 from mpevents.core.inputs import InputFile
-from mpevents.local.ledger import Ledger, place_span
+from mpevents.local.ledger import Ledger, place_span, placing_of
 from mpevents.local.messages import PartResult, PlaceResult, Result
 from mpevents.local.queue import MessageQueue
 from mpevents.observe import trace as _trace
@@ -240,10 +241,15 @@ class _Epochs:
             return
         self._waiting.discard(span)
         self._done.add(span)
-        self._collector.placed(payload.groups)
-        sizes = self._sizes
-        for group, (_, size) in payload.groups.items():  # by ranges of blocks, the last range's end is the file's
-            sizes[group] = max(sizes.get(group, 0), size)
+        groups = payload.groups
+        self._collector.placed(groups)
+        sizes, placing = self._sizes, placing_of(span)
+        assert self._end is not None
+        if placing.shards > 1 or placing.last - placing.first == self._end - self._base:
+            sizes.update(zip(groups, map(itemgetter(1), groups.values())))  # its groups are its alone this epoch
+        else:
+            for group, (_, size) in groups.items():  # by ranges of blocks, the last range's end is the file's
+                sizes[group] = max(sizes.get(group, 0), size)
         if not self._waiting:
             assert self._end is not None
             self._base, self._end = self._end, None

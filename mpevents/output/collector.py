@@ -26,6 +26,7 @@ import heapq
 import os
 import time
 from collections.abc import Sequence
+from operator import itemgetter
 from pathlib import Path
 from typing import BinaryIO, Final, Generic
 
@@ -236,8 +237,9 @@ class Collector(Generic[P]):
 
     def placed(self, groups: dict[bytes, tuple[int, int]]) -> None:
         """Count the records of groups placed since (the local engine's, at the end)."""
-        self._tally.add_groups({group: count for group, (count, _) in groups.items()})
-        self._sizes.update({group: size for group, (_, size) in groups.items()})
+        values = groups.values()  # (records, size): each taken by a C-level pass, not a step per group
+        self._tally.add_groups(dict(zip(groups, map(itemgetter(0), values))))
+        self._sizes.update(zip(groups, map(itemgetter(1), values)))
         self._publish_groups()
 
     def finish(self, group_bytes: int) -> None:
@@ -264,7 +266,7 @@ class Collector(Generic[P]):
         """Show the groups counted so far, and the largest, on the scoreboard."""
         groups = self._tally.groups
         self.board.set_collector(CollectorField.GROUPS, len(groups))
-        top = heapq.nlargest(TOP_GROUPS, groups.items(), key=lambda pair: pair[1])
+        top = heapq.nlargest(TOP_GROUPS, groups.items(), key=itemgetter(1))
         self.board.set_top_groups(top)
 
     def _on_disk(self, span: Span) -> int:

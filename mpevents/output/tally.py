@@ -82,8 +82,14 @@ class Tally:
         return valid
 
     def add_groups(self, counts: Mapping[bytes, int]) -> None:
-        """Count records per group."""
+        """Count records per group: groups none of which were counted before
+        in one C-level update (a placing by hashes brings each of its groups
+        once an epoch: at 100,000 groups, all of them at the end, while the
+        workers wait), others one by one."""
         group_counts = self.groups
+        if group_counts.keys().isdisjoint(counts):
+            group_counts.update(counts)
+            return
         for group, count in counts.items():
             group_counts[group] = group_counts.get(group, 0) + count
 
@@ -94,5 +100,5 @@ class Tally:
             files=[FileCounts(*counts[at : at + _COUNTS]) for at in range(0, len(counts), _COUNTS)],
             ends=list(self._ends),
             reasons=list(self.reasons),
-            groups={group.decode(): count for group, count in self.groups.items()},
+            groups=dict(zip(map(bytes.decode, self.groups), self.groups.values())),
         )
