@@ -145,6 +145,7 @@ def _resume(config: Config, files: Sequence[InputFile], staging: Path) -> tuple[
         log.warning("--resume: nothing to resume for %s; starting from the start", config.output_dir)
         _fresh_journal(config, staging, files)
         return journal.State(), files
+    journal.check_version(header)
     journal.check_inputs(header, files)
     journal.check_schema(header, config.schema)
     journal.check_output(header, config.compress)

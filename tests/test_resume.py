@@ -222,3 +222,25 @@ def test_a_resume_with_another_schema_is_refused(tmp_path: Path) -> None:
     journal.check_schema(Header(1, []), V1)  # a journal written before schemas: v1's
     with pytest.raises(UsageError):
         journal.check_schema(Header(1, []), other)
+
+
+def test_a_resume_of_another_versions_run_is_refused_in_one_line(tmp_path: Path) -> None:
+    # Its part logs hold block indexes of another format: read, they would place wrong bytes.
+    from mpevents.output import journal
+    from mpevents.output.directory import resume_dir
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    fault_inputs(inputs, 200, 5, 2)
+    output = tmp_path / "out"
+    resume_dir(output).mkdir()
+    journal.start(resume_dir(output), [])  # as an interrupted run of this version leaves it
+    header, _ = journal.read(resume_dir(output) / JOURNAL_NAME)
+    assert header is not None and header.version == journal.VERSION
+    journal.check_version(header)
+    with open(resume_dir(output) / JOURNAL_NAME, "wb") as handle:
+        append(handle, Header(journal.VERSION - 1, []))
+    result = run_cli("--input", inputs, "--output", output, "--resume", "-q")
+    assert result.returncode == 2, result.stderr
+    assert "another version of mpevents" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert not output.exists()

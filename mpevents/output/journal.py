@@ -57,7 +57,10 @@ CHECKPOINT_S: Final = 0.5
 """How often the collector makes a checkpoint: a crash loses at most about
 this much writing (a tenth of a 10M-line run would be 0.8 s), and syncing
 twice a second, on a thread of its own, costs little (README)."""
-VERSION: Final = 1
+VERSION: Final = 2
+"""The journal's format, and that of the part logs its checkpoints name
+(``output.parts``): 2 since their block indexes are arrays side by side. A
+journal of another version is refused (:func:`check_version`)."""
 _FRAME: Final = struct.Struct("<II")
 
 
@@ -204,6 +207,16 @@ def start(directory: Path, files: Sequence[InputFile], schema: Schema = V1, comp
     unread = {info.index: info.unread for info in files if info.unread}
     with open(directory / JOURNAL_NAME, "wb") as handle:
         append(handle, Header(VERSION, identify(files), unread, schema.digest(), _described(compress)))
+
+
+def check_version(header: Header) -> None:
+    """Refuse (exit 2) to resume a run of another version of mpevents, whose
+    part logs this one would misread."""
+    if header.version != VERSION:
+        raise UsageError(
+            f"--resume: the interrupted run was made by another version of mpevents (journal format "
+            f"{header.version}, this one reads {VERSION}); run again without --resume"
+        )
 
 
 def check_schema(header: Header, schema: Schema) -> None:

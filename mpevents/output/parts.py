@@ -16,9 +16,11 @@ rest once every span is in.
     collector: the PartRefs in input order ---(order file)--+
 
 A block holds the span's groups sorted by the CRC-32 of their names, then
-an index: per group that hash, its name, its records and where its bytes
-end in the block. A shard is a range of hashes, so its groups lie together
-in every block: placing a shard reads one range of each block (``pread``),
+an index of arrays side by side: per group that hash, where its bytes end
+in the block, its records, where its name ends, then the names. A shard is
+a range of hashes, so its groups lie together in every block: placing a
+shard reads the hashes of each block once, and in each round the range of
+every array it needs and one range of the block's records (``pread``),
 gathers each group's pieces from all blocks in memory, and writes each group
 file with one ``pwritev`` per
 ``PLACE_BYTES`` it gathered. Where a range's pieces are 32 KiB or more on
@@ -80,18 +82,18 @@ of them, so that shards share many groups evenly, whatever their names."""
 PLACE_BYTES: Final = 4 << 20
 """What a placing gathers in memory before it writes. A shard bigger than
 this is placed in rounds, each a range of its hashes, so that each group
-file is still written once (a round costs a look at every block's index,
+file is still written once (a round costs a look at its range of every block's index,
 not a read of its records), and every worker placing at once adds only this
 and INDEX_CACHE_BYTES to the run's memory, whatever the size of the output."""
 INDEX_CACHE_BYTES: Final = 8 << 20
-"""The most memory a placing's decoded block indexes may take, kept once
-read. A placing in many rounds looks at every block's index in each: with a
-few hundred groups, 58 rounds of 276 blocks read 16,000 indexes, a third of
-its time. Blocks of 100,000 groups' indexes would not fit, and are read
-again each round."""
-_INDEX_OVERHEAD: Final = 600
-"""About what a decoded index takes beyond its arrays' and names' bytes
-(its objects; 604 bytes for a block of 3 groups)."""
+"""The most memory the blocks' hashes a placing keeps may take (4 bytes a
+group and _HASHES_OVERHEAD a block), kept once read: every round of a
+placing looks up its range in each block's hashes. The rest of an index is
+read a round's range at a time: a whole index read and decoded each round,
+as 100,000 groups' blocks (560 KiB each) were, took 0.46 s of a placing's
+3.0 s of CPU."""
+_HASHES_OVERHEAD: Final = 100
+"""About what a block's array of hashes takes beyond its items."""
 FEW_GROUPS: Final = 64
 """Blocks of at most this many groups are placed by ranges of blocks (:func:`plan`):
 reading the indexes of every block before a range, to know where its bytes
@@ -112,8 +114,6 @@ written: the kernel walks each buffer of a ``writev`` on its own, and a
 block of 17,000 groups' records (100,000 groups in all) took 1.6 ms as
 17,000 buffers against 0.25 ms joined and written at once; at 1,000 they
 cost the same, at 200 the join is the dearer."""
-
-_INDEX: Final = msgspec.msgpack.Encoder()
 
 
 class PartRef(NamedTuple):
@@ -200,27 +200,16 @@ def plan(refs: Sequence[PartRef], workers: int, by_hash: bool = False, base: int
     return [Placing(index, 1, base + first, base + last) for index, (first, last) in enumerate(ranges)]
 
 
-class _Index(NamedTuple):
-    hashes: array[int]
-    """Each group's name's CRC-32, in order: the block is sorted by them."""
+class _Entries(NamedTuple):
+    """The entries of one range of hashes of a block: its groups, in the block's order."""
+
+    start: int
+    """Where the first entry's bytes begin in the block."""
     ends: array[int]
-    """Where each group's bytes end in the block."""
+    """Where each entry's bytes end in the block."""
     counts: array[int]
-    names: bytes
-    name_ends: array[int]
-
-    def name(self, entry: int) -> bytes:
-        return self.names[self.name_ends[entry - 1] if entry else 0 : self.name_ends[entry]]
-
-    def start(self, entry: int) -> int:
-        """Where entry ``entry``'s bytes start in the block."""
-        return self.ends[entry - 1] if entry else 0
-
-    @property
-    def memory(self) -> int:
-        """About the bytes it takes (:data:`_INDEX_OVERHEAD` and its arrays and names)."""
-        arrays = (self.hashes, self.ends, self.counts, self.name_ends)
-        return _INDEX_OVERHEAD + len(self.names) + sum(len(array) * array.itemsize for array in arrays)
+    """Each entry's records."""
+    names: list[bytes]
 
 
 class PartLog:
@@ -257,13 +246,13 @@ class PartLog:
         records = list(map(b"".join, map(itemgetter(1), values)))  # cheaper than summing the pieces' sizes
         # Arrays made from lists: from an iterator, array appends item by item (twice the time).
         ends = array("Q", list(itertools.accumulate(map(len, records))))
-        index = _INDEX.encode(
+        index = b"".join(
             (
                 array("I", list(map(zlib.crc32, names))).tobytes(),
                 ends.tobytes(),
                 array("Q", list(map(itemgetter(0), values))).tobytes(),
-                b"".join(names),
                 array("Q", list(itertools.accumulate(map(len, names)))).tobytes(),
+                *names,
             )
         )
         records.append(index)
@@ -282,19 +271,6 @@ class PartLog:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-
-
-def _read_index(fd: int, ref: PartRef) -> _Index:
-    data = os.pread(fd, ref.index_size, ref.offset + ref.size)
-    if len(data) != ref.index_size:
-        raise OSError(errno.EIO, f"part log {ref.log} is shorter than its blocks say")
-    raw = msgspec.msgpack.decode(data, type=tuple[bytes, bytes, bytes, bytes, bytes])
-    hashes, ends, counts, name_ends = array("I"), array("Q"), array("Q"), array("Q")
-    hashes.frombytes(raw[0])
-    ends.frombytes(raw[1])
-    counts.frombytes(raw[2])
-    name_ends.frombytes(raw[4])
-    return _Index(hashes, ends, counts, raw[3], name_ends)
 
 
 def write_order(
@@ -391,18 +367,18 @@ def _place(
         # Where each group's bytes begin: after the earlier epochs', and the blocks before the placing's.
         starts = dict(existing)
         for ref in refs[:first]:
-            index = blocks.index(ref, keep=False)  # read once: room for the placing's own, read each round
-            for entry in range(bisect_left(index.hashes, low), bisect_left(index.hashes, high)):
-                group = index.name(entry)
-                starts[group] = starts.get(group, 0) + index.ends[entry] - index.start(entry)
+            entries = blocks.entries(ref, low, high, keep=False)  # read once: room for the placing's own
+            if entries is not None:
+                begins = itertools.chain((entries.start,), entries.ends)
+                for group, begin, end in zip(entries.names, begins, entries.ends):
+                    starts[group] = starts.get(group, 0) + end - begin
         mine = refs[first:last]
         # The placing's share in ranges of hashes sized to the budget.
         total = 0
         for ref in mine:
-            index = blocks.index(ref)
-            first_entry, last_entry = bisect_left(index.hashes, low), bisect_left(index.hashes, high)
-            if first_entry < last_entry:
-                total += index.ends[last_entry - 1] - index.start(first_entry)
+            bounds = blocks.bounds(ref, low, high)
+            if bounds is not None:
+                total += bounds[1] - bounds[0]
         rounds = max(1, -(-total // budget))
         placed: dict[bytes, list[int]] = {}  # records, where the file's next bytes go
         for round_ in range(rounds):
@@ -422,13 +398,13 @@ def _file_name(group: bytes, compress: Compress | None) -> str:
 
 
 class _Blocks:
-    """A placing's way to the blocks: the part logs it opened, and the indexes
-    it read, kept while they fit in INDEX_CACHE_BYTES."""
+    """A placing's way to the blocks: the part logs it opened, and the blocks'
+    hashes it read, kept while they fit in INDEX_CACHE_BYTES."""
 
     def __init__(self, parts: Path) -> None:
         self._parts = parts
         self._logs: dict[str, int] = {}
-        self._indexes: dict[PartRef, _Index] = {}
+        self._hashes: dict[PartRef, array[int]] = {}
         self._kept = 0
 
     def log(self, ref: PartRef) -> int:
@@ -438,15 +414,54 @@ class _Blocks:
             fd = self._logs[ref.log] = os.open(self._parts / ref.log, os.O_RDONLY | os.O_CLOEXEC)
         return fd
 
-    def index(self, ref: PartRef, keep: bool = True) -> _Index:
-        """``ref``'s index; with ``keep``, kept for later while there is room."""
-        index = self._indexes.get(ref)
-        if index is None:
-            index = _read_index(self.log(ref), ref)
-            if keep and self._kept + index.memory <= INDEX_CACHE_BYTES:
-                self._indexes[ref] = index
-                self._kept += index.memory
-        return index
+    def _range(self, ref: PartRef, low: int, high: int, keep: bool) -> tuple[int, int]:
+        """The entries ``[first, last)`` of ``ref``'s block whose hashes are in ``[low, high)``."""
+        hashes = self._hashes.get(ref)
+        if hashes is None:
+            hashes = self._read(ref, "I", 0, 0, ref.groups)
+            size = _HASHES_OVERHEAD + 4 * len(hashes)
+            if keep and self._kept + size <= INDEX_CACHE_BYTES:
+                self._hashes[ref] = hashes
+                self._kept += size
+        return bisect_left(hashes, low), bisect_left(hashes, high)
+
+    def _read(self, ref: PartRef, kind: str, column: int, first: int, last: int) -> array[int]:
+        """Items ``[first, last)`` of array ``column`` of ``ref``'s index (0:
+        hashes, 4-byte; 1, 2, 3: ends, counts, name ends, 8-byte)."""
+        items = array(kind)
+        at = ref.offset + ref.size + (4 * ref.groups + 8 * (column - 1) * ref.groups if column else 0)
+        data = os.pread(self.log(ref), (last - first) * items.itemsize, at + first * items.itemsize)
+        if len(data) != (last - first) * items.itemsize:
+            raise OSError(errno.EIO, f"part log {ref.log} is shorter than its blocks say")
+        items.frombytes(data)
+        return items
+
+    def bounds(self, ref: PartRef, low: int, high: int) -> tuple[int, int] | None:
+        """Where the bytes of hashes ``[low, high)`` begin and end in ``ref``'s block (None: it has none)."""
+        first, last = self._range(ref, low, high, keep=True)
+        if first == last:
+            return None
+        ends = self._read(ref, "Q", 1, max(first - 1, 0), last)
+        return (ends[0] if first else 0), ends[-1]
+
+    def entries(self, ref: PartRef, low: int, high: int, keep: bool = True) -> _Entries | None:
+        """The entries of hashes ``[low, high)`` in ``ref``'s block (None: it has
+        none); with ``keep``, its hashes kept for later while there is room."""
+        first, last = self._range(ref, low, high, keep)
+        if first == last:
+            return None
+        before = 1 if first else 0  # the entry before: where the range's bytes and names begin
+        ends = self._read(ref, "Q", 1, first - before, last)
+        name_ends = self._read(ref, "Q", 3, first - before, last)
+        start, name_start = (ends[0], name_ends[0]) if before else (0, 0)
+        names_at = ref.offset + ref.size + 28 * ref.groups
+        names = os.pread(self.log(ref), name_ends[-1] - name_start, names_at + name_start)
+        if len(names) != name_ends[-1] - name_start:
+            raise OSError(errno.EIO, f"part log {ref.log} is shorter than its blocks say")
+        shift = itertools.repeat(name_start)
+        name_begins = map(sub, itertools.chain((name_start,), name_ends[before:]), shift)
+        groups = list(map(names.__getitem__, map(slice, name_begins, map(sub, name_ends[before:], shift))))
+        return _Entries(start, ends[before:], self._read(ref, "Q", 2, first, last), groups)
 
     def close(self) -> None:
         for fd in self._logs.values():
@@ -469,30 +484,25 @@ def _place_range(
     (compressed output has every piece read, to be framed)."""
     held, counted = writer.held, writer.counted
     for ref in refs:
-        fd, index = blocks.log(ref), blocks.index(ref)
-        first, last = bisect_left(index.hashes, low), bisect_left(index.hashes, high)
-        if first < last:
-            start, ends, name_ends = index.start(first), index.ends[first:last], index.name_ends[first:last]
-            name_starts = itertools.chain((index.name_ends[first - 1] if first else 0,), name_ends)
-            groups = list(map(index.names.__getitem__, map(slice, name_starts, name_ends)))
+        entries = blocks.entries(ref, low, high)
+        if entries is not None:
+            fd, (start, ends, counts, groups) = blocks.log(ref), entries
             # Small pieces on average (many groups, or compressed output): the
             # range read at once, and each piece held by C-level passes over
             # the range, not a Python step per piece (at 100,000 groups a
             # placing meets a million of them). Otherwise each run of small
             # pieces is read at once, and each big piece copied in the kernel.
-            if writer.framing or ends[-1] - start < SMALL_COPY * (last - first):
+            if writer.framing or ends[-1] - start < SMALL_COPY * len(groups):
                 whole = writer.read(fd, ref, start, ends[-1])
                 shift = itertools.repeat(start)
                 # Each piece begins where the one before ends, both counted from the range's start.
                 starts = map(sub, itertools.chain((start,), ends), shift)
                 pieces = map(whole.__getitem__, map(slice, starts, map(sub, ends, shift)))
                 deque(map(list.append, map(held.__getitem__, groups), pieces), maxlen=0)
-                deque(map(list.append, map(counted.__getitem__, groups), index.counts[first:last]), maxlen=0)
+                deque(map(list.append, map(counted.__getitem__, groups), counts), maxlen=0)
             else:
                 run: list[tuple[bytes, int, int]] = []  # small pieces side by side, read at once
-                for group, begin, end, count in zip(
-                    groups, itertools.chain((start,), ends), ends, index.counts[first:last]
-                ):
+                for group, begin, end, count in zip(groups, itertools.chain((start,), ends), ends, counts):
                     counted[group].append(count)
                     if end - begin >= SMALL_COPY:
                         writer.hold_run(fd, ref, run)
