@@ -328,16 +328,37 @@ def test_a_part_log_file_goes_once_whole_seen_and_placed(tmp_path: Path) -> None
     for span, result in results[:1]:
         sink.write(span, result)
     sink.remove_placed(len(sink.refs))
+    sink.close()  # the removals are on a thread of their own: waits for them
     assert (parts_dir / names[0]).exists()  # its second block is not seen yet
     sink.drop(*results[1])  # seen as a repeat: never placed
     for span, result in results[2:]:
         sink.write(span, result)
     sink.remove_placed(1)
+    sink.close()
     assert not (parts_dir / names[0]).exists()
     assert (parts_dir / names[2]).exists()  # its blocks are not placed
     sink.remove_placed(len(sink.refs))
+    sink.close()
     assert (parts_dir / names[-1]).exists()  # the last file is not whole: more blocks may come
     assert [path.name for path in parts_dir.iterdir()] == [names[-1]]
+
+
+def test_a_part_log_file_that_cannot_be_removed_fails_the_collector(tmp_path: Path) -> None:
+    # Removed on a thread of its own, its error is raised on the collector's all the same.
+    parts_dir = tmp_path / PARTS_DIR
+    log = PartLog(parts_dir, "worker", segment_bytes=50_000)
+    sink = LocalSink(parts_dir, Ledger(1, 1), segment_bytes=50_000)
+    results = make_results(0, _chunked(GROUPED, 9_000), log)
+    for span, result in results:
+        sink.write(span, result)
+    first = results[0][1].ref
+    assert first is not None
+    (parts_dir / first.log).unlink()
+    (parts_dir / first.log).mkdir()  # unlink() of a directory fails: EISDIR
+    (parts_dir / first.log / "keep").write_bytes(b"")
+    sink.remove_placed(len(sink.refs))
+    with pytest.raises(IsADirectoryError):
+        sink.close()
 
 
 def test_a_late_copy_of_a_placing_by_hashes_never_moves_a_file_over_what_the_next_epoch_wrote(tmp_path: Path) -> None:

@@ -22,8 +22,9 @@ the report pipe (the :class:`~mpevents.output.report.Report` behind
 
 from __future__ import annotations
 
-import contextlib
 import os
+import queue
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from multiprocessing.connection import Connection
@@ -61,6 +62,47 @@ GROUPS_PER_EPOCH_CHUNK: Final = 32
 which for 100,000 groups takes seconds, so that such a run is one epoch."""
 
 
+class _Remover:
+    """Unlinks placed part log files on a thread of its own, so that the
+    collector's thread only keeps the books: freeing a 4 MiB file's pages
+    (and, on a filesystem that trims at once, its blocks) was the most CPU
+    it spent at 200 groups (57 files, 39 ms of its 0.15 s on tmpfs). The
+    first error is raised at the next removal or at :meth:`close`."""
+
+    def __init__(self) -> None:
+        self._paths: queue.SimpleQueue[Path | None] = queue.SimpleQueue()
+        self._error: OSError | None = None
+        self._thread: threading.Thread | None = None  # started at the first removal
+
+    def remove(self, path: Path) -> None:
+        self._raise()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="mpevents-remove", daemon=True)
+            self._thread.start()
+        self._paths.put(path)
+
+    def _run(self) -> None:
+        while (path := self._paths.get()) is not None:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                self._error = self._error or exc
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        """Wait for every removal handed over."""
+        if self._thread is not None:
+            self._paths.put(None)
+            self._thread.join()
+            self._thread = None
+        self._raise()
+
+
 class LocalSink:
     """The local engine's :class:`~mpevents.output.sink.Sink`: keeps each
     result's block in input order, and settles its span in the ledger."""
@@ -75,6 +117,7 @@ class LocalSink:
         self._logs: set[str] = set()
         # Per part log file: its blocks' bytes seen, where they end, the last one's place in refs.
         self._seen: dict[str, list[int]] = {}
+        self._remover = _Remover()
 
     def write(self, span: Span, payload: PartResult) -> None:
         if payload.ref is not None:
@@ -101,11 +144,11 @@ class LocalSink:
         """Remove the part log files whose every block is among the first
         ``placed`` of the order: whole (its segment size reached, so no block
         comes after), every block of theirs seen. A file with a block never
-        reported (its worker died before it sent the result) stays to the end."""
+        reported (its worker died before it sent the result) stays to the end.
+        They go on a thread of their own: :meth:`close` waits for them."""
         for log, (taken, end, last) in list(self._seen.items()):
             if taken == end >= self._segment_bytes and last < placed:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.parts / log)
+                self._remover.remove(self.parts / log)
                 del self._seen[log]
 
     def flush(self, groups: Iterable[bytes]) -> dict[bytes, int]:
@@ -117,7 +160,7 @@ class LocalSink:
         return paths, new
 
     def close(self) -> None:
-        pass
+        self._remover.close()
 
 
 class CollectorJob(msgspec.Struct, frozen=True):
