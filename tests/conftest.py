@@ -12,13 +12,16 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import msgspec
 import pytest
 
 from mpevents._summary import Summary
+from mpevents.core.spec import ChunkResult
 from mpevents.observe.profiling import process_tree
 from mpevents.output.names import PARTS_DIR
+from mpevents.output.rejects import SpanRejects, encode
 
 REPO = Path(__file__).resolve().parents[1]
 # The reference parser lives in scripts/sequential.py (it is also the sequential baseline).
@@ -226,3 +229,17 @@ def real_traffic(seed: int, count: int, groups: int = 200) -> bytes:
     for index in rng.sample(range(count), count // 75):
         encoded[index] = rng.choice([b"", b"1|a|b", b"1|a||c|1|1|1", b"1|a|b\tc|d|1|1|1", b"x|a|b|c|1|1|1", b"\xff|"])
     return b"\n".join(encoded) + b"\n"
+
+
+class Checked(NamedTuple):
+    """A chunk's result as a payload that holds its records, its rejects
+    encoded as a worker sends them (the collector core's tests)."""
+
+    lines: int
+    blank: int
+    groups: dict[bytes, tuple[int, bytes]]
+    rejects: SpanRejects
+
+
+def checked(result: ChunkResult) -> Checked:
+    return Checked(result.lines, result.blank, result.groups, encode(result.rejects))

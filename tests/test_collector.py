@@ -13,7 +13,7 @@ import pytest
 
 from mpevents.core.framing import Flag, Span
 from mpevents.core.inputs import InputFile
-from mpevents.core.spec import REASONS, ChunkResult, process_chunk, process_chunk_parts
+from mpevents.core.spec import REASONS, process_chunk, process_chunk_parts
 from mpevents.local.collector import LocalSink
 from mpevents.local.ledger import Ledger, LedgerFlag
 from mpevents.local.messages import PartResult
@@ -22,7 +22,9 @@ from mpevents.output import parts
 from mpevents.output.collector import Collector
 from mpevents.output.names import PARTS_DIR, group_file_name
 from mpevents.output.parts import FEW_GROUPS, PartLog, PartRef, Placing, place, plan, write_order
+from mpevents.output.rejects import encode
 from mpevents.output.report import FileCounts
+from tests.conftest import Checked, checked
 
 
 def make_results(file: int, chunks: list[bytes], log: PartLog) -> list[tuple[Span, PartResult]]:
@@ -32,7 +34,7 @@ def make_results(file: int, chunks: list[bytes], log: PartLog) -> list[tuple[Spa
     for seq, data in enumerate(chunks):
         flags = Flag.LAST if seq == len(chunks) - 1 else Flag.NONE
         parts = process_chunk_parts(data)
-        result = PartResult(parts.lines, parts.blank, parts.rejects, log.append(parts))
+        result = PartResult(parts.lines, parts.blank, encode(parts.rejects), log.append(parts))
         results.append((Span(file, seq, offset, offset + len(data), flags), result))
         offset += len(data)
     return results
@@ -99,10 +101,10 @@ class RecordingSink:
         self.dropped: list[tuple[int, int]] = []
         self.closed = False
 
-    def write(self, span: Span, payload: ChunkResult) -> None:
+    def write(self, span: Span, payload: Checked) -> None:
         self.written.append((span.file, span.seq))
 
-    def drop(self, span: Span, payload: ChunkResult) -> None:
+    def drop(self, span: Span, payload: Checked) -> None:
         self.dropped.append((span.file, span.seq))
 
     def flush(self, groups: Iterable[bytes]) -> dict[bytes, int]:
@@ -121,7 +123,7 @@ def test_the_core_hands_its_sink_each_result_in_input_order_and_each_repeat_to_d
     a = chunk_results(0, [b"1|a|b|c|1|1|1\n", b"bad\n"])
     b = chunk_results(1, [b"2|a|b|c|1|3|1\n"])
     sink = RecordingSink()
-    collector: Collector[ChunkResult] = Collector(files, tmp_path, sink, Board(2, 1))
+    collector: Collector[Checked] = Collector(files, tmp_path, sink, Board(2, 1))
     for span, result in [b[0], a[1], b[0], a[0], a[1]]:
         collector.add(span, result)
     collector.close()
@@ -134,12 +136,12 @@ def test_the_core_hands_its_sink_each_result_in_input_order_and_each_repeat_to_d
     assert collector.report().groups == {"1": 1, "3": 1}
 
 
-def chunk_results(file: int, chunks: list[bytes]) -> list[tuple[Span, ChunkResult]]:
+def chunk_results(file: int, chunks: list[bytes]) -> list[tuple[Span, Checked]]:
     """Results that hold their records, as the Dask engine's say their sizes."""
     results, offset = [], 0
     for seq, data in enumerate(chunks):
         flags = Flag.LAST if seq == len(chunks) - 1 else Flag.NONE
-        results.append((Span(file, seq, offset, offset + len(data), flags), process_chunk(data)))
+        results.append((Span(file, seq, offset, offset + len(data), flags), checked(process_chunk(data))))
         offset += len(data)
     return results
 

@@ -13,6 +13,7 @@ from mpevents.output.journal import State
 from mpevents.output.reorder import Reorderer
 from mpevents.output.report import FileCounts
 from mpevents.output.tally import Tally
+from tests.conftest import checked
 
 
 def spans_of(lengths: list[int]) -> list[Span]:
@@ -81,8 +82,8 @@ def test_empty_input_is_done_at_once() -> None:
 def test_the_tally_counts_per_file_per_reason_and_per_group() -> None:
     tally = Tally(2)
     reject = Reject(2, "field_count", "bad")
-    tally.add(Span(0, 0, 0, 10), ChunkResult(3, 1, {b"1": (1, b"x\n")}, [reject]))
-    tally.add(Span(0, 1, 10, 25, Flag.LAST), ChunkResult(2, 0, {b"1": (1, b"y\n"), b"7": (1, b"z\n")}, []))
+    tally.add(Span(0, 0, 0, 10), checked(ChunkResult(3, 1, {b"1": (1, b"x\n")}, [reject])))
+    tally.add(Span(0, 1, 10, 25, Flag.LAST), checked(ChunkResult(2, 0, {b"1": (1, b"y\n"), b"7": (1, b"z\n")}, [])))
     assert tally.lines(0) == 5 and tally.end(0) == 25 and tally.lines(1) == 0
     report = tally.report()
     assert report.files == [FileCounts(5, 3, 1, 1), FileCounts()]
@@ -104,7 +105,7 @@ def test_a_resumed_tally_goes_on_from_the_journal() -> None:
         reasons=reasons,
     )
     tally = Tally.resumed(2, state)
-    tally.add(Span(1, 1, 40, 50, Flag.LAST), ChunkResult(1, 0, {b"5": (1, b"r\n")}, []))
+    tally.add(Span(1, 1, 40, 50, Flag.LAST), checked(ChunkResult(1, 0, {b"5": (1, b"r\n")}, [])))
     report = tally.report()
     assert report.files == [FileCounts(10, 6, 4, 0), FileCounts(4, 4, 0, 0)]
     assert report.ends == [100, 50]

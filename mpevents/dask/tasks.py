@@ -40,6 +40,7 @@ from mpevents.core.sources import open_url, reader_of
 from mpevents.core.spec import ChunkResult, Reject, process_chunk
 from mpevents.core.system import copy_range, keep_freed_memory, write_all
 from mpevents.output.names import group_file_name, part_file_name
+from mpevents.output.rejects import SpanRejects, encode
 
 HOLD_BYTES: Final = 32 << 20
 """Records a task holds in memory before it writes them out, each group's one
@@ -58,7 +59,7 @@ class PartsResult(NamedTuple):
     lines: int
     blank: int
     groups: dict[bytes, tuple[int, int]]
-    rejects: list[Reject]
+    rejects: SpanRejects
     path: str
 
 
@@ -185,7 +186,7 @@ class _Parts:
             index = _INDEX.encode((list(self._groups), self._pieces))
             write_all(self._fd, [index, len(index).to_bytes(_TRAILER, "little")])
         groups = {group: (count, size) for group, (_, count, size) in self._groups.items()}
-        return PartsResult(self._lines, self._blank, groups, self._rejects, self.path if groups else "")
+        return PartsResult(self._lines, self._blank, groups, encode(self._rejects), self.path if groups else "")
 
     def close(self) -> None:
         if self._fd is not None:

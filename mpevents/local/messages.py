@@ -29,8 +29,8 @@ from types import MappingProxyType
 from typing import NamedTuple
 
 from mpevents.core.framing import Span
-from mpevents.core.spec import Reject
 from mpevents.output.parts import PartRef
+from mpevents.output.rejects import SpanRejects
 
 
 class PartResult(NamedTuple):
@@ -38,7 +38,7 @@ class PartResult(NamedTuple):
 
     lines: int
     blank: int
-    rejects: list[Reject]
+    rejects: SpanRejects
     ref: PartRef | None
     """None: the span has no records."""
 

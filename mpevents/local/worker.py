@@ -38,6 +38,7 @@ from mpevents.local.queue import MessageQueue
 from mpevents.local.spool import Spool
 from mpevents.observe import trace as _trace
 from mpevents.observe.board import Board, WorkerField
+from mpevents.output import rejects
 from mpevents.output.frames import Compress
 from mpevents.output.parts import PartLog, Placing, place, read_order
 
@@ -133,7 +134,7 @@ def _check(job: WorkerJob, span: Span, log: PartLog, took: int, break_at: tuple[
     if (span.file, span.seq) == break_at:
         job.result_queue.break_mid_transfer()
         _failpoints.kill_self()
-    message = Result(span, PartResult(result.lines, result.blank, result.rejects, ref))
+    message = Result(span, PartResult(result.lines, result.blank, rejects.encode(result.rejects), ref))
     if len(result.rejects) < DIRECT_REJECTS:
         job.result_queue.put_direct(message)
     else:

@@ -30,18 +30,16 @@ from operator import itemgetter
 from pathlib import Path
 from typing import BinaryIO, Final, Generic
 
-import msgspec
-
 from mpevents.core import failpoints as _failpoints
 from mpevents.core.framing import Flag, Span
 from mpevents.core.inputs import InputFile
-from mpevents.core.spec import Reject
 from mpevents.observe import trace as _trace
 from mpevents.observe.board import TOP_GROUPS, Board, CollectorField, FileField, FileState
 from mpevents.output import journal
 from mpevents.output.frames import Compress, FramedRejects
 from mpevents.output.journal import CHECKPOINT_S, State
 from mpevents.output.names import JOURNAL_NAME, REJECTS_NAME, group_file_name
+from mpevents.output.rejects import jsonl
 from mpevents.output.reorder import Reorderer
 from mpevents.output.report import FileCounts, Report
 from mpevents.output.sink import P, Sink
@@ -49,15 +47,6 @@ from mpevents.output.tally import Tally
 
 _TOP_EVERY_S: Final = 0.25
 """How often the largest groups are republished for the dashboard."""
-
-
-class RejectLine(msgspec.Struct, gc=False):
-    """One line of ``rejected.jsonl``; field order is the key order."""
-
-    file: str
-    line: int
-    reason: str
-    raw: str
 
 
 class Collector(Generic[P]):
@@ -107,8 +96,6 @@ class Collector(Generic[P]):
         self._checkpoint_s = _failpoints.number("checkpoint_s") or CHECKPOINT_S
         self._trace = _trace.tracer()
         self._arrived: dict[tuple[int, int], int] | None = {} if isinstance(self._trace, _trace.Tracer) else None
-        self._encoder = msgspec.json.Encoder()
-        self._buffer = bytearray()
         self._results = 0
         self._top_at = 0.0
         self._fail_after = _failpoints.number("collector_write_error")
@@ -149,10 +136,10 @@ class Collector(Generic[P]):
         valid = self._tally.add(span, payload)
         if self._journal is not None:
             self._dirty.update(payload.groups)
-        if payload.rejects:
-            self._write_rejects(self.files[file].name, first_line, payload.rejects)
+        if payload.rejects.total:
+            self._rejects.write(jsonl(self.files[file].name, first_line, payload.rejects))
         self._results += 1
-        self._publish(span, valid, len(payload.rejects), payload.blank, payload.lines)
+        self._publish(span, valid, payload.rejects.total, payload.blank, payload.lines)
         if span.flags & Flag.LAST:
             if self._journal is not None:
                 self._finished[file] = (self._tally.counts(file), span.end)
@@ -162,15 +149,6 @@ class Collector(Generic[P]):
             _failpoints.kill_self()
         if self._journal is not None and time.monotonic() - self._checkpoint_at >= self._checkpoint_s:
             self.checkpoint()
-
-    def _write_rejects(self, name: str, first_line: int, rejects: Sequence[Reject]) -> None:
-        """Append ``rejects`` of file ``name``, numbered from its line ``first_line`` + 1."""
-        buffer = self._buffer
-        buffer.clear()
-        for reject in rejects:
-            self._encoder.encode_into(RejectLine(name, first_line + reject.line, reject.reason, reject.raw), buffer, -1)
-            buffer.extend(b"\n")
-        self._rejects.write(buffer)
 
     def checkpoint(self) -> None:
         """Have what was written since the last checkpoint synced, then where it

@@ -15,12 +15,12 @@ Talks to: nothing; the protocols are implemented in ``local`` and ``dask``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Protocol, TypeVar
 
 from mpevents.core.framing import Span
-from mpevents.core.spec import Reject
 from mpevents.output.parts import PartRef
+from mpevents.output.rejects import SpanRejects
 
 
 class Payload(Protocol):
@@ -37,8 +37,8 @@ class Payload(Protocol):
         ...
 
     @property
-    def rejects(self) -> Sequence[Reject]:
-        """Numbered from the span's first line."""
+    def rejects(self) -> SpanRejects:
+        """Numbered from the span's first line, encoded by whoever checked it (``output.rejects``)."""
         ...
 
 

@@ -69,14 +69,15 @@ class Tally:
         per group if it says (a local one's are counted when placed:
         :meth:`add_groups`), its rejects by reason. Returns its records."""
         self.add_groups({group: count for group, (count, _) in payload.groups.items()})
-        valid = payload.lines - len(payload.rejects) - payload.blank  # every line is one of the three
+        rejected = payload.rejects.total
+        valid = payload.lines - rejected - payload.blank  # every line is one of the three
         reasons, index = self.reasons, self._index
-        for reject in payload.rejects:
-            reasons[index[reject.reason]] += 1
+        for reason, count in payload.rejects.reasons.items():
+            reasons[index[reason]] += count
         counts, at = self._counts, _COUNTS * span.file
         counts[at] += payload.lines
         counts[at + 1] += valid
-        counts[at + 2] += len(payload.rejects)
+        counts[at + 2] += rejected
         counts[at + 3] += payload.blank
         self._ends[span.file] = span.end
         return valid
