@@ -288,13 +288,13 @@ class _Epochs:
         self._collector.placed(groups)
         sizes, placing = self._sizes, placing_of(span)
         assert self._end is not None
+        # Shards of hashes (``plan``) never share a group, nor does a placing over the whole epoch.
         if placing.shards > 1 or placing.last - placing.first == self._end - self._base:
             sizes.update(zip(groups, map(itemgetter(1), groups.values())))  # its groups are its alone this epoch
         else:
             for group, (_, size) in groups.items():  # by ranges of blocks, the last range's end is the file's
                 sizes[group] = max(sizes.get(group, 0), size)
         if not self._waiting:
-            assert self._end is not None
             self._base, self._end = self._end, None
             if self._mid_run:  # (a --resume run's journal names every block until the output is in)
                 (self._sink.parts / ORDER_NAME).unlink()  # a copy done again finds its epoch placed

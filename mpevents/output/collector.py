@@ -217,7 +217,8 @@ class Collector(Generic[P]):
         """Count the records of groups placed since (the local engine's, at the end)."""
         values = groups.values()  # (records, size): each taken by a C-level pass, not a step per group
         self._tally.add_groups(dict(zip(groups, map(itemgetter(0), values))))
-        self._sizes.update(zip(groups, map(itemgetter(1), values)))
+        if self._compress is not None:  # (read only to list the compressed files)
+            self._sizes.update(zip(groups, map(itemgetter(1), values)))
         self._publish_groups()
 
     def finish(self, group_bytes: int) -> None:
@@ -260,13 +261,15 @@ class Collector(Generic[P]):
         return min(info.size, span.end * read // inflated) if inflated else 0
 
     def close(self) -> None:
-        self._sink.close()
-        if isinstance(self._rejects, FramedRejects):
-            self._rejects.abandon()  # unless finished: the side file is what a --resume run goes on from
-        else:
-            self._rejects.close()
-        if self._journal is not None:
-            self._journal.close()
+        try:
+            self._sink.close()  # may raise what a removal on the sink's thread met
+        finally:
+            if isinstance(self._rejects, FramedRejects):
+                self._rejects.abandon()  # unless finished: the side file is what a --resume run goes on from
+            else:
+                self._rejects.close()
+            if self._journal is not None:
+                self._journal.close()
 
     def report(self) -> Report:
         """The counts main needs for summary.json."""

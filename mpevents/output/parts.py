@@ -86,18 +86,30 @@ file is still written once (a round costs a look at its range of every block's i
 not a read of its records), and every worker placing at once adds only this
 and INDEX_CACHE_BYTES to the run's memory, whatever the size of the output."""
 INDEX_CACHE_BYTES: Final = 8 << 20
-"""The most memory the blocks' hashes a placing keeps may take (4 bytes a
-group and _HASHES_OVERHEAD a block), kept once read: every round of a
-placing looks up its range in each block's hashes. The rest of an index is
-read a round's range at a time: a whole index read and decoded each round,
-as 100,000 groups' blocks (560 KiB each) were, took 0.46 s of a placing's
-3.0 s of CPU."""
+"""The most memory a placing may keep of the blocks' indexes once read (a
+small index whole, a big one's hashes: 4 bytes a group and _HASHES_OVERHEAD
+a block): every round of a placing looks up its range in each block's
+hashes. The rest of a big index is read a round's range at a time: a whole
+index read and decoded each round, as 100,000 groups' blocks (560 KiB each)
+were, took 0.46 s of a placing's 3.0 s of CPU."""
 _HASHES_OVERHEAD: Final = 100
 """About what a block's array of hashes takes beyond its items."""
+_COLUMNS: Final = ("I", "Q", "Q", "Q")
+"""A block index's arrays, side by side, then its names: each group's hash,
+where its bytes end, its records and where its name ends."""
+WHOLE_INDEX_BYTES: Final = 64 << 10
+"""An index of at most this many bytes (some 2,000 groups) is read whole
+and kept whole, within INDEX_CACHE_BYTES: read by ranges, a placing of 200
+groups in 28 rounds of 112 blocks spent twice the CPU of one that kept its
+indexes (0.069 s against 0.034 s), in small reads."""
 FEW_GROUPS: Final = 64
 """Blocks of at most this many groups are placed by ranges of blocks (:func:`plan`):
 reading the indexes of every block before a range, to know where its bytes
 go, costs little with so few groups."""
+FEW_PIECES: Final = 32
+"""A block range of fewer pieces than this is held a piece at a time: the
+C-level passes cost more to set up than such a range's Python steps (200
+groups in 28 rounds meet 3 or 4 pieces a block each round)."""
 ORDER_NAME: Final = "order"
 """The file in the parts directory that lists the blocks to place, in input order (an :class:`Order`)."""
 SEGMENT_CHUNKS: Final = 4
@@ -145,7 +157,8 @@ class Order(msgspec.Struct, array_like=True, frozen=True):
 
 class Placing(NamedTuple):
     """Placing ``number`` of a plan (from 0): the groups of hash range ``number``
-    of ``shards`` (every group when ``shards`` is 1), from blocks ``first``
+    of ``shards`` (every group when ``shards`` is 1: only a plan by hashes has
+    more than one shard), from blocks ``first``
     to ``last`` (not included) of the order, each group's bytes written after
     what the blocks before ``first`` hold of it."""
 
@@ -398,13 +411,15 @@ def _file_name(group: bytes, compress: Compress | None) -> str:
 
 
 class _Blocks:
-    """A placing's way to the blocks: the part logs it opened, and the blocks'
-    hashes it read, kept while they fit in INDEX_CACHE_BYTES."""
+    """A placing's way to the blocks: the part logs it opened, and what it
+    read of their indexes, kept while it fits in INDEX_CACHE_BYTES: a small
+    index whole, a big one's hashes."""
 
     def __init__(self, parts: Path) -> None:
         self._parts = parts
         self._logs: dict[str, int] = {}
         self._hashes: dict[PartRef, array[int]] = {}
+        self._whole: dict[PartRef, tuple[list[array[int]], list[bytes]]] = {}  # small indexes: arrays, names
         self._kept = 0
 
     def log(self, ref: PartRef) -> int:
@@ -418,54 +433,88 @@ class _Blocks:
         """The entries ``[first, last)`` of ``ref``'s block whose hashes are in ``[low, high)``."""
         hashes = self._hashes.get(ref)
         if hashes is None:
-            hashes = self._read(ref, "I", 0, 0, ref.groups)
-            size = _HASHES_OVERHEAD + 4 * len(hashes)
-            if keep and self._kept + size <= INDEX_CACHE_BYTES:
+            whole = ref.index_size <= WHOLE_INDEX_BYTES
+            size = _HASHES_OVERHEAD + 4 * ref.groups + (ref.index_size if whole else 0)
+            keep = keep and self._kept + size <= INDEX_CACHE_BYTES
+            if keep and whole:
+                self._whole[ref] = self._decode(ref)
+            hashes = self._read(ref, 0, 0, ref.groups)
+            if keep:
                 self._hashes[ref] = hashes
                 self._kept += size
         return bisect_left(hashes, low), bisect_left(hashes, high)
 
-    def _read(self, ref: PartRef, kind: str, column: int, first: int, last: int) -> array[int]:
-        """Items ``[first, last)`` of array ``column`` of ``ref``'s index (0:
-        hashes, 4-byte; 1, 2, 3: ends, counts, name ends, 8-byte)."""
-        items = array(kind)
+    def _decode(self, ref: PartRef) -> tuple[list[array[int]], list[bytes]]:
+        """``ref``'s whole index, read at once: its arrays and its names."""
+        data = _pread_exact(self.log(ref), ref.index_size, ref.offset + ref.size, ref)
+        arrays, at = [], 0
+        for column in range(len(_COLUMNS)):
+            items = array(_COLUMNS[column])
+            size = ref.groups * items.itemsize
+            items.frombytes(data[at : at + size])
+            arrays.append(items)
+            at += size
+        return arrays, _split(data[at:], 0, arrays[3])
+
+    def _read(self, ref: PartRef, column: int, first: int, last: int) -> array[int]:
+        """Items ``[first, last)`` of array ``column`` of ``ref``'s index (_COLUMNS)."""
+        whole = self._whole.get(ref)
+        if whole is not None:
+            return whole[0][column][first:last]
+        items = array(_COLUMNS[column])
         at = ref.offset + ref.size + (4 * ref.groups + 8 * (column - 1) * ref.groups if column else 0)
-        data = os.pread(self.log(ref), (last - first) * items.itemsize, at + first * items.itemsize)
-        if len(data) != (last - first) * items.itemsize:
-            raise OSError(errno.EIO, f"part log {ref.log} is shorter than its blocks say")
-        items.frombytes(data)
+        items.frombytes(_pread_exact(self.log(ref), (last - first) * items.itemsize, at + first * items.itemsize, ref))
         return items
+
+    def _names(self, ref: PartRef, first: int, last: int) -> list[bytes]:
+        """The names of entries ``[first, last)`` of ``ref``'s block."""
+        whole = self._whole.get(ref)
+        if whole is not None:
+            return whole[1][first:last]
+        before = 1 if first else 0  # the entry before: where the range's names begin
+        name_ends = self._read(ref, 3, first - before, last)
+        name_start = name_ends[0] if before else 0
+        at = ref.offset + ref.size + 28 * ref.groups + name_start
+        return _split(_pread_exact(self.log(ref), name_ends[-1] - name_start, at, ref), name_start, name_ends[before:])
 
     def bounds(self, ref: PartRef, low: int, high: int) -> tuple[int, int] | None:
         """Where the bytes of hashes ``[low, high)`` begin and end in ``ref``'s block (None: it has none)."""
         first, last = self._range(ref, low, high, keep=True)
         if first == last:
             return None
-        ends = self._read(ref, "Q", 1, max(first - 1, 0), last)
+        ends = self._read(ref, 1, max(first - 1, 0), last)
         return (ends[0] if first else 0), ends[-1]
 
     def entries(self, ref: PartRef, low: int, high: int, keep: bool = True) -> _Entries | None:
         """The entries of hashes ``[low, high)`` in ``ref``'s block (None: it has
-        none); with ``keep``, its hashes kept for later while there is room."""
+        none); with ``keep``, what was read of its index kept for later while there is room."""
         first, last = self._range(ref, low, high, keep)
         if first == last:
             return None
-        before = 1 if first else 0  # the entry before: where the range's bytes and names begin
-        ends = self._read(ref, "Q", 1, first - before, last)
-        name_ends = self._read(ref, "Q", 3, first - before, last)
-        start, name_start = (ends[0], name_ends[0]) if before else (0, 0)
-        names_at = ref.offset + ref.size + 28 * ref.groups
-        names = os.pread(self.log(ref), name_ends[-1] - name_start, names_at + name_start)
-        if len(names) != name_ends[-1] - name_start:
-            raise OSError(errno.EIO, f"part log {ref.log} is shorter than its blocks say")
-        shift = itertools.repeat(name_start)
-        name_begins = map(sub, itertools.chain((name_start,), name_ends[before:]), shift)
-        groups = list(map(names.__getitem__, map(slice, name_begins, map(sub, name_ends[before:], shift))))
-        return _Entries(start, ends[before:], self._read(ref, "Q", 2, first, last), groups)
+        before = 1 if first else 0  # the entry before: where the range's bytes begin
+        ends = self._read(ref, 1, first - before, last)
+        start = ends[0] if before else 0
+        return _Entries(start, ends[before:], self._read(ref, 2, first, last), self._names(ref, first, last))
 
     def close(self) -> None:
         for fd in self._logs.values():
             os.close(fd)
+
+
+def _split(names: bytes, start: int, ends: array[int]) -> list[bytes]:
+    """``names``, which begin at ``start`` of an index's names, cut where ``ends`` say."""
+    shift = itertools.repeat(start)
+    return list(
+        map(names.__getitem__, map(slice, map(sub, itertools.chain((start,), ends), shift), map(sub, ends, shift)))
+    )
+
+
+def _pread_exact(fd: int, size: int, at: int, ref: PartRef) -> bytes:
+    """``size`` bytes of ``ref``'s part log (open as ``fd``) from ``at``."""
+    data = os.pread(fd, size, at)
+    if len(data) != size:
+        raise OSError(errno.EIO, f"part log {ref.log} is shorter than its blocks say")
+    return data
 
 
 def _place_range(
@@ -494,12 +543,17 @@ def _place_range(
             # pieces is read at once, and each big piece copied in the kernel.
             if writer.framing or ends[-1] - start < SMALL_COPY * len(groups):
                 whole = writer.read(fd, ref, start, ends[-1])
-                shift = itertools.repeat(start)
-                # Each piece begins where the one before ends, both counted from the range's start.
-                starts = map(sub, itertools.chain((start,), ends), shift)
-                pieces = map(whole.__getitem__, map(slice, starts, map(sub, ends, shift)))
-                deque(map(list.append, map(held.__getitem__, groups), pieces), maxlen=0)
-                deque(map(list.append, map(counted.__getitem__, groups), counts), maxlen=0)
+                if len(groups) < FEW_PIECES:
+                    for group, begin, end, count in zip(groups, itertools.chain((start,), ends), ends, counts):
+                        held[group].append(whole[begin - start : end - start])
+                        counted[group].append(count)
+                else:
+                    shift = itertools.repeat(start)
+                    # Each piece begins where the one before ends, both counted from the range's start.
+                    starts = map(sub, itertools.chain((start,), ends), shift)
+                    pieces = map(whole.__getitem__, map(slice, starts, map(sub, ends, shift)))
+                    deque(map(list.append, map(held.__getitem__, groups), pieces), maxlen=0)
+                    deque(map(list.append, map(counted.__getitem__, groups), counts), maxlen=0)
             else:
                 run: list[tuple[bytes, int, int]] = []  # small pieces side by side, read at once
                 for group, begin, end, count in zip(groups, itertools.chain((start,), ends), ends, counts):
@@ -563,9 +617,7 @@ class _Writer:
     def read(self, fd: int, ref: PartRef, begin: int, end: int) -> memoryview:
         """Bytes ``[begin, end)`` of ``ref``'s block, counted as held: their
         pieces go to :attr:`held`."""
-        block = memoryview(os.pread(fd, end - begin, ref.offset + begin))
-        if len(block) != end - begin:
-            raise OSError(errno.EIO, f"part log {ref.log} is shorter than its blocks say")
+        block = memoryview(_pread_exact(fd, end - begin, ref.offset + begin, ref))
         self.held_bytes += end - begin
         if self._wrote is not None:  # a round may write only at its end: its reads show it moving
             self._wrote(end - begin, 0, 0)
@@ -619,8 +671,6 @@ class _Writer:
             totals[1] += given
             taken += given
         self._held.clear()
-        for group in list(self._counted):  # met only in big pieces, copied since
-            totals_of(group)
         self.held_bytes = 0
         if self._wrote is not None and taken:
             self._wrote(0, taken, taken)

@@ -55,14 +55,10 @@ class SpanRejects(NamedTuple):
         return len(self.lines)
 
 
-NONE: Final = SpanRejects([], [], {})
-"""A span without rejects."""
-
-
 def encode(rejects: Sequence[Reject]) -> SpanRejects:
     """``rejects`` as they travel: every byte of their lines but the file's name and their numbers."""
     if not rejects:
-        return NONE
+        return SpanRejects([], [], {})
     tails = [b"," + _ENCODER.encode(_Tail(reject.reason, reject.raw))[1:] + b"\n" for reject in rejects]
     return SpanRejects([reject.line for reject in rejects], tails, dict(Counter(map(attrgetter("reason"), rejects))))
 
