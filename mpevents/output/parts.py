@@ -97,6 +97,8 @@ _HASHES_OVERHEAD: Final = 100
 _COLUMNS: Final = ("I", "Q", "Q", "Q")
 """A block index's arrays, side by side, then its names: each group's hash,
 where its bytes end, its records and where its name ends."""
+_ITEMS_BEFORE: Final = tuple(itertools.accumulate((array(kind).itemsize for kind in _COLUMNS), initial=0))
+"""Bytes a group takes in the arrays before each (and, last, before the names)."""
 WHOLE_INDEX_BYTES: Final = 64 << 10
 """An index of at most this many bytes (some 2,000 groups) is read whole
 and kept whole, within INDEX_CACHE_BYTES: read by ranges, a placing of 200
@@ -462,7 +464,7 @@ class _Blocks:
         if whole is not None:
             return whole[0][column][first:last]
         items = array(_COLUMNS[column])
-        at = ref.offset + ref.size + (4 * ref.groups + 8 * (column - 1) * ref.groups if column else 0)
+        at = _column_at(ref, column)
         items.frombytes(_pread_exact(self.log(ref), (last - first) * items.itemsize, at + first * items.itemsize, ref))
         return items
 
@@ -474,7 +476,7 @@ class _Blocks:
         before = 1 if first else 0  # the entry before: where the range's names begin
         name_ends = self._read(ref, 3, first - before, last)
         name_start = name_ends[0] if before else 0
-        at = ref.offset + ref.size + 28 * ref.groups + name_start
+        at = _column_at(ref, len(_COLUMNS)) + name_start
         return _split(_pread_exact(self.log(ref), name_ends[-1] - name_start, at, ref), name_start, name_ends[before:])
 
     def bounds(self, ref: PartRef, low: int, high: int) -> tuple[int, int] | None:
@@ -499,6 +501,11 @@ class _Blocks:
     def close(self) -> None:
         for fd in self._logs.values():
             os.close(fd)
+
+
+def _column_at(ref: PartRef, column: int) -> int:
+    """Where array ``column`` of ``ref``'s index begins in its part log (``len(_COLUMNS)``: the names)."""
+    return ref.offset + ref.size + ref.groups * _ITEMS_BEFORE[column]
 
 
 def _split(names: bytes, start: int, ends: array[int]) -> list[bytes]:
