@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import tomllib
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -145,6 +144,11 @@ def load(path: Path) -> Schema:
 
 def parse(text: str, source: str = "<schema>", *, default_name: str = "") -> Schema:
     """The schema in TOML ``text``; ``source`` names it in errors."""
+    # Imported here, not with the module: a run without --schema never parses
+    # TOML, and every run's main process imports this module (2-3 ms of its
+    # start-up, which is the busiest non-worker thread of a short run).
+    import tomllib
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
