@@ -4,8 +4,8 @@
     python scripts/bench.py --corpora '' --spec-rounds 0 --dask-groups     # only the Dask engine on many groups
 
 Builds the corpora once with scripts/genlog.sh (files of 500,000 lines in
-``.bench/``), then runs every program once per round, in turn, so that
-a noisy machine slows them all alike. A corpus is named ``MIX-SIZE``: MIX is
+``.bench/``), then runs every program on every corpus once per round, in
+turn, so that a noisy machine slows them all alike. A corpus is named ``MIX-SIZE``: MIX is
 ``template`` (the seed's one template, 3 groups), ``real`` (what real logs
 hold: text outside ASCII, quotes, 200 groups, 1 line in 200 broken; see
 genlog.sh) or ``wide`` (the real mix in the 12 fields of every type of
@@ -651,6 +651,7 @@ def main() -> int:
         compile_bytecode(args.baseline)
     results: dict[str, dict[str, Any]] = {}
     output = WORK / "out"
+    each: list[tuple[Corpus, list[Program]]] = []
     for corpus in corpora:
         directory = corpus.build()
         sequential = corpus.lines <= sequential_limit
@@ -661,17 +662,24 @@ def main() -> int:
             directory, output, workers, not args.no_peers and few_groups, sequential, baseline, bool(corpus.suffix),
             args.trace, schema,
         )  # fmt: skip
+        each.append((corpus, programs))
         for round_ in range(args.memory_rounds):
             for program in programs:
                 measure(program, output, memory=True)
                 peak = program.peaks_kib[-1] / 1024
                 console.log(f"{corpus.name} memory round {round_ + 1}: {program.name} {peak:.0f} MiB")
-        for round_ in range(args.rounds):
+    # Each timed round runs every corpus's programs: a ratio across corpora
+    # (100,000 groups against 200) compares runs a minute apart, not the
+    # minutes between one corpus's rounds and the next's, in which this
+    # machine's speed can move by half.
+    for round_ in range(args.rounds):
+        for corpus, programs in each:
             for program in programs:
                 measure(program, output, memory=False)
                 console.log(f"{corpus.name} round {round_ + 1}: {program.name} {program.walls[-1]:.2f} s")
+    for corpus, programs in each:
         results[corpus.name] = report_size(corpus.lines, programs)
-        set_aside(output, ASIDE, console.log)
+    set_aside(output, ASIDE, console.log)
     spec = spec_bench.measure(args.spec_rounds) if args.spec_rounds > 0 else {}
     wide = spec_bench.measure_wide(args.spec_rounds) if args.spec_rounds > 0 else {}
     many_groups = dask_groups(args.rounds, console) if args.dask_groups else {}
