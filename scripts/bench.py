@@ -130,8 +130,7 @@ class Corpus:
         suffix = f".{rest.pop()}" if rest and rest[-1] in ("gz", "zst") else ""
         groups = rest.pop()[:-1] if rest and rest[-1].endswith("g") else ""
         files = rest[0] if rest else ""
-        unit = {"K": 1_000, "M": 1_000_000}.get(size[-1:].upper(), 0)
-        lines = int(size[:-1]) * unit if size[:-1].isdigit() else 0
+        lines = size_lines(size)
         valid = (
             mix in MIXES
             and lines > 0
@@ -180,6 +179,12 @@ class Corpus:
 
 
 MIXES = ("template", "real", "wide")
+
+
+def size_lines(size: str) -> int:
+    """The lines a SIZE such as ``2M`` or ``322K`` names; 0 if it names none."""
+    unit = {"K": 1_000, "M": 1_000_000}.get(size[-1:].upper(), 0)
+    return int(size[:-1]) * unit if size[:-1].isdigit() else 0
 
 
 def compile_bytecode(repo: Path = REPO) -> None:
@@ -642,7 +647,9 @@ def main() -> int:
     cores = os.cpu_count() or 1
     workers = [int(n) for n in args.workers.split(",")] if args.workers else list(range(1, cores + 1))
     corpora = [Corpus.parse(name) for name in args.corpora.split(",") if name]
-    sequential_limit = int(args.sequential_up_to.rstrip("Mm")) * 1_000_000
+    sequential_limit = size_lines(args.sequential_up_to)
+    if not sequential_limit and args.sequential_up_to.strip("0") not in ("K", "k", "M", "m"):
+        parser.error(f"--sequential-up-to is a size like 2M or 322K (0M: never), not {args.sequential_up_to!r}")
     console = Console()
     clear_aside(ASIDE, console.log)  # left by a bench that was stopped
     settle(ASIDE, console.log)
