@@ -9,12 +9,24 @@ import sys
 import time
 from io import StringIO
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
 
+from mpevents.observe import dashboard
 from mpevents.observe.board import Board, CollectorField, WorkerField
-from mpevents.observe.dashboard import FileView, View, WorkerView, _placing, progress_line, render, summary_table
+from mpevents.observe.dashboard import (
+    PLAIN_EVERY_S,
+    FileView,
+    PlainProgress,
+    View,
+    WorkerView,
+    _placing,
+    progress_line,
+    render,
+    summary_table,
+)
 from tests.conftest import REPO, genlog, make_summary, run_cli
 
 pytestmark = pytest.mark.usefixtures("clean_processes")
@@ -130,6 +142,47 @@ def test_the_placings_progress_is_half_reading_and_half_writing_and_a_redo_start
     board.set_worker(0, WorkerField.OUT_PLAIN, 0)
     assert (_placing(board) or (0, 0, 0.0))[0] == 250
     assert _placing(Board(files=1, workers=2)) is None  # not placing yet
+
+
+def test_the_group_files_progress_counts_from_when_every_line_was_checked() -> None:
+    board = Board(files=1, workers=2)
+    board.set_worker(0, WorkerField.PLACE_READ, 600)  # the epochs placed while lines were still checked
+    board.set_worker(0, WorkerField.OUT_PLAIN, 600)
+    board.set_collector(CollectorField.PLACED_BEFORE, board.placed())
+    board.set_collector(CollectorField.TO_PLACE, 1_000)
+    board.set_worker(1, WorkerField.PLACE_READ, 200)  # since: the epoch in flight and the last, 100 of 400
+    assert (_placing(board) or (0, 0, 0.0))[:2] == (100, 400)
+
+
+def test_once_a_line_is_out_the_start_of_the_group_files_gets_one_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(
+        dashboard, "time", SimpleNamespace(monotonic=lambda: clock[0], monotonic_ns=lambda: int(clock[0] * 1e9))
+    )
+    board = Board(files=1, workers=1)
+    engine = SimpleNamespace(
+        board=board, started=clock[0], files=[SimpleNamespace(name="a.log", size=10)], queue_depths=lambda: [],
+        note=lambda: "",
+    )  # fmt: skip
+    out = StringIO()
+    progress = PlainProgress(out)
+    progress.start(engine)
+    board.set_collector(CollectorField.TO_PLACE, 1_000)  # writing the group files before any line: none yet
+    progress.tick()
+    assert out.getvalue() == ""
+    board.set_collector(CollectorField.TO_PLACE, 0)
+    clock[0] += PLAIN_EVERY_S
+    progress.tick()
+    assert out.getvalue().count("\n") == 1 and "group files" not in out.getvalue()
+    clock[0] += 0.1
+    progress.tick()  # not due, nothing new
+    assert out.getvalue().count("\n") == 1
+    board.set_collector(CollectorField.TO_PLACE, 1_000)
+    progress.tick()  # not due, but the group files have begun
+    assert out.getvalue().count("\n") == 2 and "group files 0% placed" in out.getvalue().splitlines()[-1]
+    clock[0] += 0.1
+    progress.tick()  # said once
+    assert out.getvalue().count("\n") == 2
 
 
 def test_a_piped_run_whose_group_files_take_long_says_so(tmp_path: Path) -> None:

@@ -303,11 +303,15 @@ class _Epochs:
     def last(self) -> None:
         """Once every span is in: place the rest, and count what the placings wrote."""
         job, refs = self._job, self._sink.refs
-        while self._end is not None:  # the epoch being placed first
-            self._wait()
-        board = job.board  # the dashboard's "group files" line
+        # The dashboard's "group files" line, from now: every line is checked,
+        # and what is left is placing, the epoch in flight included (it may
+        # take most of the run's end). TO_PLACE last: it turns the line on.
+        board = job.board
+        board.set_collector(CollectorField.PLACED_BEFORE, board.placed())
         board.set_collector(CollectorField.PLACE_START_NS, time.monotonic_ns())
         board.set_collector(CollectorField.TO_PLACE, sum(ref.size for ref in refs))
+        while self._end is not None:  # the epoch being placed first
+            self._wait()
         self._begin(final=True)
         while self._end is not None:
             self._wait()

@@ -72,9 +72,10 @@ class CollectorField(enum.IntEnum):
     GROUPS = 6  # distinct groups so far
     BUSY_NS = 7  # time spent ordering and writing
     BYTES = 8  # input bytes whose lines are written
-    TO_PLACE = 9  # bytes of records the placings write, once every span is in (0: not yet)
-    PLACE_START_NS = 10  # when the placings were handed out (time.monotonic_ns, shared by every process)
-    REASONS = 11  # a cell per reason of the schema, then TOP_GROUPS (name length, count) pairs
+    TO_PLACE = 9  # bytes of records the placings write in the whole run, once every span is in (0: not yet)
+    PLACE_START_NS = 10  # when every span was in (time.monotonic_ns, shared by every process)
+    PLACED_BEFORE = 11  # Board.placed() then: what the epochs placed while the run went on had done
+    REASONS = 12  # a cell per reason of the schema, then TOP_GROUPS (name length, count) pairs
 
 
 _FILE_WIDTH: Final = len(FileField)
@@ -132,13 +133,14 @@ class Board:
     def read_bytes(self) -> int:
         return sum(self.reader(slot, ReaderField.BYTES) for slot in range(self.n_readers))
 
-    def placed(self) -> tuple[int, int]:
-        """Bytes the placings have read from the part logs so far, and bytes of records they have written."""
+    def placed(self) -> int:
+        """The placings' work so far, as bytes of records: half of what they
+        have read from the part logs and half of what they have written
+        (reads alone would say all is done before a round's writes)."""
         slots = range(self.n_workers)
-        return (
-            sum(self.worker(slot, WorkerField.PLACE_READ) for slot in slots),
-            sum(self.worker(slot, WorkerField.OUT_PLAIN) for slot in slots),
-        )
+        read = sum(self.worker(slot, WorkerField.PLACE_READ) for slot in slots)
+        written = sum(self.worker(slot, WorkerField.OUT_PLAIN) for slot in slots)
+        return (read + written) // 2
 
     # collector
     def collector(self, field: CollectorField) -> int:

@@ -97,9 +97,8 @@ class View:
     """With --compress: the group files' bytes placed so far, decompressed, and as written."""
     placing: tuple[int, int, float] | None = None
     """Once every chunk is checked and the workers write the group files (the
-    local engine): their work done, as bytes (half of what they have read
-    from the part logs and half of what they have written), of the bytes of
-    records to place, and seconds since they began."""
+    local engine): their work done since, as bytes (``Board.placed``), of
+    the bytes of records that were left to place, and the seconds since."""
 
     @property
     def placed_fraction(self) -> float:
@@ -218,8 +217,8 @@ def _placing(board: Board) -> tuple[int, int, float] | None:
     if total <= 0:
         return None
     since = (time.monotonic_ns() - board.collector(CollectorField.PLACE_START_NS)) / 1e9
-    read, written = board.placed()
-    return (read + written) // 2, total, max(0.0, since)
+    before = board.collector(CollectorField.PLACED_BEFORE)  # the epochs placed while the checks went on
+    return max(0, board.placed() - before), total - before, max(0.0, since)
 
 
 def _output_bytes(board: Board) -> tuple[int, int]:
@@ -363,24 +362,39 @@ class LiveDashboard:
 
 
 class PlainProgress:
-    """One line on stderr every few seconds: for pipes, files and CI logs."""
+    """One line on stderr every few seconds: for pipes, files and CI logs.
+
+    Once a run has put out a line, it puts out one more at once when every
+    line is checked and the workers begin writing the group files, which
+    can take a good part of the run's end: a log says when checking ended,
+    not up to PLAIN_EVERY_S later. A run over sooner prints nothing."""
 
     def __init__(self, stream: Any = None, compress: bool = False) -> None:
         self.stream = stream or sys.stderr
         self._compress = compress
         self._pipeline: Engine | None = None
         self._written = 0.0
+        self._said = False  # a line is out
+        self._said_placing = False  # a line with the group files is out
 
     def start(self, pipeline: Engine) -> None:
         self._pipeline = pipeline
         self._written = time.monotonic()
 
     def tick(self) -> None:
+        pipeline = self._pipeline
         now = time.monotonic()
-        if self._pipeline is None or now - self._written < PLAIN_EVERY_S:
+        if pipeline is None:
+            return
+        if now - self._written < PLAIN_EVERY_S and not (
+            self._said and not self._said_placing and pipeline.board.collector(CollectorField.TO_PLACE) > 0
+        ):
             return
         self._written = now
-        print(progress_line(view_of(self._pipeline, self._compress)), file=self.stream, flush=True)
+        view = view_of(pipeline, self._compress)
+        self._said = True
+        self._said_placing = self._said_placing or view.placing is not None
+        print(progress_line(view), file=self.stream, flush=True)
 
     def stop(self) -> None:
         self._pipeline = None
