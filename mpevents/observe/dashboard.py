@@ -383,12 +383,12 @@ class PlainProgress:
 
     def tick(self) -> None:
         pipeline = self._pipeline
-        now = time.monotonic()
         if pipeline is None:
             return
-        if now - self._written < PLAIN_EVERY_S and not (
-            self._said and not self._said_placing and pipeline.board.collector(CollectorField.TO_PLACE) > 0
-        ):
+        now = time.monotonic()
+        due = now - self._written >= PLAIN_EVERY_S
+        placing_began = self._said and not self._said_placing and pipeline.board.collector(CollectorField.TO_PLACE) > 0
+        if not (due or placing_began):
             return
         self._written = now
         view = view_of(pipeline, self._compress)
