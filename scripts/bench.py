@@ -12,7 +12,8 @@ genlog.sh) or ``wide`` (the real mix in the 12 fields of every type of
 WIDE_SCHEMA, grouped by a string in 200 groups: mpevents is given
 ``--schema``, the peers the same column types), SIZE the lines in millions (``2M``) or thousands (``322K``); a
 ``-GROUPSg`` part sets genlog's groups (``real-1M-10000g``; the peers skip a
-corpus of more than PEERS_UP_TO_GROUPS, and so does ``--baseline``). For each it reports the median wall
+corpus of more than PEERS_UP_TO_GROUPS, and so do ``--baseline`` and the
+sequential script). For each it reports the median wall
 time, lines per second and the peak memory of its whole process tree (summed
 PSS read from /proc while it runs, plus the files of mpevents' spool in
 /dev/shm), and the ratios that the targets name. Then it times
@@ -661,9 +662,9 @@ def main() -> int:
     each: list[tuple[Corpus, list[Program]]] = []
     for corpus in corpora:
         directory = corpus.build()
-        sequential = corpus.lines <= sequential_limit
         schema = WIDE_SCHEMA if corpus.mix == "wide" else None
         few_groups = (corpus.groups or 0) <= PEERS_UP_TO_GROUPS
+        sequential = corpus.lines <= sequential_limit and few_groups  # it holds a file open per group
         baseline = args.baseline if few_groups else None
         programs = programs_for(
             directory, output, workers, not args.no_peers and few_groups, sequential, baseline, bool(corpus.suffix),
