@@ -173,6 +173,7 @@ def measure(directory: Path, output: Path, cwd: Path, rounds: int, aside: Path) 
         "worker_cpu_s": round(worker, 3),
         "busiest": f"{busiest.process} / {busiest.thread}",
         "busiest_cpu_s": round(busiest.cpu_s, 3),
+        "busiest_before_s": round(busiest.before_s, 3),
         "busiest_running": f"{busiest_running.process} / {busiest_running.thread}",
         "busiest_running_cpu_s": round(busiest_running.running_s, 3),
         "threads": [
@@ -197,7 +198,8 @@ def main() -> int:
     for thread in result["threads"]:
         print(f"{thread['process']:<28} {thread['thread']:<16} {thread['cpu_s']:8.3f} s  {thread['running_s']:8.3f} s")
     print(f"ceiling: {result['ceiling']} workers (worker {result['worker_cpu_s']} s / {result['busiest']} "
-          f"{result['busiest_cpu_s']} s; runs: {result['ceilings']})")  # fmt: skip
+          f"{result['busiest_cpu_s']} s, {result['busiest_before_s']} s of it before the worker started; "
+          f"runs: {result['ceilings']})")  # fmt: skip
     print(f"ceiling while the worker runs: {result['ceiling_running']} workers "
           f"(/ {result['busiest_running']} {result['busiest_running_cpu_s']} s)")  # fmt: skip
     return 0
