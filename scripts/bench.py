@@ -16,7 +16,8 @@ corpus of more than PEERS_UP_TO_GROUPS, and so do ``--baseline`` and the
 sequential script). For each it reports the median wall
 time, lines per second and the peak memory of its whole process tree (summed
 PSS read from /proc while it runs, plus the files of mpevents' spool in
-/dev/shm), and the ratios that the targets name. Then it times
+/dev/shm), and the ratios that the targets name: each of walls twice, as the
+ratio of the medians and (``, paired``) as the median of each round's own ratio. Then it times
 ``process_chunk`` on one chunk per feature of real logs (issue #11's target
 2, ``scripts/spec_bench.py``) in the same process. The results go to rich
 tables and to ``bench-results.json``.
@@ -308,9 +309,24 @@ def report_size(lines: int, programs: list[Program]) -> dict[str, Any]:
     return rows
 
 
+def _wall_ratios(
+    out: dict[str, float], label: str, top: dict[str, Any], bottom: dict[str, Any], digits: int = 2
+) -> None:
+    """Put ``label``: ``top``'s median wall / ``bottom``'s, and ``label, paired``:
+    the median of the rounds' own ratios. Every program runs once in each
+    round, minutes apart from the next round, and this machine's speed moves
+    by a factor of two within an hour: a ratio of two runs of one round
+    compares them at one speed, the ratio of the medians may compare a slow
+    round's run with a fast one's."""
+    out[label] = round(top["wall_s"] / bottom["wall_s"], digits)
+    pairs = [a / b for a, b in zip(top["walls_s"], bottom["walls_s"], strict=True)]
+    out[f"{label}, paired"] = round(statistics.median(pairs), digits)
+
+
 def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
-    """The ratios the targets name, where both sides were measured."""
-    out = {}
+    """The ratios the targets name, where both sides were measured (walls: both
+    readings of :func:`_wall_ratios`)."""
+    out: dict[str, float] = {}
     for name, rows in results.items():
         two = rows.get("mpevents N=2")
         one = rows.get("mpevents N=1")
@@ -318,33 +334,30 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
             continue
         for peer in ("duckdb", "polars", "chdb", "sequential"):
             if peer in rows:
-                out[f"{name}: wall N=2 / {peer}"] = round(two["wall_s"] / rows[peer]["wall_s"], 2)
+                _wall_ratios(out, f"{name}: wall N=2 / {peer}", two, rows[peer])
                 out[f"{name}: memory N=2 / {peer}"] = round(two["peak_pss_mib"] / rows[peer]["peak_pss_mib"], 2)
         if one is not None:
-            out[f"{name}: scaling wall N=1 / N=2"] = round(one["wall_s"] / two["wall_s"], 2)
+            _wall_ratios(out, f"{name}: scaling wall N=1 / N=2", one, two)
         if "mpevents N=2 --trace" in rows:
-            out[f"{name}: wall N=2 --trace / N=2"] = round(rows["mpevents N=2 --trace"]["wall_s"] / two["wall_s"], 3)
+            _wall_ratios(out, f"{name}: wall N=2 --trace / N=2", rows["mpevents N=2 --trace"], two, 3)
         if "baseline N=2" in rows:
-            out[f"{name}: wall N=2 / baseline N=2"] = round(two["wall_s"] / rows["baseline N=2"]["wall_s"], 2)
+            _wall_ratios(out, f"{name}: wall N=2 / baseline N=2", two, rows["baseline N=2"])
     for name, rows in results.items():  # many files against the same lines in files of 500,000
         base = results.get(name.rsplit("-", 1)[0], {}) if name.endswith("f") else {}
         if "mpevents N=2" in rows and "mpevents N=2" in base:
+            _wall_ratios(out, f"{name}: wall N=2 / same lines in few files", rows["mpevents N=2"], base["mpevents N=2"])
             many, few = rows["mpevents N=2"]["wall_s"], base["mpevents N=2"]["wall_s"]
-            out[f"{name}: wall N=2 / same lines in few files"] = round(many / few, 2)
             files = int(name.rsplit("-", 1)[1][:-1])
             out[f"{name}: ms of wall per file beyond its lines"] = round((many - few) / files * 1000, 3)
     for name, rows in results.items():  # many groups against the same lines in genlog's 200
         base = results.get(name.rsplit("-", 1)[0], {}) if name.endswith("g") else {}
         if "mpevents N=2" in rows and "mpevents N=2" in base:
-            out[f"{name}: wall N=2 / same lines in 200 groups"] = round(
-                rows["mpevents N=2"]["wall_s"] / base["mpevents N=2"]["wall_s"], 2
-            )
+            label = f"{name}: wall N=2 / same lines in 200 groups"
+            _wall_ratios(out, label, rows["mpevents N=2"], base["mpevents N=2"])
     for name, rows in results.items():  # compressed against the same lines plain
         plain = results.get(name.rsplit("-", 1)[0], {}) if name.endswith(("-gz", "-zst")) else {}
         if "mpevents N=2" in rows and "mpevents N=2" in plain:
-            out[f"{name}: wall N=2 / plain N=2"] = round(
-                rows["mpevents N=2"]["wall_s"] / plain["mpevents N=2"]["wall_s"], 2
-            )
+            _wall_ratios(out, f"{name}: wall N=2 / plain N=2", rows["mpevents N=2"], plain["mpevents N=2"])
     for mix in MIXES:
         for suffix in ("", "-gz", "-zst"):
             big, small = results.get(f"{mix}-10M{suffix}", {}), results.get(f"{mix}-2M{suffix}", {})
