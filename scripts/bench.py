@@ -16,7 +16,7 @@ corpus of more than PEERS_UP_TO_GROUPS, and so do ``--baseline`` and the
 sequential script). For each it reports the median wall
 time, lines per second and the peak memory of its whole process tree (summed
 PSS read from /proc while it runs, plus the files of mpevents' spool in
-/dev/shm), and the ratios that the targets name: each of walls twice, as the
+/dev/shm), and the ratios that the targets name, each ratio of walls twice: as the
 ratio of the medians and (``, paired``) as the median of each round's own ratio. Then it times
 ``process_chunk`` on one chunk per feature of real logs (issue #11's target
 2, ``scripts/spec_bench.py``) in the same process. The results go to rich
